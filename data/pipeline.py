@@ -1,0 +1,121 @@
+"""tf.data input pipelines for Fashion-MNIST.
+
+The images stay uint8 in memory; each batch is cast to float32 (0-255) and, for training, augmented on
+the fly with vectorised ops (one op per batch, not per image). Normalisation lives in the model's first
+layer, so a saved model takes raw pixel values and describes itself.
+
+Augmentation (training only): random shift by padding 2 pixels and cropping back to 28x28, horizontal
+flip, and random erasing of one rectangle in half of the images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from data.fashion_mnist import IMAGE_SIZE, NUM_CLASSES
+
+SHIFT_PADDING = 2  # pixels of zero padding before the random crop
+ERASE_PROBABILITY = 0.5
+ERASE_MAX_SIDE = 14  # largest side of the erased rectangle, in pixels
+
+
+def stratified_subset(labels: np.ndarray, size: int, *, seed: int) -> np.ndarray:
+    """Indices of ``size`` examples with the same per-class balance as ``labels``.
+
+    Each class gets ``size // classes`` examples, and the remainder goes one each to the first classes.
+    The choice within a class is random but fixed by ``seed``; the indices come back sorted.
+    """
+    labels = np.asarray(labels)
+    if not 1 <= size <= len(labels):
+        raise ValueError(f"subset size must be between 1 and {len(labels)}, got {size}")
+    if size == len(labels):
+        return np.arange(len(labels))
+    classes = np.unique(labels)
+    rng = np.random.default_rng(seed)
+    base, remainder = divmod(size, len(classes))
+    chosen = []
+    for position, klass in enumerate(classes):
+        members = np.flatnonzero(labels == klass)
+        take = min(len(members), base + (1 if position < remainder else 0))
+        chosen.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+def _to_float_batch(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    images = tf.cast(images, tf.float32)[..., tf.newaxis]
+    return images, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)
+
+
+def _random_shift(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Pad by SHIFT_PADDING and crop a random 28x28 window, independently per image."""
+    batch = tf.shape(images)[0]
+    pad = SHIFT_PADDING
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    offsets = tf.random.stateless_uniform([2, batch], seed=seed, minval=0, maxval=2 * pad + 1, dtype=tf.int32)
+    window = tf.range(IMAGE_SIZE)
+    rows = offsets[0][:, tf.newaxis] + window  # (batch, 28)
+    cols = offsets[1][:, tf.newaxis] + window
+    images = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(images, cols, axis=2, batch_dims=1)
+
+
+def _random_flip(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    flip = tf.random.stateless_uniform([tf.shape(images)[0], 1, 1, 1], seed=seed) < 0.5
+    return tf.where(flip, tf.reverse(images, axis=[2]), images)
+
+
+def _random_erase(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Set one random rectangle to zero in about half of the images."""
+    batch = tf.shape(images)[0]
+    seeds = tf.random.experimental.stateless_split(seed, num=3)
+    apply = tf.random.stateless_uniform([batch], seed=seeds[0]) < ERASE_PROBABILITY
+    sides = tf.random.stateless_uniform([2, batch], seed=seeds[1], minval=4, maxval=ERASE_MAX_SIDE + 1, dtype=tf.int32)
+    corners = tf.random.stateless_uniform([2, batch], seed=seeds[2], minval=0, maxval=1.0)
+    starts = tf.cast(corners * tf.cast(IMAGE_SIZE - sides + 1, tf.float32), tf.int32)
+    grid = tf.range(IMAGE_SIZE)
+    in_rows = (grid >= starts[0][:, None]) & (grid < (starts[0] + sides[0])[:, None])  # (batch, 28)
+    in_cols = (grid >= starts[1][:, None]) & (grid < (starts[1] + sides[1])[:, None])
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]
+    return tf.where(mask[..., tf.newaxis], tf.zeros_like(images), images)
+
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Shift, flip and erase a float batch (batch, 28, 28, 1); deterministic for a given seed."""
+    seeds = tf.random.experimental.stateless_split(seed, num=3)
+    images = _random_shift(images, seeds[0])
+    images = _random_flip(images, seeds[1])
+    return _random_erase(images, seeds[2])
+
+
+def train_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    augment: bool,
+    seed: int,
+    epoch: int = 0,
+) -> tf.data.Dataset:
+    """Shuffled, batched (and optionally augmented) training batches of (float images, one-hot labels).
+
+    ``epoch`` varies the shuffle order and the augmentation between epochs while keeping a run
+    reproducible from its seed, also when it is resumed from a checkpoint.
+    """
+    epoch_seed = seed * 1_000_003 + epoch
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    dataset = dataset.shuffle(len(images), seed=epoch_seed, reshuffle_each_iteration=False)
+    dataset = dataset.batch(batch_size).map(_to_float_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:
+        batch_seeds = tf.data.Dataset.random(seed=epoch_seed).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(
+            lambda batch, batch_seed: (augment_batch(batch[0], batch_seed), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int) -> tf.data.Dataset:
+    """Unaugmented, unshuffled batches of (float images, one-hot labels) for evaluation."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size)
+    return dataset.map(_to_float_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
