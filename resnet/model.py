@@ -23,23 +23,26 @@ PIXEL_MEAN = 0.2860
 PIXEL_STD = 0.3530
 
 BN_EPSILON = 1.001e-5
+# PyTorch's default (Keras uses 0.99): moving statistics settle within tens of steps, so short runs on
+# small subsets evaluate sensibly instead of predicting one class.
+BN_MOMENTUM = 0.9
 
 
 def bottleneck_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype=None):
     """1x1 reduce -> 3x3 -> 1x1 expand to 4*filters, each followed by BatchNorm (ReLU after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_0_bn", dtype=dtype)(shortcut)
+        shortcut = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype)(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_1_bn", dtype=dtype)(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1_bn", dtype=dtype)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_2_bn", dtype=dtype)(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_2_bn", dtype=dtype)(x)
     x = layers.Activation("relu", name=f"{name}_2_relu", dtype=dtype)(x)
     x = layers.Conv2D(4 * filters, 1, use_bias=False, name=f"{name}_3_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_3_bn", dtype=dtype)(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_3_bn", dtype=dtype)(x)
     x = layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out", dtype=dtype)(x)
 
@@ -48,14 +51,14 @@ def basic_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False
     """3x3 -> 3x3 with BatchNorm after each (ReLU after the first and after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_0_bn", dtype=dtype)(shortcut)
+        shortcut = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype)(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_1_bn", dtype=dtype)(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1_bn", dtype=dtype)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_2_bn", dtype=dtype)(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_2_bn", dtype=dtype)(x)
     x = layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out", dtype=dtype)(x)
 
@@ -97,7 +100,7 @@ def build_resnet(depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: 
         scale=1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD, name="normalize", dtype=dtype
     )(inputs)
     x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, name="conv1_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name="conv1_bn", dtype=dtype)(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="conv1_bn", dtype=dtype)(x)
     x = layers.Activation("relu", name="conv1_relu", dtype=dtype)(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool", dtype=dtype)(x)
 

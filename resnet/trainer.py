@@ -290,7 +290,7 @@ def train_prepared(
             )
             started = time.perf_counter()
             data = train_dataset(images, labels, batch_size=config.batch_size, augment=config.augment, seed=config.seed, epoch=epoch)
-            fit = model.fit(data, epochs=epoch, initial_epoch=epoch - 1, verbose=0, callbacks=[callback])
+            fit = model.fit(data, epochs=epoch, initial_epoch=epoch - 1, verbose=0, callbacks=[callback], shuffle=False)
             train_seconds = time.perf_counter() - started
             if callback.batches_done < batches:  # stopped mid-epoch: the partial epoch is discarded
                 stopped_in = epoch
@@ -321,7 +321,7 @@ def train_prepared(
                 eval_labels=prepared.dataset.test_labels[prepared.eval_indices],
             )
         if stopped_in is None:
-            store.update_state(run, status="complete", message=f"complete: {run.epochs_done} epochs")
+            store.update_state(run, status="complete", message=f"trained {run.epochs_done} epochs")
         else:
             store.update_state(
                 run,
