@@ -74,10 +74,7 @@ class FashionMNIST:
     source: Path  # the folder the files were read from
 
     def __repr__(self) -> str:
-        return (
-            f"FashionMNIST(train={len(self.train_labels)}, test={len(self.test_labels)}, "
-            f"source='{self.source}')"
-        )
+        return f"FashionMNIST(train={len(self.train_labels)}, test={len(self.test_labels)}, source='{self.source}')"
 
 
 def keras_cache_dir() -> Path:
@@ -98,14 +95,11 @@ def resolve_dataset_dir(folder: str | os.PathLike | None = None, *, download: bo
         if not path.is_dir():
             raise DatasetError(
                 f"The Fashion-MNIST folder '{path}' does not exist "
-                f"(given {'as an argument' if folder is not None else 'by ' + ENV_VAR}). "
-                + HOW_TO_FIX
+                f"(given {'as an argument' if folder is not None else 'by ' + ENV_VAR}). " + HOW_TO_FIX
             )
         missing = [name for name in FILE_NAMES if not (path / name).is_file()]
         if missing:
-            raise DatasetError(
-                f"The Fashion-MNIST folder '{path}' lacks {', '.join(missing)}. " + HOW_TO_FIX
-            )
+            raise DatasetError(f"The Fashion-MNIST folder '{path}' lacks {', '.join(missing)}. " + HOW_TO_FIX)
         return path
 
     cached = keras_cache_dir()
@@ -177,17 +171,14 @@ def read_idx(path: str | os.PathLike, *, magic: int, count: int) -> np.ndarray:
     if ndim == 1 and array.max(initial=0) >= NUM_CLASSES:
         bad = int(np.count_nonzero(array >= NUM_CLASSES))
         raise DatasetError(
-            f"{label} has {bad} labels outside 0-{NUM_CLASSES - 1} (largest {int(array.max())}). "
-            + HOW_TO_FIX
+            f"{label} has {bad} labels outside 0-{NUM_CLASSES - 1} (largest {int(array.max())}). " + HOW_TO_FIX
         )
     return array
 
 
 def load_from_folder(folder: Path) -> FashionMNIST:
     """Read and validate the four files of one folder."""
-    arrays = {
-        part: read_idx(folder / name, magic=magic, count=count) for part, (name, magic, count) in FILES.items()
-    }
+    arrays = {part: read_idx(folder / name, magic=magic, count=count) for part, (name, magic, count) in FILES.items()}
     return FashionMNIST(**arrays, source=folder)
 
 

@@ -43,12 +43,32 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         help_text = FIELD_HELP[field.name]
         if field.name in CHOICES:
             choices = CHOICES[field.name]
-            parser.add_argument(flag, dest=field.name, type=type(choices[0]), choices=choices, default=default, help=f"{help_text} (default {default})")
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=type(choices[0]),
+                choices=choices,
+                default=default,
+                help=f"{help_text} (default {default})",
+            )
         elif isinstance(default, bool):
-            parser.add_argument(flag, dest=field.name, type=_bool, default=default, metavar="true|false", help=f"{help_text} (default {default})")
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=_bool,
+                default=default,
+                metavar="true|false",
+                help=f"{help_text} (default {default})",
+            )
         else:
             low, high = LIMITS[field.name]
-            parser.add_argument(flag, dest=field.name, type=type(default), default=default, help=f"{help_text} ({low}-{high}, default {default})")
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                type=type(default),
+                default=default,
+                help=f"{help_text} ({low}-{high}, default {default})",
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(train)
     train.add_argument("--run-id", help="continue this run to --epochs (its other settings are reused)")
     train.add_argument("--new", action="store_true", help="start a new run even if the same configuration exists")
-    train.add_argument("--dataset-dir", help="folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Keras cache, or download)")
+    train.add_argument(
+        "--dataset-dir",
+        help="folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Keras cache, or download)",
+    )
     commands.add_parser("runs", help="list cached runs")
     show = commands.add_parser("show", help="print one run's configuration and per-epoch table")
     show.add_argument("run_id")
@@ -70,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def format_table(history) -> str:
     """The seed's results table: epoch, train accuracy, test accuracy, seconds."""
-    lines = [f"{'epoch':>5}  {'train acc':>9}  {'test acc':>8}  {'test loss':>9}  {'seconds':>8}  {'total s':>8}  {'img/s':>7}"]
+    lines = [
+        f"{'epoch':>5}  {'train acc':>9}  {'test acc':>8}  {'test loss':>9}  {'seconds':>8}  {'total s':>8}  {'img/s':>7}"
+    ]
     for row in history.itertuples():
         lines.append(
             f"{row.epoch:>5}  {row.train_accuracy:>9.4f}  {row.test_accuracy:>8.4f}  {row.test_loss:>9.4f}  "
@@ -103,7 +128,10 @@ def command_train(args, store: RunStore) -> int:
     manager = JobManager(store, dataset_dir=args.dataset_dir)
     run_id = manager.start(config, run_id=args.run_id, resume=not args.new)
     snapshot = manager.snapshot()
-    print(f"run {run_id}: epochs {snapshot.first_epoch}-{snapshot.target_epochs} -> {store.path_for(run_id)}", file=sys.stderr)
+    print(
+        f"run {run_id}: epochs {snapshot.first_epoch}-{snapshot.target_epochs} -> {store.path_for(run_id)}",
+        file=sys.stderr,
+    )
 
     interrupts = 0
 
@@ -113,7 +141,9 @@ def command_train(args, store: RunStore) -> int:
         if interrupts > 1:
             raise KeyboardInterrupt
         manager.stop()
-        print("\nstopping after the current batch (completed epochs are kept; Ctrl-C again to quit now)", file=sys.stderr)
+        print(
+            "\nstopping after the current batch (completed epochs are kept; Ctrl-C again to quit now)", file=sys.stderr
+        )
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     printed_epochs = snapshot.first_epoch - 1
@@ -153,7 +183,10 @@ def command_runs(store: RunStore) -> int:
 
 def command_show(args, store: RunStore) -> int:
     run = store.load(args.run_id)
-    print(f"run {run.run_id}: {run.status}" + (f" ({run.problem})" if run.problem else f" - {run.state.get('message', '')}"))
+    print(
+        f"run {run.run_id}: {run.status}"
+        + (f" ({run.problem})" if run.problem else f" - {run.state.get('message', '')}")
+    )
     if run.config:
         print("  " + "  ".join(f"{key}={value}" for key, value in run.config.to_dict().items()))
     if run.history is not None and not run.history.empty:

@@ -157,7 +157,9 @@ def per_class_accuracy(labels: np.ndarray, predicted: np.ndarray, class_names=CL
     return pd.DataFrame(rows)
 
 
-def prediction_frame(probabilities: np.ndarray, labels: np.ndarray, indices: np.ndarray, class_names=CLASS_NAMES) -> pd.DataFrame:
+def prediction_frame(
+    probabilities: np.ndarray, labels: np.ndarray, indices: np.ndarray, class_names=CLASS_NAMES
+) -> pd.DataFrame:
     """One row per evaluated test image: its index in the test set, true and predicted class, confidence."""
     probabilities = np.asarray(probabilities, dtype=np.float32)
     labels = np.asarray(labels, dtype=int)

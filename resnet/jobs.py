@@ -134,7 +134,12 @@ class JobManager:
             run = train_prepared(prepared, cancel=self._cancel, report=self._report)
             self._update(state=run.state["status"], message=run.state.get("message", ""), finished_at=time.time())
         except BaseException as error:  # the thread must always leave a final state
-            self._update(state="failed", error=f"{type(error).__name__}: {error}", message=prepared.run.state.get("message", ""), finished_at=time.time())
+            self._update(
+                state="failed",
+                error=f"{type(error).__name__}: {error}",
+                message=prepared.run.state.get("message", ""),
+                finished_at=time.time(),
+            )
 
     def stop(self) -> bool:
         """Ask the running training to stop after the current batch; False if nothing runs."""
@@ -142,7 +147,9 @@ class JobManager:
             if not self._snapshot.active:
                 return False
             self._cancel.set()
-            self._snapshot = dataclasses.replace(self._snapshot, state="stopping", message="stopping after the current batch")
+            self._snapshot = dataclasses.replace(
+                self._snapshot, state="stopping", message="stopping after the current batch"
+            )
             return True
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -32,7 +32,9 @@ def bottleneck_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = 
     """1x1 reduce -> 3x3 -> 1x1 expand to 4*filters, each followed by BatchNorm (ReLU after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype)(shortcut)
+        shortcut = layers.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype
+        )(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
@@ -51,7 +53,9 @@ def basic_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False
     """3x3 -> 3x3 with BatchNorm after each (ReLU after the first and after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype)(shortcut)
+        shortcut = layers.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype
+        )(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
@@ -104,7 +108,7 @@ def build_resnet(depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: 
     x = layers.Activation("relu", name="conv1_relu", dtype=dtype)(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool", dtype=dtype)(x)
 
-    for stage, (filters, blocks) in enumerate(zip(STAGE_FILTERS, blocks_per_stage), start=2):
+    for stage, (filters, blocks) in enumerate(zip(STAGE_FILTERS, blocks_per_stage, strict=True), start=2):
         x = stack(x, block, filters, blocks, stride=1 if stage == 2 else 2, name=f"conv{stage}", dtype=dtype)
 
     x = layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)(x)

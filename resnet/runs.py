@@ -237,8 +237,19 @@ class RunStore:
         state = {**run.state, **changes, "updated": time.time()}
         write_json(run.path / "state.json", state)
         run.state = state
+        if state["status"] in STATUSES:
+            run.status = state["status"]
 
-    def commit_epoch(self, run: Run, row: dict, *, save_checkpoint, probabilities: np.ndarray, eval_indices: np.ndarray, eval_labels: np.ndarray) -> None:
+    def commit_epoch(
+        self,
+        run: Run,
+        row: dict,
+        *,
+        save_checkpoint,
+        probabilities: np.ndarray,
+        eval_indices: np.ndarray,
+        eval_labels: np.ndarray,
+    ) -> None:
         """Durably record one completed epoch: checkpoint, predictions, history, then state.
 
         ``save_checkpoint(path)`` writes the model to ``path`` (a ``.keras`` file).
@@ -274,7 +285,9 @@ class RunStore:
         """Delete checkpoints, predictions and temporary files that state.json does not point to."""
         keep = {run.state.get("checkpoint"), run.state.get("predictions")}
         for path in run.path.iterdir():
-            uncommitted = re.match(r"(checkpoint-\d+\.keras|predictions-\d+\.npz)$", path.name) and path.name not in keep
+            uncommitted = (
+                re.match(r"(checkpoint-\d+\.keras|predictions-\d+\.npz)$", path.name) and path.name not in keep
+            )
             if uncommitted or path.name.startswith(".tmp-"):
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -300,7 +313,7 @@ class RunStore:
         for path in self.root.iterdir():
             if path.is_dir() and RUN_ID_PATTERN.match(path.name) and not path.name.startswith("."):
                 runs.append(self.load(path.name))
-        return sorted(runs, key=lambda run: (run.state.get("updated") or path_mtime(run.path)), reverse=True)
+        return sorted(runs, key=lambda run: run.state.get("updated") or path_mtime(run.path), reverse=True)
 
     def latest_with_fingerprint(self, fingerprint: str) -> Run | None:
         """The newest undamaged run of the same configuration (all but epochs), if any."""

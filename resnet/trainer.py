@@ -18,8 +18,8 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 import numpy as np
@@ -111,12 +111,16 @@ def prepare_training(
         if existing.status == "damaged":
             raise RunError(f"run {run_id} is damaged ({existing.problem}); delete it or start a new run")
         if existing.config.fingerprint() != config.fingerprint():
-            raise ConfigError(f"run {run_id} was trained with other settings; only epochs can change when continuing it")
+            raise ConfigError(
+                f"run {run_id} was trained with other settings; only epochs can change when continuing it"
+            )
     elif resume:
         existing = store.latest_with_fingerprint(config.fingerprint())
     if existing is not None:
         if existing.status == "running":
-            raise RunError(f"run {existing.run_id} is being trained by another process (pid {existing.state.get('pid')})")
+            raise RunError(
+                f"run {existing.run_id} is being trained by another process (pid {existing.state.get('pid')})"
+            )
         if existing.epochs_done >= config.epochs:
             raise RunError(
                 f"run {existing.run_id} already has {existing.epochs_done} epochs (asked for {config.epochs}); "
@@ -289,16 +293,26 @@ def train_prepared(
                 learning_rate_for_step=learning_rate_for_step,
             )
             started = time.perf_counter()
-            data = train_dataset(images, labels, batch_size=config.batch_size, augment=config.augment, seed=config.seed, epoch=epoch)
+            data = train_dataset(
+                images, labels, batch_size=config.batch_size, augment=config.augment, seed=config.seed, epoch=epoch
+            )
             fit = model.fit(data, epochs=epoch, initial_epoch=epoch - 1, verbose=0, callbacks=[callback], shuffle=False)
             train_seconds = time.perf_counter() - started
             if callback.batches_done < batches:  # stopped mid-epoch: the partial epoch is discarded
                 stopped_in = epoch
                 break
 
-            report(EpochProgress(phase="evaluating", epoch=epoch, target_epochs=target, batch=batches, batches_per_epoch=batches))
+            report(
+                EpochProgress(
+                    phase="evaluating", epoch=epoch, target_epochs=target, batch=batches, batches_per_epoch=batches
+                )
+            )
             probabilities, test_loss, test_accuracy = _evaluate(model, prepared.dataset, prepared.eval_indices)
-            report(EpochProgress(phase="saving", epoch=epoch, target_epochs=target, batch=batches, batches_per_epoch=batches))
+            report(
+                EpochProgress(
+                    phase="saving", epoch=epoch, target_epochs=target, batch=batches, batches_per_epoch=batches
+                )
+            )
             epoch_seconds = time.perf_counter() - started
             cumulative += epoch_seconds
             row = {

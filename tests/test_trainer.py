@@ -1,0 +1,131 @@
+"""Real training on tiny subsets: loss goes down, epochs are committed as they finish, stop keeps
+completed epochs, runs extend, and only one training runs at a time."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from resnet.config import ConfigError, TrainConfig
+from resnet.hardware import resolve_precision
+from resnet.jobs import JobAlreadyRunning, JobManager
+from resnet.runs import RunError, RunStore
+from resnet.trainer import prepare_training, train_prepared
+
+# Small enough for seconds per epoch on two CPU cores.
+TINY = TrainConfig(epochs=1, batch_size=64, train_subset=256, eval_subset=200, depth=18, augment=False)
+
+
+def test_two_epochs_of_resnet50_lower_the_training_loss(cache_dir):
+    config = TrainConfig(
+        epochs=2, batch_size=64, train_subset=512, eval_subset=200, depth=50,
+        optimizer="adam", learning_rate=1e-3, schedule="constant", augment=False, label_smoothing=0.0,
+    )
+    run = train_prepared(prepare_training(config, store=RunStore(cache_dir)))
+    history = run.history
+    assert history["epoch"].tolist() == [1, 2]
+    assert history["train_loss"][1] < history["train_loss"][0]
+    assert run.status == "complete" and run.state["precision"] == resolve_precision("auto")
+    assert all(history["images_per_second"] > 0)
+    assert history["cumulative_seconds"].tolist() == pytest.approx(history["epoch_seconds"].cumsum().tolist())
+
+
+def test_history_checkpoint_and_predictions_exist_after_each_epoch(cache_dir):
+    store = RunStore(cache_dir)
+    prepared = prepare_training(TINY.replace(epochs=2), store=store)
+    seen_during_epoch_2 = {}
+
+    def report(progress):
+        if progress.epoch == 2 and progress.phase == "training" and not seen_during_epoch_2:
+            run = store.load(prepared.run.run_id)
+            seen_during_epoch_2.update(
+                epochs=run.history["epoch"].tolist(),
+                checkpoint=run.checkpoint_path.name,
+                checkpoint_exists=run.checkpoint_path.is_file(),
+                predictions=store.load_predictions(run)["probabilities"].shape,
+            )
+
+    run = train_prepared(prepared, report=report)
+    assert seen_during_epoch_2 == {
+        "epochs": [1],
+        "checkpoint": "checkpoint-0001.keras",
+        "checkpoint_exists": True,
+        "predictions": (200, 10),
+    }
+    files = sorted(path.name for path in run.path.iterdir())
+    assert files == ["checkpoint-0002.keras", "config.json", "history.csv", "predictions-0002.npz", "state.json"]
+    predictions = store.load_predictions(run)
+    assert np.allclose(predictions["probabilities"].astype(np.float32).sum(axis=1), 1.0, atol=0.02)
+    accuracy = (predictions["probabilities"].argmax(axis=1) == predictions["labels"]).mean()
+    assert accuracy == pytest.approx(run.history["test_accuracy"].iloc[-1])
+
+
+def test_stop_during_epoch_two_keeps_epoch_one_and_extending_continues(cache_dir):
+    store = RunStore(cache_dir)
+    manager = JobManager(store)
+
+    def stop_in_epoch_two(progress, original=manager._report):
+        original(progress)
+        if progress.epoch == 2 and progress.phase == "training" and progress.batch == 2:
+            manager.stop()
+
+    manager._report = stop_in_epoch_two  # stop at a known batch, through the public stop()
+    run_id = manager.start(TINY.replace(epochs=3))
+    assert manager.wait(timeout=600)
+    snapshot = manager.snapshot()
+    assert snapshot.state == "stopped"
+    run = store.load(run_id)
+    assert run.status == "stopped" and run.epochs_done == 1
+    assert run.history["epoch"].tolist() == [1]
+    assert "epochs 1-1 kept, the partial epoch 2 was discarded" in run.state["message"]
+    assert run.checkpoint_path.name == "checkpoint-0001.keras"
+
+    # Asking for the same configuration again continues this run from its checkpoint.
+    manager._report = JobManager._report.__get__(manager)
+    assert manager.start(TINY.replace(epochs=2)) == run_id
+    assert manager.wait(timeout=600) and manager.snapshot().state == "complete"
+    run = store.load(run_id)
+    assert run.history["epoch"].tolist() == [1, 2]
+    assert run.history["cumulative_seconds"].is_monotonic_increasing
+
+
+def test_extending_a_finished_run_trains_only_the_new_epochs(cache_dir):
+    store = RunStore(cache_dir)
+    first = train_prepared(prepare_training(TINY, store=store))
+    first_row = first.history.iloc[0].to_dict()
+    with pytest.raises(RunError, match="already has 1 epochs"):
+        prepare_training(TINY, store=store)
+    epochs_trained = []
+    extended = train_prepared(
+        prepare_training(TINY.replace(epochs=2), store=store, run_id=first.run_id),
+        report=lambda progress: epochs_trained.append(progress.epoch),
+    )
+    assert set(epochs_trained) == {2}
+    assert extended.run_id == first.run_id
+    assert extended.history.iloc[0].to_dict() == pytest.approx(first_row, rel=1e-5)
+    assert extended.history["epoch"].tolist() == [1, 2]
+    assert extended.state["segments"] == [{"start_epoch": 1, "end_epoch": 1}, {"start_epoch": 2, "end_epoch": 2}]
+    with pytest.raises(ConfigError, match="only epochs can change"):
+        prepare_training(TINY.replace(epochs=3, batch_size=32), store=store, run_id=first.run_id)
+
+
+def test_a_second_start_while_running_is_refused(cache_dir):
+    manager = JobManager(RunStore(cache_dir))
+    manager.start(TINY.replace(epochs=2))
+    with pytest.raises(JobAlreadyRunning, match="already running"):
+        manager.start(TINY.replace(seed=7))
+    assert sum(thread.name == "resnet-training" for thread in threading.enumerate()) == 1
+    manager.stop()
+    assert manager.wait(timeout=600)
+    assert manager.snapshot().state in ("stopped", "complete")
+    assert len(RunStore(cache_dir).list_runs()) == 1
+
+
+def test_invalid_configs_raise_before_anything_starts(cache_dir):
+    manager = JobManager(RunStore(cache_dir))
+    with pytest.raises(ConfigError, match="batch_size must be between 8 and 2048"):
+        manager.start(TrainConfig(batch_size=4))
+    assert manager.snapshot().state == "idle"
+    assert list(cache_dir.iterdir()) == []
