@@ -146,13 +146,17 @@ def command_train(args, store: RunStore) -> int:
         )
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
-    printed_epochs = snapshot.first_epoch - 1
+    last_logged = None
     try:
         while not manager.wait(timeout=0.5):
             snapshot = manager.snapshot()
-            if sys.stderr.isatty() or snapshot.epoch != printed_epochs:
+            if sys.stderr.isatty():
                 print(_progress_line(snapshot), end="", file=sys.stderr, flush=True)
-                printed_epochs = snapshot.epoch
+            else:  # a log file: one line per phase change and per tenth of an epoch
+                mark = (snapshot.epoch, snapshot.phase, int(10 * snapshot.epoch_fraction))
+                if mark != last_logged:
+                    print(_progress_line(snapshot).strip(), file=sys.stderr, flush=True)
+                    last_logged = mark
     finally:
         signal.signal(signal.SIGINT, previous)
     print(file=sys.stderr)
