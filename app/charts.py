@@ -1,0 +1,193 @@
+"""Altair chart builders: each takes plain DataFrames (or a run's history) and returns a chart.
+
+No Streamlit here, so the charts can be built and inspected anywhere.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from resnet.analysis import DiminishingReturns
+
+SPLIT_COLORS = alt.Scale(domain=["train", "test"], range=["#4c78a8", "#f58518"])
+HEIGHT = 260
+CELL_SELECTION = "cell"  # name of the confusion matrix's click selection (true, predicted)
+
+
+def _long(history: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Rows of (epoch, split, value) for ``train_<metric>`` and ``test_<metric>``."""
+    frame = history[["epoch", f"train_{metric}", f"test_{metric}"]].rename(
+        columns={f"train_{metric}": "train", f"test_{metric}": "test"}
+    )
+    return frame.melt("epoch", var_name="split", value_name=metric)
+
+
+def _epoch_axis(history: pd.DataFrame) -> alt.X:
+    last = int(history["epoch"].max()) if len(history) else 1
+    return alt.X("epoch:Q", title="Epoch", scale=alt.Scale(domain=[1, max(2, last)]), axis=alt.Axis(tickMinStep=1))
+
+
+def accuracy_chart(history: pd.DataFrame) -> alt.Chart:
+    data = _long(history, "accuracy")
+    return (
+        alt.Chart(data, title="Train and test accuracy per epoch", height=HEIGHT)
+        .mark_line(point=True)
+        .encode(
+            x=_epoch_axis(history),
+            y=alt.Y("accuracy:Q", title="Accuracy", axis=alt.Axis(format=".0%"), scale=alt.Scale(zero=False)),
+            color=alt.Color("split:N", scale=SPLIT_COLORS, title=None),
+            tooltip=["epoch:Q", "split:N", alt.Tooltip("accuracy:Q", format=".2%")],
+        )
+    )
+
+
+def loss_chart(history: pd.DataFrame) -> alt.Chart:
+    data = _long(history, "loss")
+    return (
+        alt.Chart(data, title="Train and test loss per epoch", height=HEIGHT)
+        .mark_line(point=True)
+        .encode(
+            x=_epoch_axis(history),
+            y=alt.Y("loss:Q", title="Cross-entropy loss", scale=alt.Scale(zero=False)),
+            color=alt.Color("split:N", scale=SPLIT_COLORS, title=None),
+            tooltip=["epoch:Q", "split:N", alt.Tooltip("loss:Q", format=".4f")],
+        )
+    )
+
+
+def epoch_time_chart(history: pd.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(history, title="Seconds per epoch", height=HEIGHT)
+        .mark_bar(color="#54a24b")
+        .encode(
+            x=alt.X("epoch:O", title="Epoch", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("epoch_seconds:Q", title="Seconds"),
+            tooltip=[
+                "epoch:Q",
+                alt.Tooltip("epoch_seconds:Q", format=".1f", title="seconds"),
+                alt.Tooltip("images_per_second:Q", format=".0f", title="training images/s"),
+            ],
+        )
+    )
+
+
+def time_unit(seconds: float) -> tuple[str, float]:
+    """A readable unit for durations up to ``seconds``: (name, seconds per unit)."""
+    if seconds < 120:
+        return "seconds", 1.0
+    if seconds < 120 * 60:
+        return "minutes", 60.0
+    return "hours", 3600.0
+
+
+def cumulative_time_chart(history: pd.DataFrame) -> alt.Chart:
+    unit, scale = time_unit(float(history["cumulative_seconds"].max()) if len(history) else 0.0)
+    data = history.assign(cumulative=history["cumulative_seconds"] / scale)
+    return (
+        alt.Chart(data, title="Cumulative training time", height=HEIGHT)
+        .mark_line(point=True, color="#54a24b")
+        .encode(
+            x=_epoch_axis(history),
+            y=alt.Y("cumulative:Q", title=unit.capitalize()),
+            tooltip=["epoch:Q", alt.Tooltip("cumulative:Q", format=".1f", title=unit)],
+        )
+    )
+
+
+def returns_chart(history: pd.DataFrame, point: DiminishingReturns | None) -> alt.Chart:
+    """Test accuracy against cumulative training time, with the diminishing-returns point marked."""
+    unit, scale = time_unit(float(history["cumulative_seconds"].max()) if len(history) else 0.0)
+    data = history.assign(time=history["cumulative_seconds"] / scale)
+    line = (
+        alt.Chart(data)
+        .mark_line(point=True, color="#f58518")
+        .encode(
+            x=alt.X(
+                "time:Q",
+                title=f"Cumulative training time ({unit})",
+                scale=alt.Scale(zero=True),
+                axis=alt.Axis(tickCount=8),
+            ),
+            y=alt.Y("test_accuracy:Q", title="Test accuracy", axis=alt.Axis(format=".0%"), scale=alt.Scale(zero=False)),
+            tooltip=[
+                "epoch:Q",
+                alt.Tooltip("time:Q", format=".1f", title=unit),
+                alt.Tooltip("test_accuracy:Q", format=".2%", title="test accuracy"),
+            ],
+        )
+    )
+    layers = [line]
+    if point is not None:
+        row = data[data["epoch"] <= point.epoch].tail(1)
+        at = float(row["time"].iloc[0]) if len(row) else 0.0
+        marker = pd.DataFrame(
+            {"time": [at], "label": [f"diminishing returns after epoch {point.epoch}"], "epoch": [point.epoch]}
+        )
+        layers.append(alt.Chart(marker).mark_rule(color="#e45756", strokeDash=[6, 4], size=2).encode(x="time:Q"))
+        layers.append(
+            alt.Chart(marker)
+            .mark_text(align="left", dx=6, dy=-6, color="#e45756", fontWeight="bold")
+            .encode(x="time:Q", y=alt.value(12), text="label:N")
+        )
+    return alt.layer(*layers).properties(title="Test accuracy against training time", height=HEIGHT)
+
+
+def overlay_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Test accuracy per epoch of several runs: columns run, epoch, test_accuracy."""
+    return (
+        alt.Chart(frame, title="Test accuracy of the selected runs", height=HEIGHT + 40)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", title="Epoch", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("test_accuracy:Q", title="Test accuracy", axis=alt.Axis(format=".0%"), scale=alt.Scale(zero=False)),
+            color=alt.Color("run:N", title="Run", legend=alt.Legend(orient="bottom", columns=1, labelLimit=400)),
+            tooltip=["run:N", "epoch:Q", alt.Tooltip("test_accuracy:Q", format=".2%", title="test accuracy")],
+        )
+    )
+
+
+def confusion_chart(frame: pd.DataFrame, *, normalised: bool, class_order) -> alt.Chart:
+    """Heatmap of ``analysis.confusion_frame``: counts, or each true class's share (row-normalised)."""
+    value = "share" if normalised else "count"
+    value_format = ".0%" if normalised else "d"
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", title="Predicted class", sort=list(class_order), axis=alt.Axis(labelAngle=-40)),
+        y=alt.Y("true:N", title="True class", sort=list(class_order)),
+    )
+    cell = alt.selection_point(name=CELL_SELECTION, fields=["true", "predicted"], on="click")
+    cells = (
+        base.mark_rect()
+        .encode(
+            color=alt.Color(
+                f"{value}:Q", title="Share of true class" if normalised else "Images", scale=alt.Scale(scheme="blues")
+            ),
+            tooltip=[
+                "true:N",
+                "predicted:N",
+                "count:Q",
+                alt.Tooltip("share:Q", format=".1%", title="share of true class"),
+            ],
+        )
+        .add_params(cell)
+    )
+    maximum = float(frame[value].max()) if len(frame) else 0.0
+    labels = base.mark_text(fontSize=11).encode(
+        text=alt.Text(f"{value}:Q", format=value_format),
+        color=alt.condition(alt.datum[value] > maximum / 2, alt.value("white"), alt.value("#1f2d3d")),
+    )
+    title = "Confusion matrix (share of each true class)" if normalised else "Confusion matrix (image counts)"
+    return alt.layer(cells, labels).properties(title=title, height=420)
+
+
+def per_class_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Bars of ``analysis.per_class_accuracy``."""
+    return (
+        alt.Chart(frame, title="Test accuracy per class", height=420)
+        .mark_bar(color="#4c78a8")
+        .encode(
+            x=alt.X("accuracy:Q", title="Accuracy", axis=alt.Axis(format=".0%"), scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("class:N", title=None, sort="-x"),
+            tooltip=["class:N", "images:Q", alt.Tooltip("accuracy:Q", format=".1%")],
+        )
+    )

@@ -1,0 +1,101 @@
+"""How long a configuration will take on this machine, from the speed measured in earlier runs.
+
+A run's history records, per epoch, the training speed (``images_per_second``) and the whole epoch's
+time (training + evaluation + saving). An epoch of a new configuration is estimated as
+
+    train_subset / speed  +  eval_subset / (3 * speed)  +  fixed overhead
+
+where speed is the median training speed of earlier runs with the same depth, batch size, precision
+and device (epochs after the first, which also pays for building the graph, when there are any),
+evaluation is taken as three times faster per image than training (a forward pass only), and the
+fixed overhead (saving the checkpoint) is what those epochs took beyond both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from resnet.analysis import format_duration
+from resnet.config import TrainConfig
+from resnet.runs import Run
+
+EVAL_SPEEDUP = 3.0  # evaluation images per training image in the same time (forward pass only)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    epoch_seconds: float | None
+    total_seconds: float | None
+    images_per_second: float | None
+    basis: str  # where the figure comes from, or why there is none
+    guess: bool = False  # True if no run matched depth and batch size exactly
+
+    def text(self, epochs: int) -> str:
+        if self.epoch_seconds is None:
+            return self.basis
+        prefix = "Rough guess: " if self.guess else "Estimated: "
+        return (
+            f"{prefix}**{format_duration(self.epoch_seconds)} per epoch**, "
+            f"**{format_duration(self.epoch_seconds * epochs)} for {epochs} epoch{'s' if epochs != 1 else ''}** "
+            f"({self.basis})."
+        )
+
+
+def _usable(run: Run) -> bool:
+    return run.status != "damaged" and run.config is not None and run.history is not None and not run.history.empty
+
+
+def _speed_rows(runs: list[Run]):
+    """Per-epoch rows of ``runs``: (images per second, train images, eval images, epoch seconds)."""
+    rows = []
+    for run in runs:
+        train_images = run.state.get("train_images") or run.config.train_subset
+        eval_images = run.state.get("eval_images") or run.config.eval_subset
+        history = run.history
+        later = history[history["epoch"] > history["epoch"].min()] if len(history) > 1 else history
+        for _, row in later.iterrows():
+            if row["images_per_second"] > 0:
+                rows.append((row["images_per_second"], train_images, eval_images, row["epoch_seconds"]))
+    return rows
+
+
+def estimate_time(config: TrainConfig, runs: list[Run], *, device: str, precision: str) -> Estimate:
+    """Estimate ``config``'s time per epoch and in total on ``device`` at concrete ``precision``."""
+    candidates = [
+        run
+        for run in runs
+        if _usable(run)
+        and run.config.depth == config.depth
+        and run.state.get("device", device) == device
+        and run.state.get("precision", precision) == precision
+    ]
+    exact = [run for run in candidates if run.config.batch_size == config.batch_size]
+    used, guess = (exact, False) if exact else (candidates, True)
+    rows = _speed_rows(used)
+    if not rows:
+        return Estimate(
+            None,
+            None,
+            None,
+            f"Time per epoch is unknown until the first epoch of a ResNet-{config.depth} run at batch size "
+            f"{config.batch_size} finishes on this machine; earlier runs give an estimate here.",
+        )
+    speeds = np.array([row[0] for row in rows], dtype=float)
+    speed = float(np.median(speeds))
+    overheads = [
+        max(0.0, seconds - train / ips - evaluated / (EVAL_SPEEDUP * ips)) for ips, train, evaluated, seconds in rows
+    ]
+    overhead = float(np.median(overheads))
+    epoch_seconds = config.train_subset / speed + config.eval_subset / (EVAL_SPEEDUP * speed) + overhead
+    runs_word = "run" if len(used) == 1 else "runs"
+    if guess:
+        batches = sorted({run.config.batch_size for run in used})
+        basis = (
+            f"no run at batch size {config.batch_size} yet; from {len(used)} ResNet-{config.depth} {runs_word} "
+            f"at batch size {', '.join(map(str, batches))}, {speed:.0f} images/s"
+        )
+    else:
+        basis = f"measured {speed:.0f} training images/s in {len(used)} earlier {runs_word} like this"
+    return Estimate(epoch_seconds, epoch_seconds * config.epochs, speed, basis, guess)

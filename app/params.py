@@ -1,0 +1,222 @@
+"""The training settings: sidebar widgets, and their mirror in the URL's query parameters.
+
+Every ``TrainConfig`` field has one widget (key ``cfg_<field>``) and one query parameter (``<field>``).
+On a session's first run the query parameters are read once: each value is parsed, checked against the
+widget's range and ``TrainConfig.validate()``, and a bad one is reported and replaced by its default.
+After the widgets are drawn, the query parameters are rewritten from their values, so the URL always
+holds the current configuration and can be shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+import streamlit as st
+
+from resnet.config import CHOICES, FIELD_HELP, LIMITS, ConfigError, TrainConfig
+
+DEFAULTS = TrainConfig()
+FIELDS = tuple(field.name for field in dataclasses.fields(TrainConfig))
+EPOCH_RANGE = (1, 200)
+BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
+INT_FIELDS = ("epochs", "batch_size", "train_subset", "eval_subset", "depth", "seed")
+FLOAT_FIELDS = ("learning_rate", "weight_decay", "label_smoothing")
+BOOL_FIELDS = ("augment",)
+DEPTH_NAMES = {18: "ResNet-18", 34: "ResNet-34", 50: "ResNet-50"}
+INIT_FLAG = "_settings_from_url"
+
+
+def key(field: str) -> str:
+    return f"cfg_{field}"
+
+
+# --- parsing query values ------------------------------------------------------------------------------
+def parse_value(field: str, text: str):
+    """Turn one query-parameter string into a field value; ConfigError says what is wrong."""
+    text = str(text).strip()
+    if field in BOOL_FIELDS:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{field} must be true or false; got {text!r}")
+    if field in INT_FIELDS:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigError(f"{field} must be a whole number; got {text!r}") from None
+        if not math.isfinite(number) or not number.is_integer():
+            raise ConfigError(f"{field} must be a whole number; got {text!r}")
+        return int(number)
+    if field in FLOAT_FIELDS:
+        try:
+            number = float(text)
+        except ValueError:
+            raise ConfigError(f"{field} must be a number; got {text!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{field} must be a finite number; got {text!r}")
+        return number
+    return text
+
+
+def check_widget_range(field: str, value) -> None:
+    """The sidebar offers less than TrainConfig allows for two fields; reject what it cannot show."""
+    if field == "epochs" and not EPOCH_RANGE[0] <= value <= EPOCH_RANGE[1]:
+        raise ConfigError(f"epochs must be between {EPOCH_RANGE[0]} and {EPOCH_RANGE[1]}; got {value!r}")
+    if field == "batch_size" and value not in BATCH_SIZES:
+        sizes = ", ".join(str(size) for size in BATCH_SIZES)
+        raise ConfigError(f"batch_size must be one of {sizes}; got {value!r}")
+
+
+def format_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def settings_from_query(query: Mapping[str, str]) -> tuple[dict, list[str]]:
+    """The valid configuration values in ``query`` and one message per rejected value.
+
+    Unknown parameters are left alone (they may belong to something else); a known one that does not
+    parse, is out of range, or is inconsistent with the others is dropped, so its default is used.
+    """
+    values, problems = {}, []
+    for field in FIELDS:
+        if field not in query:
+            continue
+        try:
+            value = parse_value(field, query[field])
+            check_widget_range(field, value)
+            DEFAULTS.replace(**{field: value})  # validates the field against the config's limits
+        except ConfigError as error:
+            default = getattr(DEFAULTS, field)
+            problems.append(f"Ignored the URL's {field}={query[field]!r}: {error}. Using the default {default!r}.")
+            continue
+        values[field] = value
+    try:
+        DEFAULTS.replace(**values)
+    except ConfigError as error:
+        dropped = [field for field in ("batch_size", "train_subset") if field in values]
+        for field in dropped:
+            values.pop(field)
+        problems.append(f"Ignored the URL's {' and '.join(dropped) or 'settings'}: {error}. Using the defaults.")
+        try:
+            DEFAULTS.replace(**values)
+        except ConfigError:
+            values = {}
+    return values, problems
+
+
+def load_settings_from_url() -> list[str]:
+    """On a session's first run, put the URL's settings into the widgets; returns the rejections."""
+    if st.session_state.get(INIT_FLAG):
+        return []
+    values, problems = settings_from_query(st.query_params.to_dict())
+    for field in FIELDS:
+        st.session_state[key(field)] = values.get(field, getattr(DEFAULTS, field))
+    st.session_state[INIT_FLAG] = True
+    return problems
+
+
+def mirror_to_url(values: Mapping) -> None:
+    """Write the current settings into the query parameters (only those that changed)."""
+    for field in FIELDS:
+        text = format_value(values[field])
+        if st.query_params.get(field) != text:
+            st.query_params[field] = text
+
+
+# --- the sidebar widgets ----------------------------------------------------------------------------------
+def _help(field: str, extra: str = "") -> str:
+    limits = LIMITS.get(field)
+    allowed = f" Allowed: {limits[0]:g} to {limits[1]:g}." if limits and field not in ("epochs", "batch_size") else ""
+    return FIELD_HELP[field] + allowed + (f" {extra}" if extra else "")
+
+
+def settings_ui() -> dict:
+    """Draw the settings widgets in the sidebar; returns the field values (not yet validated together)."""
+    sidebar = st.sidebar
+    values = {}
+    values["epochs"] = sidebar.slider(
+        "Epochs", *EPOCH_RANGE, step=1, key=key("epochs"), help=_help("epochs", "The slider goes to 200.")
+    )
+    values["batch_size"] = sidebar.select_slider(
+        "Batch size", options=BATCH_SIZES, key=key("batch_size"), help=_help("batch_size", "Powers of two, 16 to 1024.")
+    )
+    values["learning_rate"] = sidebar.number_input(
+        "Learning rate",
+        min_value=float(LIMITS["learning_rate"][0]),
+        max_value=float(LIMITS["learning_rate"][1]),
+        step=0.0005,
+        format="%.6f",
+        key=key("learning_rate"),
+        help=_help("learning_rate"),
+    )
+    values["optimizer"] = sidebar.selectbox(
+        "Optimizer", CHOICES["optimizer"], key=key("optimizer"), help=_help("optimizer")
+    )
+    values["augment"] = sidebar.toggle("Data augmentation", key=key("augment"), help=_help("augment"))
+    values["label_smoothing"] = sidebar.slider(
+        "Label smoothing",
+        min_value=float(LIMITS["label_smoothing"][0]),
+        max_value=float(LIMITS["label_smoothing"][1]),
+        step=0.01,
+        key=key("label_smoothing"),
+        help=_help("label_smoothing"),
+    )
+    values["train_subset"] = sidebar.number_input(
+        "Training images",
+        min_value=LIMITS["train_subset"][0],
+        max_value=LIMITS["train_subset"][1],
+        step=1000,
+        key=key("train_subset"),
+        help=_help("train_subset", "Try 200-1,000 for a quick look; 60,000 is the full set."),
+    )
+    values["eval_subset"] = sidebar.number_input(
+        "Test images evaluated",
+        min_value=LIMITS["eval_subset"][0],
+        max_value=LIMITS["eval_subset"][1],
+        step=1000,
+        key=key("eval_subset"),
+        help=_help("eval_subset"),
+    )
+    values["depth"] = sidebar.selectbox(
+        "Model depth", CHOICES["depth"], format_func=DEPTH_NAMES.get, key=key("depth"), help=_help("depth")
+    )
+    values["precision"] = sidebar.selectbox(
+        "Precision", CHOICES["precision"], key=key("precision"), help=_help("precision")
+    )
+    values["seed"] = sidebar.number_input(
+        "Seed", min_value=LIMITS["seed"][0], max_value=LIMITS["seed"][1], step=1, key=key("seed"), help=_help("seed")
+    )
+    with sidebar.expander("More settings"):
+        values["weight_decay"] = st.number_input(
+            "Weight decay",
+            min_value=float(LIMITS["weight_decay"][0]),
+            max_value=float(LIMITS["weight_decay"][1]),
+            step=0.0001,
+            format="%.5f",
+            key=key("weight_decay"),
+            help=_help("weight_decay"),
+        )
+        values["schedule"] = st.selectbox(
+            "Learning-rate schedule", CHOICES["schedule"], key=key("schedule"), help=_help("schedule")
+        )
+    return {field: values[field] for field in FIELDS}
+
+
+def config_from_values(values: Mapping) -> tuple[TrainConfig | None, str | None]:
+    """The validated config, or None and the reason it is not valid."""
+    try:
+        return TrainConfig.from_dict(dict(values)), None
+    except ConfigError as error:
+        return None, str(error)

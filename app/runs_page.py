@@ -1,0 +1,154 @@
+"""The Runs tab: every cached run, overlaid curves, and loading, downloading and deleting one run."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import actions, charts
+from app.views import FLASH, SHOWN_RUN, run_label
+from resnet.analysis import format_duration
+from resnet.jobs import JobManager
+from resnet.runs import Run
+
+CONFIRM_DELETE = "confirm_delete"  # session key: the run whose deletion awaits confirmation
+
+
+def runs_frame(runs: list[Run]) -> pd.DataFrame:
+    """One row per run for the table: configuration, progress, best accuracy, time, status, damage."""
+    rows = []
+    for run in runs:
+        summary = run.summary()
+        config = run.config
+        rows.append(
+            {
+                "run": run.run_id,
+                "status": run.status,
+                "epochs": f"{summary['epochs_done']} / {summary['target_epochs']}",
+                "best_test_accuracy": summary["best_test_accuracy"],
+                "total_time": format_duration(summary["total_seconds"]) if summary["total_seconds"] else "-",
+                "depth": summary["depth"],
+                "batch_size": summary["batch_size"],
+                "learning_rate": config.learning_rate if config else None,
+                "optimizer": config.optimizer if config else None,
+                "augment": config.augment if config else None,
+                "train_subset": summary["train_subset"],
+                "eval_subset": summary["eval_subset"],
+                "precision": summary["precision"],
+                "device": summary["device"],
+                "problem_or_note": (f"DAMAGED: {run.problem}" if run.status == "damaged" else summary["problem"]) or "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def overlay_frame(runs: list[Run]) -> pd.DataFrame:
+    frames = [
+        run.history[["epoch", "test_accuracy"]].assign(run=run.run_id)
+        for run in runs
+        if run.history is not None and not run.history.empty
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "test_accuracy", "run"])
+
+
+def _show(run_id: str) -> None:
+    st.session_state[SHOWN_RUN] = run_id
+
+
+def _ask_delete(run_id: str) -> None:
+    st.session_state[CONFIRM_DELETE] = run_id
+
+
+def _cancel_delete() -> None:
+    st.session_state.pop(CONFIRM_DELETE, None)
+
+
+def _delete(manager: JobManager, run_id: str) -> None:
+    outcome = actions.delete(manager, run_id)
+    st.session_state.pop(CONFIRM_DELETE, None)
+    if st.session_state.get(SHOWN_RUN) == run_id and outcome.level == "success":
+        st.session_state.pop(SHOWN_RUN)
+    st.session_state[FLASH] = outcome
+
+
+def runs_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
+    if not runs:
+        st.info(f"No runs in {manager.store.root} yet. Runs trained here or with `python -m resnet train` appear here.")
+        return
+    st.dataframe(
+        runs_frame(runs),
+        hide_index=True,
+        column_config={
+            "run": st.column_config.TextColumn("Run"),
+            "best_test_accuracy": st.column_config.NumberColumn("Best test accuracy", format="percent"),
+            "total_time": st.column_config.TextColumn("Training time"),
+            "problem_or_note": st.column_config.TextColumn("Damage / note", width="large"),
+        },
+    )
+    damaged = [run for run in runs if run.status == "damaged"]
+    if damaged:
+        st.warning(
+            f"{len(damaged)} run(s) are damaged and cannot be shown or continued (reason in the table); "
+            "delete them or repair their files. Everything else works."
+        )
+
+    readable = [run for run in runs if run.status != "damaged" and run.history is not None and not run.history.empty]
+    if readable:
+        st.subheader("Compare runs")
+        ids = [run.run_id for run in readable]
+        default = [shown.run_id] if shown is not None and shown.run_id in ids else ids[:1]
+        chosen = st.multiselect(
+            "Runs to overlay", ids, default=default, key="overlay_runs", help="Test accuracy per epoch of each run."
+        )
+        if chosen:
+            st.altair_chart(
+                charts.overlay_chart(overlay_frame([run for run in readable if run.run_id in chosen])),
+                width="stretch",
+                alt="Test accuracy of the selected runs",
+            )
+
+    st.subheader("Manage a run")
+    by_id = {run.run_id: run for run in runs}
+    ids = list(by_id)
+    index = ids.index(shown.run_id) if shown is not None and shown.run_id in by_id else 0
+    run_id = st.selectbox("Run", ids, index=index, format_func=lambda rid: run_label(by_id[rid]), key="manage_run")
+    run = by_id[run_id]
+    columns = st.columns(4)
+    columns[0].button(
+        "Show in all views",
+        key="show_run",
+        on_click=_show,
+        args=(run_id,),
+        width="stretch",
+        disabled=shown is not None and shown.run_id == run_id,
+    )
+    checkpoint = run.checkpoint_path
+    has_checkpoint = checkpoint is not None and checkpoint.is_file()
+    columns[1].download_button(
+        "Download model (.keras)",
+        data=(lambda path=checkpoint: path.read_bytes()) if has_checkpoint else b"",
+        file_name=f"{run_id}.keras",
+        mime="application/octet-stream",
+        key="download_model",
+        on_click="ignore",
+        disabled=not has_checkpoint,
+        width="stretch",
+        help="The checkpoint of the last completed epoch (model and optimizer state).",
+    )
+    has_history = run.history is not None and not run.history.empty
+    columns[2].download_button(
+        "Download history (CSV)",
+        data=run.history.to_csv(index=False) if has_history else "",
+        file_name=f"{run_id}-history.csv",
+        mime="text/csv",
+        key="download_history",
+        on_click="ignore",
+        disabled=not has_history,
+        width="stretch",
+    )
+    columns[3].button("Delete...", key="delete_run", on_click=_ask_delete, args=(run_id,), width="stretch")
+    if st.session_state.get(CONFIRM_DELETE) == run_id:
+        st.warning(f"Delete run {run_id} and all its files (checkpoint, history, predictions)? This cannot be undone.")
+        yes, no = st.columns(2)
+        yes.button("Yes, delete it", key="confirm_delete_yes", type="primary", on_click=_delete, args=(manager, run_id))
+        no.button("Cancel", key="confirm_delete_no", on_click=_cancel_delete)

@@ -1,0 +1,152 @@
+"""The real app in a real browser: ``streamlit run`` in a subprocess, driven by Playwright and Chromium.
+
+Sets a tiny configuration through the URL and the sidebar widgets, presses Start, and waits for the live
+view to finish the training and redraw the page by itself (the fragment's ``run_every``; nothing here
+reloads the page), then checks the charts and saves ``docs/screenshot.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+TRAINING_TIMEOUT_MS = 300_000
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: no browser to drive")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_health(url: str, server: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"streamlit exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"streamlit did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def server(cache_dir, tmp_path):
+    """``streamlit run streamlit_app.py`` on a free port with a temporary run cache; always stopped."""
+    from data.fashion_mnist import DatasetError, resolve_dataset_dir
+
+    try:
+        dataset = resolve_dataset_dir(download=False)
+    except DatasetError as error:
+        pytest.skip(f"Fashion-MNIST is not available here (set FASHION_MNIST_DIR): {error}")
+    port = free_port()
+    env = {**os.environ, "RESNET_CACHE_DIR": str(cache_dir), "FASHION_MNIST_DIR": str(dataset)}
+    log = tmp_path / "streamlit.log"
+    command = [
+        sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+        "--server.port", str(port),
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://localhost:{port}"
+    try:
+        wait_for_health(url, process, log)
+        yield url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # its own session: the server and nothing else
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+def test_tiny_training_in_the_browser(server, cache_dir):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            # Part of the configuration comes from a shared link...
+            page.goto(f"{server}/?batch_size=64&eval_subset=200&depth=18")
+            sidebar = page.get_by_test_id("stSidebar")
+            expect(sidebar.get_by_text("No GPU found", exact=False)).to_be_visible(timeout=90_000)
+            expect(page.get_by_text("No training runs yet", exact=False)).to_be_visible()
+
+            # ...and part from the widgets: 200 training images, 3 epochs.
+            subset = sidebar.get_by_role("spinbutton", name="Training images")
+            subset.fill("200")
+            subset.press("Enter")
+            page.wait_for_function("() => location.search.includes('train_subset=200')", timeout=30_000)
+            epochs = sidebar.get_by_test_id("stSlider").filter(has_text="Epochs").get_by_role("slider")
+            epochs.focus()
+            epochs.press("Home")
+            epochs.press("ArrowRight")
+            epochs.press("ArrowRight")
+            page.wait_for_function("() => location.search.includes('epochs=3&')", timeout=30_000)
+            query = page.evaluate("() => location.search")
+            for part in ("batch_size=64", "eval_subset=200", "depth=18", "train_subset=200", "epochs=3"):
+                assert part in query, query
+            expect(sidebar.get_by_text("unknown until the first epoch", exact=False)).to_be_visible()
+
+            sidebar.get_by_role("button", name="Start", exact=True).click()
+            expect(page.get_by_text("Started run", exact=False)).to_be_visible(timeout=60_000)
+
+            # The live view redraws on its own; when the job ends it redraws the whole page.
+            accuracy = page.locator('[data-testid="stVegaLiteChart"][aria-label="Train and test accuracy per epoch"]')
+            expect(page.get_by_text("trained 3 epochs", exact=False)).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+            expect(accuracy).to_have_count(1, timeout=30_000)  # the redraw is over (no stale copy left)
+            expect(accuracy.locator("svg")).to_be_visible(timeout=30_000)
+            expect(accuracy).to_contain_text("Train and test accuracy per epoch")
+            matrix = page.locator(
+                '[data-testid="stVegaLiteChart"][aria-label="Confusion matrix of true against predicted classes"]'
+            )
+            expect(matrix.locator("svg")).to_be_visible(timeout=30_000)
+            expect(matrix).to_contain_text("Confusion matrix")
+            expect(page.get_by_text("Results per epoch")).to_be_visible()
+            expect(page.get_by_test_id("stImage").first).to_be_visible()
+            run_ids = [path.name for path in cache_dir.iterdir()]
+            assert len(run_ids) == 1 and (cache_dir / run_ids[0] / "history.csv").read_text().count("\n") == 4
+
+            assert page.get_by_test_id("stException").count() == 0
+            assert page.get_by_text("This app has encountered an error").count() == 0
+
+            # The whole page: the main area scrolls inside the window, so grow the window to fit it.
+            height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+            page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 9000)})
+            page.wait_for_timeout(2000)  # let the charts re-layout
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
