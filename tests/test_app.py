@@ -245,7 +245,7 @@ def test_tiny_training_fills_every_view_then_extend_and_delete(cache_dir, manage
     assert runs.loc[0, "run"] == run_id and runs.loc[0, "status"] == "complete"
     at.number_input(key="cfg_train_subset").set_value(TINY["train_subset"]).run()
     at.button(key="start").click().run()
-    assert any("already has 1 epochs" in text for text in texts(at.info)), texts(at.info)
+    assert any("already has 1 epoch" in text for text in texts(at.info)), texts(at.info)
     assert [path.name for path in cache_dir.iterdir()] == [run_id]
 
     # Extend trains the same run on (default: 10 more epochs); here to 2 epochs.
