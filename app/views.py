@@ -15,7 +15,7 @@ from app import charts
 from app.actions import Outcome
 from app.estimate import Estimate
 from app.params import DEPTH_NAMES
-from resnet.analysis import DEFAULT_THRESHOLD, DEFAULT_WINDOW, diminishing_returns, format_duration
+from resnet.analysis import DEFAULT_THRESHOLD, DEFAULT_WINDOW, MIN_EPOCHS, diminishing_returns, format_duration
 from resnet.config import LIMITS, TrainConfig
 from resnet.jobs import JobManager, JobSnapshot
 from resnet.runs import Run, RunError
@@ -273,8 +273,8 @@ def returns_ui(history: pd.DataFrame) -> float:
     st.altair_chart(charts.returns_chart(history, point), width="stretch", alt="Test accuracy against training time")
     if point is not None:
         st.markdown(point.sentence())
-    elif len(history) < 3:
-        st.caption("The diminishing-returns point needs at least 3 epochs.")
+    elif len(history) < MIN_EPOCHS:
+        st.caption(f"The diminishing-returns point needs at least {MIN_EPOCHS} epochs.")
     else:
         st.caption(f"Test accuracy is still rising faster than {points:g} points per {DEFAULT_WINDOW} epochs.")
     return threshold

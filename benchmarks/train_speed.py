@@ -80,8 +80,13 @@ def bench_project(args) -> dict:
     def window():
         epoch[0] += 1
         callback = ProgressCallback(
-            threading.Event(), lambda progress: None,
-            epoch=epoch[0], target_epochs=99, batches=args.steps, batch_size=args.batch_size, images=images_count,
+            threading.Event(),
+            lambda progress: None,
+            epoch=epoch[0],
+            target_epochs=99,
+            batches=args.steps,
+            batch_size=args.batch_size,
+            images=images_count,
             learning_rate_for_step=lambda step: config.learning_rate,
         )
         data = train_dataset(images, labels, batch_size=args.batch_size, augment=True, seed=0, epoch=epoch[0])
@@ -121,7 +126,9 @@ def bench_keras_naive(args) -> dict:
     model = build_resnet(args.depth)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     rates = timed_windows(
-        lambda: model.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0), repeats=args.repeats, images=images_count
+        lambda: model.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0),
+        repeats=args.repeats,
+        images=images_count,
     )
     return {"images_per_second": statistics.median(rates), "windows": rates, "precision": "float32"}
 
@@ -135,7 +142,8 @@ def torch_resnet(depth: int):
 
     def conv_bn(cin, cout, kernel, stride=1):
         return nn.Sequential(
-            nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout, eps=1.001e-5)
+            nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(cout, eps=1.001e-5),
         )
 
     class Block(nn.Module):
@@ -144,7 +152,11 @@ def torch_resnet(depth: int):
             out = 4 * filters if bottleneck else filters
             if bottleneck:
                 self.body = nn.Sequential(
-                    conv_bn(cin, filters, 1, stride), nn.ReLU(), conv_bn(filters, filters, 3), nn.ReLU(), conv_bn(filters, out, 1)
+                    conv_bn(cin, filters, 1, stride),
+                    nn.ReLU(),
+                    conv_bn(filters, filters, 3),
+                    nn.ReLU(),
+                    conv_bn(filters, out, 1),
                 )
             else:
                 self.body = nn.Sequential(conv_bn(cin, filters, 3, stride), nn.ReLU(), conv_bn(filters, filters, 3))
@@ -201,7 +213,11 @@ def bench_torch(args, *, bf16: bool) -> dict:
             optimizer.step()
 
     rates = timed_windows(window, repeats=args.repeats, images=images_count)
-    return {"images_per_second": statistics.median(rates), "windows": rates, "precision": "bf16 autocast" if bf16 else "float32"}
+    return {
+        "images_per_second": statistics.median(rates),
+        "windows": rates,
+        "precision": "bf16 autocast" if bf16 else "float32",
+    }
 
 
 def run_worker(args) -> None:
@@ -230,21 +246,38 @@ def measure(name: str, args) -> dict:
             return {"skipped": "torch not installed (pip install -r requirements-bench.txt)"}
     environment = dict(os.environ)
     environment.pop("TF_ENABLE_ONEDNN_OPTS", None)  # each worker decides (see run_worker)
-    command = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-               "--repeats", str(args.repeats), "--depth", str(args.depth), "--eval-images", str(args.eval_images),
-               "--scratch", args.scratch]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        name,
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--repeats",
+        str(args.repeats),
+        "--depth",
+        str(args.depth),
+        "--eval-images",
+        str(args.eval_images),
+        "--scratch",
+        args.scratch,
+    ]
     completed = subprocess.run(command, env=environment, capture_output=True, text=True)
     for line in completed.stdout.splitlines():
         if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
+            return json.loads(line[len("RESULT ") :])
     return {"skipped": f"failed (exit {completed.returncode}): {completed.stderr.strip().splitlines()[-1:]}"}
 
 
 def print_table(results: dict, args) -> None:
     project = results.get("project", {}).get("images_per_second")
-    print(f"\nTraining images/s, ResNet-{args.depth}, batch {args.batch_size}, median of {args.repeats} windows "
-          f"of {args.steps} batches; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{time.strftime('%Y-%m-%d')}")
+    print(
+        f"\nTraining images/s, ResNet-{args.depth}, batch {args.batch_size}, median of {args.repeats} windows "
+        f"of {args.steps} batches; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
     print(f"{'contender':<20} {'precision':<14} {'images/s':>9} {'peak MB':>8} {'project/this':>12}  windows")
     for name, result in results.items():
         if "skipped" in result:
@@ -253,16 +286,22 @@ def print_table(results: dict, args) -> None:
         rate = result["images_per_second"]
         ratio = f"{project / rate:.2f}x" if project else "-"
         windows = ", ".join(f"{value:.1f}" for value in result["windows"])
-        print(f"{name:<20} {result['precision']:<14} {rate:>9.1f} {result['peak_memory_mb']:>8.0f} {ratio:>12}  {windows}")
+        print(
+            f"{name:<20} {result['precision']:<14} {rate:>9.1f} {result['peak_memory_mb']:>8.0f} {ratio:>12}  {windows}"
+        )
     if project:
         details = results["project"]
         epoch_train = 60_000 / project
         overhead = details["eval_seconds"] * 10_000 / args.eval_images + details["save_seconds"]
-        print(f"\nInference: {details['inference_images_per_second']:.0f} images/s "
-              f"({args.eval_images} test images). Checkpoint {details['checkpoint_mb']:.0f} MB saved in "
-              f"{details['save_seconds']:.1f} s.")
-        print(f"Per-epoch overhead on the full dataset (evaluating 10,000 test images + checkpoint + predictions): "
-              f"{overhead:.1f} s = {100 * overhead / (epoch_train + overhead):.1f}% of a {epoch_train + overhead:.0f} s epoch.")
+        print(
+            f"\nInference: {details['inference_images_per_second']:.0f} images/s "
+            f"({args.eval_images} test images). Checkpoint {details['checkpoint_mb']:.0f} MB saved in "
+            f"{details['save_seconds']:.1f} s."
+        )
+        print(
+            f"Per-epoch overhead on the full dataset (evaluating 10,000 test images + checkpoint + predictions): "
+            f"{overhead:.1f} s = {100 * overhead / (epoch_train + overhead):.1f}% of a {epoch_train + overhead:.0f} s epoch."
+        )
 
 
 def main() -> None:

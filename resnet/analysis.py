@@ -10,7 +10,8 @@ Diminishing returns (``diminishing_returns``):
 4. The point is the first epoch at which that gain falls below ``threshold`` (a fraction of accuracy
    per epoch: 0.0002 = 0.02 points per epoch = 0.2 points per 10 epochs).
 
-Runs shorter than ``2 * window`` epochs use a window of a third of their length (at least 1).
+Runs shorter than ``2 * window`` epochs use a window of a third of their length (at least 2); runs
+of fewer than ``MIN_EPOCHS`` epochs are too short to tell a trend from noise and get no point.
 Everything here is plain NumPy/pandas: no TensorFlow, so the app can call it freely.
 """
 
@@ -25,6 +26,7 @@ from data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
 
 DEFAULT_THRESHOLD = 0.0002  # accuracy per epoch (0.2 points per 10 epochs)
 DEFAULT_WINDOW = 10  # epochs
+MIN_EPOCHS = 6  # shorter curves get no point
 
 
 @dataclass(frozen=True)
@@ -80,9 +82,9 @@ def diminishing_returns(
     if len(epochs) < 2:
         return None
     grid = np.arange(int(epochs[0]), int(epochs[-1]) + 1)
-    if len(grid) < 3:
+    if len(grid) < MIN_EPOCHS:
         return None
-    window = min(window, max(1, len(grid) // 3)) if len(grid) < 2 * window else window
+    window = min(window, max(2, len(grid) // 3)) if len(grid) < 2 * window else window
     dense = np.interp(grid, epochs, accuracy)
     smoothed = pd.Series(dense).rolling(max(1, window // 2), center=True, min_periods=1).mean().to_numpy()
     gains = (smoothed[window:] - smoothed[:-window]) / window  # gains[i] belongs to epoch grid[i + window]

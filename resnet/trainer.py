@@ -123,7 +123,7 @@ def prepare_training(
             )
         if existing.epochs_done >= config.epochs:
             raise RunError(
-                f"run {existing.run_id} already has {existing.epochs_done} epochs (asked for {config.epochs}); "
+                f"run {existing.run_id} already has {plural(existing.epochs_done, 'epoch')} (asked for {config.epochs}); "
                 "ask for more epochs to extend it, or start a new run"
             )
 
@@ -204,6 +204,10 @@ class ProgressCallback(keras.callbacks.Callback):
         )
         if self.cancel.is_set():
             self.model.stop_training = True
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _kept(epochs_done: int) -> str:
@@ -335,7 +339,7 @@ def train_prepared(
                 eval_labels=prepared.dataset.test_labels[prepared.eval_indices],
             )
         if stopped_in is None:
-            store.update_state(run, status="complete", message=f"trained {run.epochs_done} epochs")
+            store.update_state(run, status="complete", message=f"trained {plural(run.epochs_done, 'epoch')}")
         else:
             store.update_state(
                 run,

@@ -60,6 +60,8 @@ def test_a_curve_still_climbing_has_no_point():
 def test_too_short_curves_have_no_point():
     assert diminishing_returns([1], [0.8]) is None
     assert diminishing_returns([1, 2], [0.8, 0.8]) is None
+    assert diminishing_returns([1, 2, 3, 4, 5], [0.8, 0.85, 0.86, 0.86, 0.86]) is None  # under MIN_EPOCHS
+    assert diminishing_returns([1, 2, 3, 4, 5, 6], [0.8, 0.85, 0.86, 0.86, 0.86, 0.86]).epoch == 5
 
 
 def test_confusion_matrix_counts_and_row_shares():
@@ -75,8 +77,13 @@ def test_confusion_matrix_counts_and_row_shares():
 
 def test_mistakes_are_filtered_and_sorted_by_confidence():
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
-    frame = prediction_frame(probabilities, labels=np.array([0, 0, 0, 1]), indices=np.array([5, 6, 7, 8]), class_names=("a", "b"))
+    frame = prediction_frame(
+        probabilities, labels=np.array([0, 0, 0, 1]), indices=np.array([5, 6, 7, 8]), class_names=("a", "b")
+    )
     mistakes = filter_predictions(frame, mistakes_only=True)
     assert mistakes["test_index"].tolist() == [6, 8, 7]  # confidence 0.8, 0.7, 0.6
-    assert filter_predictions(frame, mistakes_only=True, true_class=0, predicted_class=1)["test_index"].tolist() == [6, 7]
+    assert filter_predictions(frame, mistakes_only=True, true_class=0, predicted_class=1)["test_index"].tolist() == [
+        6,
+        7,
+    ]
     assert filter_predictions(frame, most_confident_first=False)["test_index"].tolist()[0] == 7

@@ -227,7 +227,7 @@ def test_tiny_training_fills_every_view_then_extend_and_delete(cache_dir, manage
     assert correct / TINY["eval_subset"] == pytest.approx(history["test_accuracy"].iloc[0])
     assert "Test accuracy per class" in drawn
     assert len(at.get("image")) > 0  # the prediction grids show test images
-    assert any("The diminishing-returns point needs at least 3 epochs" in text for text in texts(at.caption))
+    assert any("The diminishing-returns point needs at least 6 epochs" in text for text in texts(at.caption))
 
     # Row-normalised confusion matrix.
     at.toggle(key="confusion_normalised").set_value(True).run()

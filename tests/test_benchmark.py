@@ -11,8 +11,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def test_quick_benchmark_prints_the_table():
     result = subprocess.run(
-        [sys.executable, "benchmarks/train_speed.py", "--quick", "--only", "project", "keras-naive+onednn", "torch-fp32"],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "benchmarks/train_speed.py",
+            "--quick",
+            "--only",
+            "project",
+            "keras-naive+onednn",
+            "torch-fp32",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()

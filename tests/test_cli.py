@@ -14,13 +14,27 @@ def run_cli(*args, cache_dir, timeout=600):
     environment = {**os.environ, "RESNET_CACHE_DIR": str(cache_dir)}
     return subprocess.run(
         [sys.executable, "-m", "resnet", *args],
-        cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=timeout,
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def test_a_tiny_training_prints_the_table_and_writes_a_run(cache_dir):
     result = run_cli(
-        "train", "--epochs", "2", "--subset", "256", "--eval-subset", "200", "--batch-size", "64", "--depth", "18",
+        "train",
+        "--epochs",
+        "2",
+        "--subset",
+        "256",
+        "--eval-subset",
+        "200",
+        "--batch-size",
+        "64",
+        "--depth",
+        "18",
         cache_dir=cache_dir,
     )
     assert result.returncode == 0, result.stderr

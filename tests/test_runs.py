@@ -54,7 +54,10 @@ def test_a_committed_run_reads_back(cache_dir):
         (lambda path: (path / "history.csv").write_text("epoch,train_loss\n1,"), "history.csv has columns"),
         (lambda path: (path / "history.csv").write_text(""), "history.csv is unreadable"),
         (lambda path: (path / "config.json").write_text('{"epochs": 3, "batch_si'), "config.json is unreadable"),
-        (lambda path: (path / "config.json").write_text('{"epochs": 3, "dropout": 0.5}'), "unknown configuration field"),
+        (
+            lambda path: (path / "config.json").write_text('{"epochs": 3, "dropout": 0.5}'),
+            "unknown configuration field",
+        ),
         (lambda path: (path / "config.json").write_text('{"epochs": -3}'), "epochs must be between"),
         (lambda path: (path / "state.json").unlink(), "state.json is missing"),
         (lambda path: (path / "checkpoint-0002.keras").unlink(), "checkpoint file of epoch 2 .* is missing"),

@@ -20,8 +20,16 @@ TINY = TrainConfig(epochs=1, batch_size=64, train_subset=256, eval_subset=200, d
 
 def test_two_epochs_of_resnet50_lower_the_training_loss(cache_dir):
     config = TrainConfig(
-        epochs=2, batch_size=64, train_subset=512, eval_subset=200, depth=50,
-        optimizer="adam", learning_rate=1e-3, schedule="constant", augment=False, label_smoothing=0.0,
+        epochs=2,
+        batch_size=64,
+        train_subset=512,
+        eval_subset=200,
+        depth=50,
+        optimizer="adam",
+        learning_rate=1e-3,
+        schedule="constant",
+        augment=False,
+        label_smoothing=0.0,
     )
     run = train_prepared(prepare_training(config, store=RunStore(cache_dir)))
     history = run.history
@@ -95,7 +103,7 @@ def test_extending_a_finished_run_trains_only_the_new_epochs(cache_dir):
     store = RunStore(cache_dir)
     first = train_prepared(prepare_training(TINY, store=store))
     first_row = first.history.iloc[0].to_dict()
-    with pytest.raises(RunError, match="already has 1 epochs"):
+    with pytest.raises(RunError, match="already has 1 epoch "):
         prepare_training(TINY, store=store)
     epochs_trained = []
     extended = train_prepared(
