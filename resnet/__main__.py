@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         store.delete(args.run_id)
         print(f"deleted run {args.run_id}")
         return 0
-    except (ConfigError, DatasetError, RunError) as error:
+    except (ConfigError, DatasetError, RunError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

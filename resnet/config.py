@@ -53,7 +53,7 @@ class TrainConfig:
             number_type = int if isinstance(low, int) else float
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{field.name} must be a number; got {value!r}")
-            if number_type is int and not float(value).is_integer():
+            if number_type is int and not isinstance(value, int):
                 raise ConfigError(f"{field.name} must be a whole number; got {value!r}")
             if not low <= value <= high:
                 raise ConfigError(f"{field.name} must be between {low} and {high}; got {value!r}")
@@ -76,7 +76,7 @@ class TrainConfig:
             raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
         coerced = {}
         for name, value in values.items():
-            low = LIMITS.get(name, (None,))[0]
+            low = LIMITS.get(name, CHOICES.get(name, (None,)))[0]
             if isinstance(low, int) and isinstance(value, float) and value.is_integer():
                 value = int(value)  # JSON and query strings may write 10 as 10.0
             coerced[name] = value

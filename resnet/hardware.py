@@ -56,6 +56,10 @@ def detect_hardware() -> Hardware:
     gpus = tf.config.list_physical_devices("GPU")
     names, capability = [], None
     for gpu in gpus:
+        try:  # take GPU memory as needed, so a CLI training and the app can share a GPU
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised: too late to change, and harmless
+            pass
         details = tf.config.experimental.get_device_details(gpu)
         names.append(details.get("device_name", gpu.name))
         capability = capability or details.get("compute_capability")

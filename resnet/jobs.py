@@ -96,28 +96,32 @@ class JobManager:
                     f"of {self._snapshot.target_epochs}); stop it or wait for it to finish"
                 )
             # Claim the slot before the slow preparation so a second start in the meantime is refused.
-            self._snapshot = JobSnapshot(state="starting", config=config, started_at=time.time(), message="preparing")
+            self._snapshot = JobSnapshot(
+                state="starting", run_id=run_id, config=config, started_at=time.time(), message="preparing"
+            )
             self._cancel.clear()
         try:
             prepared = prepare_training(
                 config, store=self.store, run_id=run_id, resume=resume, dataset_dir=self.dataset_dir
             )
-        except BaseException as error:
+            with self._lock:  # under the lock: a stop() pressed meanwhile must not be overwritten
+                self._snapshot = dataclasses.replace(
+                    self._snapshot,
+                    state="stopping" if self._cancel.is_set() else "running",
+                    run_id=prepared.run.run_id,
+                    config=prepared.config.replace(epochs=prepared.target_epochs),
+                    phase="building",
+                    epoch=prepared.run.epochs_done + 1,
+                    first_epoch=prepared.run.epochs_done + 1,
+                    target_epochs=prepared.target_epochs,
+                    message=f"training run {prepared.run.run_id}",
+                )
+            thread = threading.Thread(target=self._work, args=(prepared,), name="resnet-training", daemon=True)
+            self._thread = thread
+            thread.start()
+        except BaseException as error:  # nothing runs: free the slot again
             self._update(state="idle", message="", error=f"{error}")
             raise
-        self._update(
-            state="stopping" if self._cancel.is_set() else "running",
-            run_id=prepared.run.run_id,
-            config=prepared.config.replace(epochs=prepared.target_epochs),
-            phase="building",
-            epoch=prepared.run.epochs_done + 1,
-            first_epoch=prepared.run.epochs_done + 1,
-            target_epochs=prepared.target_epochs,
-            message=f"training run {prepared.run.run_id}",
-        )
-        thread = threading.Thread(target=self._work, args=(prepared,), name="resnet-training", daemon=True)
-        self._thread = thread
-        thread.start()
         return prepared.run.run_id
 
     def _report(self, progress: EpochProgress) -> None:

@@ -50,7 +50,7 @@ HISTORY_COLUMNS = (
     "learning_rate",
     "images_per_second",
 )
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # used with fullmatch
 
 # Statuses a run can have. "running" is only reported while its process is alive; a run whose process
 # died mid-training is "interrupted".
@@ -104,10 +104,17 @@ def write_history(path: Path, rows: list[dict]) -> None:
     atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False, float_format="%.6g"))
 
 
-def pid_alive(pid: int | None, host: str | None) -> bool:
-    """Whether the process that wrote a 'running' state is still alive (on this host)."""
+# Runs this process is training right now. A 'running' state written by this very process is only
+# true while its id is here (a restarted server can get the same pid, e.g. pid 1 in a container).
+ACTIVE_RUNS: set[str] = set()
+
+
+def pid_alive(pid: int | None, host: str | None, run_id: str | None = None) -> bool:
+    """Whether the process that wrote a 'running' state is still alive and training (on this host)."""
     if not pid or host != socket.gethostname():
         return False
+    if pid == os.getpid():
+        return run_id in ACTIVE_RUNS
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -189,7 +196,7 @@ class RunStore:
     # --- paths -------------------------------------------------------------------------------------
     def path_for(self, run_id: str) -> Path:
         """The folder of ``run_id``; rejects ids that could reach outside the cache folder."""
-        if not isinstance(run_id, str) or not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+        if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
             raise RunError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
         path = (self.root / run_id).resolve()
         if path.parent != self.root.resolve():
@@ -199,15 +206,23 @@ class RunStore:
     # --- creating and committing ------------------------------------------------------------------
     def create(self, config: TrainConfig, *, precision: str, device: str, train_images: int, eval_images: int) -> Run:
         config.validate()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunError(f"cannot create the run cache folder {self.root}: {error}") from error
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = f"{stamp}-resnet{config.depth}-{config.fingerprint()[:6]}"
         run_id, suffix = base, 1
-        while (self.root / run_id).exists():
-            suffix += 1
-            run_id = f"{base}-{suffix}"
-        path = self.path_for(run_id)
-        path.mkdir()
+        while True:  # mkdir is the atomic claim: two processes never get the same folder
+            path = self.path_for(run_id)
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                suffix += 1
+                run_id = f"{base}-{suffix}"
+            except OSError as error:
+                raise RunError(f"cannot create a run folder in {self.root}: {error}") from error
         now = time.time()
         state = {
             "format_version": FORMAT_VERSION,
@@ -311,8 +326,11 @@ class RunStore:
             return []
         runs = []
         for path in self.root.iterdir():
-            if path.is_dir() and RUN_ID_PATTERN.match(path.name) and not path.name.startswith("."):
-                runs.append(self.load(path.name))
+            if path.is_dir() and RUN_ID_PATTERN.fullmatch(path.name) and not path.name.startswith("."):
+                try:
+                    runs.append(self.load(path.name))
+                except RunError:  # deleted meanwhile, or a symbolic link out of the cache: not a run
+                    continue
         return sorted(runs, key=lambda run: run.state.get("updated") or path_mtime(run.path), reverse=True)
 
     def latest_with_fingerprint(self, fingerprint: str) -> Run | None:
@@ -421,7 +439,7 @@ def _read_run(run: Run) -> None:
                 raise DamagedRun(f"{name} is not a valid {'Keras' if key == 'checkpoint' else 'NumPy'} file")
 
     status = state["status"]
-    if status == "running" and not pid_alive(state.get("pid"), state.get("host")):
+    if status == "running" and not pid_alive(state.get("pid"), state.get("host"), run.run_id):
         status = "interrupted"
     if status not in STATUSES:
         raise DamagedRun(f"state.json has an unknown status {status!r}")

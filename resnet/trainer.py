@@ -13,7 +13,9 @@ background thread.
 
 from __future__ import annotations
 
+import fcntl
 import gc
+import math
 import os
 import socket
 import threading
@@ -27,7 +29,7 @@ import numpy as np
 from data.fashion_mnist import FashionMNIST, load_fashion_mnist
 from resnet.config import ConfigError, TrainConfig
 from resnet.hardware import detect_hardware, resolve_precision
-from resnet.runs import Run, RunError, RunStore
+from resnet.runs import ACTIVE_RUNS, Run, RunError, RunStore
 from resnet.schedule import learning_rate_at
 
 EVAL_BATCH_SIZE = 500
@@ -206,6 +208,17 @@ class ProgressCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def _lock_run(run: Run):
+    """An exclusive lock on the run folder for as long as the returned file stays open."""
+    lock = open(run.path / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise RunError(f"run {run.run_id} is being trained by another process") from None
+    return lock
+
+
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -246,18 +259,20 @@ def train_prepared(
     store, run, config = prepared.store, prepared.run, prepared.config
     target = prepared.target_epochs
     segments = plan_segments(run.state.get("segments", []), epochs_done=run.epochs_done, target_epochs=target)
-    store.remove_uncommitted_files(run)
-    store.update_state(
-        run,
-        status="running",
-        target_epochs=target,
-        segments=segments,
-        pid=os.getpid(),
-        host=socket.gethostname(),
-        message=f"training epochs {run.epochs_done + 1}-{target}",
-    )
+    lock = _lock_run(run)  # one trainer per run, across processes (app and CLI)
+    ACTIVE_RUNS.add(run.run_id)
     model = None
     try:
+        store.remove_uncommitted_files(run)
+        store.update_state(
+            run,
+            status="running",
+            target_epochs=target,
+            segments=segments,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            message=f"training epochs {run.epochs_done + 1}-{target}",
+        )
         report(EpochProgress(phase="building", epoch=run.epochs_done + 1, target_epochs=target))
         keras.backend.clear_session(free_memory=True)
         if run.epochs_done:
@@ -330,6 +345,11 @@ def train_prepared(
                 "learning_rate": learning_rate_for_step(batches - 1),
                 "images_per_second": len(images) / train_seconds,
             }
+            if not all(math.isfinite(value) for value in row.values()):
+                raise RuntimeError(
+                    f"training diverged in epoch {epoch} (loss or accuracy is not a number); "
+                    "lower the learning rate and continue from the last epoch"
+                )
             store.commit_epoch(
                 run,
                 row,
@@ -357,5 +377,7 @@ def train_prepared(
         )
         raise
     finally:
+        ACTIVE_RUNS.discard(run.run_id)
+        lock.close()  # releases the flock
         del model
         gc.collect()

@@ -21,6 +21,9 @@ from resnet.trainer import plan_segments
         ({"precision": "float8"}, "precision must be one of auto"),
         ({"train_subset": 70_000}, "train_subset must be between 100 and 60000"),
         ({"epochs": 2.5}, "epochs must be a whole number"),
+        ({"epochs": 10.0}, "epochs must be a whole number"),
+        ({"learning_rate": float("nan")}, "learning_rate must be between"),
+        ({"batch_size": True}, "batch_size must be a number"),
         ({"epochs": "ten"}, "epochs must be a number"),
         ({"augment": "yes"}, "augment must be true or false"),
         ({"train_subset": 200, "batch_size": 256}, "train_subset \\(200\\) must be at least batch_size \\(256\\)"),
@@ -39,6 +42,7 @@ def test_from_dict_rejects_unknown_fields_and_accepts_whole_floats():
     with pytest.raises(ConfigError, match="unknown configuration field\\(s\\): dropout"):
         TrainConfig.from_dict({"epochs": 3, "dropout": 0.5})
     assert TrainConfig.from_dict({"epochs": 3.0}).epochs == 3
+    assert TrainConfig.from_dict({"depth": 18.0}).fingerprint() == TrainConfig(depth=18).fingerprint()
 
 
 def test_fingerprint_ignores_epochs_only():

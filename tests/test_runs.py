@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from resnet.config import TrainConfig
-from resnet.runs import HISTORY_COLUMNS, RunError, RunStore, atomic_write
+from resnet.runs import ACTIVE_RUNS, HISTORY_COLUMNS, RunError, RunStore, atomic_write
 
 
 def make_run(store: RunStore, epochs_done: int = 2, **config_changes):
@@ -98,8 +98,15 @@ def test_a_running_state_from_a_dead_process_reads_as_interrupted(cache_dir):
     run = make_run(store)
     store.update_state(run, status="running", pid=2**22 + 12345, host=os.uname().nodename)
     assert store.load(run.run_id).status == "interrupted"
+    # This very process: running only while it really trains the run (a restarted server in a
+    # container can get the same pid as the one that died).
     store.update_state(run, status="running", pid=os.getpid(), host=os.uname().nodename)
-    assert store.load(run.run_id).status == "running"
+    assert store.load(run.run_id).status == "interrupted"
+    ACTIVE_RUNS.add(run.run_id)
+    try:
+        assert store.load(run.run_id).status == "running"
+    finally:
+        ACTIVE_RUNS.discard(run.run_id)
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
@@ -116,7 +123,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["state.json"]  # no temporary left behind
 
 
-@pytest.mark.parametrize("run_id", ["../outside", "/etc", "a/../../b", "..", "", "run id with spaces"])
+@pytest.mark.parametrize("run_id", ["../outside", "/etc", "a/../../b", "..", "", "run id with spaces", "run\n"])
 def test_run_ids_cannot_reach_outside_the_cache(cache_dir, run_id):
     store = RunStore(cache_dir)
     with pytest.raises(RunError, match="invalid run id"):

@@ -62,7 +62,7 @@ def test_history_checkpoint_and_predictions_exist_after_each_epoch(cache_dir):
         "checkpoint_exists": True,
         "predictions": (200, 10),
     }
-    files = sorted(path.name for path in run.path.iterdir())
+    files = sorted(path.name for path in run.path.iterdir() if not path.name.startswith("."))
     assert files == ["checkpoint-0002.keras", "config.json", "history.csv", "predictions-0002.npz", "state.json"]
     predictions = store.load_predictions(run)
     assert np.allclose(predictions["probabilities"].astype(np.float32).sum(axis=1), 1.0, atol=0.02)
