@@ -28,31 +28,41 @@ def _epoch_axis(history: pd.DataFrame) -> alt.X:
     return alt.X("epoch:Q", title="Epoch", scale=alt.Scale(domain=[1, max(2, last)]), axis=alt.Axis(tickMinStep=1))
 
 
-def accuracy_chart(history: pd.DataFrame) -> alt.Chart:
-    data = _long(history, "accuracy")
+def _train_test_chart(
+    history: pd.DataFrame, metric: str, *, title: str, y_title: str, number_format: str, axis_format=None
+):
+    """Train and test ``metric`` per epoch, one coloured line each."""
     return (
-        alt.Chart(data, title="Train and test accuracy per epoch", height=HEIGHT)
+        alt.Chart(_long(history, metric), title=title, height=HEIGHT)
         .mark_line(point=True)
         .encode(
             x=_epoch_axis(history),
-            y=alt.Y("accuracy:Q", title="Accuracy", axis=alt.Axis(format=".0%"), scale=alt.Scale(zero=False)),
+            y=alt.Y(
+                f"{metric}:Q",
+                title=y_title,
+                axis=alt.Axis(format=axis_format) if axis_format else alt.Axis(),
+                scale=alt.Scale(zero=False),
+            ),
             color=alt.Color("split:N", scale=SPLIT_COLORS, title=None),
-            tooltip=["epoch:Q", "split:N", alt.Tooltip("accuracy:Q", format=".2%")],
+            tooltip=["epoch:Q", "split:N", alt.Tooltip(f"{metric}:Q", format=number_format)],
         )
     )
 
 
+def accuracy_chart(history: pd.DataFrame) -> alt.Chart:
+    return _train_test_chart(
+        history,
+        "accuracy",
+        title="Train and test accuracy per epoch",
+        y_title="Accuracy",
+        number_format=".2%",
+        axis_format=".0%",
+    )
+
+
 def loss_chart(history: pd.DataFrame) -> alt.Chart:
-    data = _long(history, "loss")
-    return (
-        alt.Chart(data, title="Train and test loss per epoch", height=HEIGHT)
-        .mark_line(point=True)
-        .encode(
-            x=_epoch_axis(history),
-            y=alt.Y("loss:Q", title="Cross-entropy loss", scale=alt.Scale(zero=False)),
-            color=alt.Color("split:N", scale=SPLIT_COLORS, title=None),
-            tooltip=["epoch:Q", "split:N", alt.Tooltip("loss:Q", format=".4f")],
-        )
+    return _train_test_chart(
+        history, "loss", title="Train and test loss per epoch", y_title="Cross-entropy loss", number_format=".4f"
     )
 
 
