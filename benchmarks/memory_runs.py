@@ -1,9 +1,14 @@
-"""Memory of consecutive short trainings in one process (as a long-lived app server does them).
+"""Memory of consecutive short trainings, as a long-lived app server does them: in-process vs child process.
 
     .venv/bin/python benchmarks/memory_runs.py --runs 20
 
-Trains ``--runs`` tiny ResNet-18 runs one after another in this process through the real trainer and
-prints the resident memory after each (after gc and malloc_trim), and the growth per run.
+Trains ``--runs`` tiny ResNet-18 runs one after another twice and prints this process's resident memory
+after each run (after gc and malloc_trim), side by side:
+
+- ``job``: through ``resnet.jobs.JobManager`` as the app does (each run in a ``python -m resnet.worker``
+  child process);
+- ``in-process``: ``train_prepared`` called in this process (what the app did before; TensorFlow keeps
+  about one run's weights and optimizer slots alive after each run).
 """
 
 from __future__ import annotations
@@ -31,28 +36,52 @@ def main() -> None:
     args = parser.parse_args()
 
     from resnet.config import TrainConfig
+    from resnet.jobs import JobManager
     from resnet.runs import RunStore
     from resnet.trainer import prepare_training, train_prepared
 
     libc = ctypes.CDLL("libc.so.6")
     store = RunStore(tempfile.mkdtemp(prefix="memory-runs-"))
-    figures = []
-    print(f"{'run':>4} {'resident MB':>12} {'seconds':>8}")
-    for seed in range(args.runs):
-        config = TrainConfig(
+    manager = JobManager(store)
+
+    def config(seed: int) -> TrainConfig:
+        return TrainConfig(
             epochs=1, batch_size=64, train_subset=128, eval_subset=100, depth=args.depth, augment=False, seed=seed
         )
-        started = time.perf_counter()
-        train_prepared(prepare_training(config, store=store))
-        gc.collect()
-        libc.malloc_trim(0)
-        figures.append(resident_mb())
-        print(f"{seed + 1:>4} {figures[-1]:>12.0f} {time.perf_counter() - started:>8.1f}", flush=True)
-    if len(figures) > 2:
-        per_run = (figures[-1] - figures[1]) / (len(figures) - 2)
+
+    def in_job(seed: int) -> None:
+        manager.start(config(seed))
+        manager.wait()
+        if manager.snapshot().state != "complete":
+            raise SystemExit(f"run failed: {manager.snapshot()}")
+
+    def in_process(seed: int) -> None:
+        train_prepared(prepare_training(config(1000 + seed), store=store))
+
+    figures: dict[str, list[float]] = {"job": [], "in-process": []}
+    seconds: dict[str, list[float]] = {"job": [], "in-process": []}
+    for mode, train in (("job", in_job), ("in-process", in_process)):  # job first: its process starts clean
+        for seed in range(args.runs):
+            started = time.perf_counter()
+            train(seed)
+            gc.collect()
+            libc.malloc_trim(0)
+            seconds[mode].append(time.perf_counter() - started)
+            figures[mode].append(resident_mb())
+            print(f"{mode:>10} run {seed + 1:>2}: {figures[mode][-1]:7.0f} MB  {seconds[mode][-1]:5.1f} s", flush=True)
+
+    print(
+        f"\nResNet-{args.depth}, {args.runs} one-epoch runs of 128 images; resident MB of this process after each run"
+    )
+    print(f"{'run':>4} {'job (child process)':>20} {'in-process':>12}")
+    for index in range(args.runs):
+        print(f"{index + 1:>4} {figures['job'][index]:>20.0f} {figures['in-process'][index]:>12.0f}")
+    if args.runs > 2:
+        growth = {mode: (values[-1] - values[1]) / (args.runs - 2) for mode, values in figures.items()}
         print(
-            f"growth after the first two runs: {per_run:.0f} MB per run "
-            f"({figures[1]:.0f} MB after run 2, {figures[-1]:.0f} MB after run {len(figures)})"
+            f"growth per run after run 2: job {growth['job']:.1f} MB, in-process {growth['in-process']:.1f} MB; "
+            f"seconds per run: job {sum(seconds['job']) / args.runs:.1f}, "
+            f"in-process {sum(seconds['in-process']) / args.runs:.1f}"
         )
 
 

@@ -125,7 +125,8 @@ def command_train(args, store: RunStore) -> int:
 
     from resnet.jobs import JobManager  # imports TensorFlow: only once the request is valid
 
-    manager = JobManager(store, dataset_dir=args.dataset_dir)
+    # In this process (not a child): the CLI process itself ends with the run.
+    manager = JobManager(store, dataset_dir=args.dataset_dir, isolated=False)
     run_id = manager.start(config, run_id=args.run_id, resume=not args.new)
     snapshot = manager.snapshot()
     print(

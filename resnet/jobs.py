@@ -1,8 +1,16 @@
-"""The process-wide training job: at most one training at a time, in a background thread.
+"""The process-wide training job: at most one training at a time, in the background.
 
 The app keeps one ``JobManager`` per server process (``st.cache_resource``), so every browser tab and
-every rerun sees the same job; the CLI uses one too. The worker thread never touches Streamlit: it
-writes progress into the manager under a lock, and readers take an immutable ``JobSnapshot``.
+every rerun sees the same job; the CLI uses one too. A background thread follows the training and
+writes its progress into the manager under a lock; readers take an immutable ``JobSnapshot``.
+
+Where the training itself runs:
+
+- ``isolated=True`` (the default, used by the app): in a child process, ``python -m resnet.worker``.
+  TensorFlow keeps about one run's weights alive in a process after each training, so a server that
+  trained in its own process would grow by hundreds of MB per run; the child gives it all back when it
+  exits. If the server dies, the child sees its input close and stops after the current batch.
+- ``isolated=False`` (the one-shot CLI): in a thread of this process, which exits after one run anyway.
 
     manager = JobManager()
     run_id = manager.start(TrainConfig(epochs=2, train_subset=1000))   # raises JobAlreadyRunning
@@ -13,13 +21,20 @@ writes progress into the manager under a lock, and readers take an immutable ``J
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from resnet.config import TrainConfig
 from resnet.runs import RunStore
-from resnet.trainer import EpochProgress, prepare_training, train_prepared
+from resnet.trainer import EpochProgress, PreparedTraining, prepare_training, train_prepared
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ACTIVE_STATES = ("starting", "running", "stopping")
 
@@ -67,12 +82,14 @@ class JobSnapshot:
 class JobManager:
     """Starts, stops and reports the single background training of this process."""
 
-    def __init__(self, store: RunStore | None = None, dataset_dir=None):
+    def __init__(self, store: RunStore | None = None, dataset_dir=None, *, isolated: bool = True):
         self.store = store or RunStore()
         self.dataset_dir = dataset_dir
+        self.isolated = isolated
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen | None = None
         self._snapshot = JobSnapshot()
 
     def snapshot(self) -> JobSnapshot:
@@ -100,6 +117,7 @@ class JobManager:
                 state="starting", run_id=run_id, config=config, started_at=time.time(), message="preparing"
             )
             self._cancel.clear()
+            self._process = None
         try:
             prepared = prepare_training(
                 config, store=self.store, run_id=run_id, resume=resume, dataset_dir=self.dataset_dir
@@ -116,7 +134,17 @@ class JobManager:
                     target_epochs=prepared.target_epochs,
                     message=f"training run {prepared.run.run_id}",
                 )
-            thread = threading.Thread(target=self._work, args=(prepared,), name="resnet-training", daemon=True)
+            if self.isolated:
+                process = self._spawn(prepared)
+                with self._lock:
+                    self._process = process
+                    cancelled = self._cancel.is_set()
+                if cancelled:  # Stop was pressed while the run was being prepared
+                    self._send_stop(process)
+                work = self._follow
+            else:
+                work = self._work
+            thread = threading.Thread(target=work, args=(prepared,), name="resnet-training", daemon=True)
             self._thread = thread
             thread.start()
         except BaseException as error:  # nothing runs: free the slot again
@@ -145,16 +173,107 @@ class JobManager:
                 finished_at=time.time(),
             )
 
+    def _spawn(self, prepared: PreparedTraining) -> subprocess.Popen:
+        """Start ``python -m resnet.worker`` for the prepared run and send it the request."""
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            path for path in (str(PROJECT_ROOT), environment.get("PYTHONPATH")) if path
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "resnet.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=PROJECT_ROOT,
+            env=environment,
+            text=True,
+        )
+        request = {
+            "store": str(prepared.store.root),
+            "run_id": prepared.run.run_id,
+            "config": prepared.config.replace(epochs=prepared.target_epochs).to_dict(),
+            "dataset_dir": None if self.dataset_dir is None else str(self.dataset_dir),
+        }
+        process.stdin.write(json.dumps(request) + "\n")
+        process.stdin.flush()
+        return process
+
+    def _follow(self, prepared: PreparedTraining) -> None:
+        """Turn the child's progress lines into snapshots until it ends; always leaves a final state."""
+        process = self._process
+        outcome = None
+        try:
+            for line in process.stdout:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                event = message.pop("event", None)
+                if event == "progress":
+                    self._report(EpochProgress(**message))
+                elif event in ("finished", "failed"):
+                    outcome = (event, message)
+        finally:
+            code = process.wait()
+            self._close_input(process)
+        if outcome is None:
+            outcome = ("failed", {"error": f"the training process ended unexpectedly (exit code {code})"})
+            self._record_crash(prepared.run.run_id, outcome[1]["error"])
+        event, message = outcome
+        if event == "finished":
+            self._update(state=message["status"], message=message.get("message", ""), finished_at=time.time())
+        else:
+            self._update(
+                state="failed", error=message["error"], message=message.get("message", ""), finished_at=time.time()
+            )
+
+    def _record_crash(self, run_id: str, error: str) -> None:
+        """The child died without a word (killed, out of memory): mark its run failed, epochs kept."""
+        try:
+            run = self.store.load(run_id)  # re-read: the child committed epochs since we last looked
+            if run.state.get("status") == "running":
+                self.store.update_state(
+                    run,
+                    status="failed",
+                    message=f"failed during epoch {run.epochs_done + 1}: {error}; "
+                    + (f"epochs 1-{run.epochs_done} kept" if run.epochs_done else "no epoch had completed"),
+                )
+        except Exception:  # a damaged or deleted run is reported by the store itself
+            pass
+
+    @staticmethod
+    def _send_stop(process: subprocess.Popen) -> None:
+        if process.poll() is None:
+            try:
+                process.stdin.write("stop\n")
+                process.stdin.flush()
+            except (OSError, ValueError):  # already gone: the follower thread records how it ended
+                pass
+
+    @staticmethod
+    def _close_input(process: subprocess.Popen) -> None:
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+
     def stop(self) -> bool:
         """Ask the running training to stop after the current batch; False if nothing runs."""
         with self._lock:
             if not self._snapshot.active:
                 return False
             self._cancel.set()
+            if self._process is not None:
+                self._send_stop(self._process)
             self._snapshot = dataclasses.replace(
                 self._snapshot, state="stopping", message="stopping after the current batch"
             )
             return True
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The process id of the training child while one is alive (isolated mode), else None."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the worker thread to end; True if it has (or none was started)."""

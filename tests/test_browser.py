@@ -150,3 +150,43 @@ def test_tiny_training_in_the_browser(server, cache_dir):
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         finally:
             browser.close()
+
+
+def test_two_pages_pressing_start_together_run_one_training(server, cache_dir):
+    """Issue 5, scenario 6: two browser tabs (two Streamlit sessions) press Start at the same moment."""
+    from playwright.sync_api import expect, sync_playwright
+
+    query = "batch_size=64&eval_subset=200&depth=18&train_subset=200&epochs=2"
+    started, refused = "Started run", "Not started: a training is already running"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            pages = [browser.new_page(viewport={"width": 1400, "height": 1000}) for _ in range(2)]
+            buttons = []
+            for page in pages:
+                page.goto(f"{server}/?{query}")
+                expect(page.get_by_text("No training runs yet", exact=False)).to_be_visible(timeout=90_000)
+                buttons.append(page.get_by_test_id("stSidebar").get_by_role("button", name="Start", exact=True))
+            for button in buttons:
+                expect(button).to_be_enabled()
+            for button in buttons:  # back to back: the second click lands while the first is being prepared
+                button.click()
+            for page in pages:
+                expect(
+                    page.get_by_text(started, exact=False).or_(page.get_by_text(refused, exact=False))
+                ).to_be_visible(timeout=60_000)
+            outcomes = [(page.get_by_text(started).count(), page.get_by_text(refused).count()) for page in pages]
+            assert sorted(outcomes) == [(0, 1), (1, 0)], outcomes
+            run_ids = [path.name for path in cache_dir.iterdir()]
+            assert len(run_ids) == 1, run_ids
+
+            # The refused tab is told which run is training and follows it live, like the tab that started it.
+            loser = pages[[count for count, _ in outcomes].index(0)]
+            expect(loser.get_by_text(f"Training run {run_ids[0]}", exact=False)).to_be_visible(timeout=60_000)
+            for page in pages:
+                expect(page.get_by_text("trained 2 epochs", exact=False)).to_be_visible(timeout=TRAINING_TIMEOUT_MS)
+                assert page.get_by_test_id("stException").count() == 0
+            assert [path.name for path in cache_dir.iterdir()] == run_ids
+            assert (cache_dir / run_ids[0] / "history.csv").read_text().count("\n") == 3
+        finally:
+            browser.close()

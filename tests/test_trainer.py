@@ -80,7 +80,8 @@ def test_stop_during_epoch_two_keeps_epoch_one_and_extending_continues(cache_dir
             manager.stop()
 
     manager._report = stop_in_epoch_two  # stop at a known batch, through the public stop()
-    run_id = manager.start(TINY.replace(epochs=3))
+    # 10 batches per epoch: the stop reaches the training child within a batch or two, still mid-epoch.
+    run_id = manager.start(TINY.replace(epochs=3, train_subset=640))
     assert manager.wait(timeout=600)
     snapshot = manager.snapshot()
     assert snapshot.state == "stopped"
@@ -92,7 +93,7 @@ def test_stop_during_epoch_two_keeps_epoch_one_and_extending_continues(cache_dir
 
     # Asking for the same configuration again continues this run from its checkpoint.
     manager._report = JobManager._report.__get__(manager)
-    assert manager.start(TINY.replace(epochs=2)) == run_id
+    assert manager.start(TINY.replace(epochs=2, train_subset=640)) == run_id
     assert manager.wait(timeout=600) and manager.snapshot().state == "complete"
     run = store.load(run_id)
     assert run.history["epoch"].tolist() == [1, 2]

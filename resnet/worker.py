@@ -1,0 +1,97 @@
+"""The training child process: ``python -m resnet.worker``, started and driven by ``resnet.jobs.JobManager``.
+
+Why a child process: TensorFlow keeps roughly one run's variables and optimizer slots alive inside the
+process after every training, even after ``keras.backend.clear_session()`` (about 200 MB per ResNet-18
+run; ``benchmarks/memory_runs.py``). A long-lived app server that trains in its own process therefore
+grows with every run. A child that exits after its run gives all of it back.
+
+Protocol (one JSON object per line):
+
+- stdin, first line: the request ``{"store": ..., "run_id": ..., "config": {...}, "dataset_dir": ...}``;
+  afterwards the line ``stop`` asks for a stop after the current batch. End of input (the parent closed
+  the pipe or died) also stops: completed epochs are kept, as with the Stop button.
+- stdout: ``{"event": "progress", ...EpochProgress fields}`` while training, then exactly one
+  ``{"event": "finished", "status": ..., "message": ...}`` or ``{"event": "failed", "error": ...}``.
+  Everything else the child or TensorFlow prints goes to stderr, so it cannot corrupt the protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import threading
+
+
+def _protocol_stream():
+    """A private copy of stdout for the protocol; file descriptor 1 itself is pointed at stderr."""
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return protocol
+
+
+def _watch_input(cancel: threading.Event) -> None:
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            cancel.set()
+    cancel.set()  # end of input: the parent is gone or gave up on us
+
+
+def main() -> int:
+    protocol = _protocol_stream()
+    send_lock = threading.Lock()
+    cancel = threading.Event()
+
+    def send(**message) -> None:
+        """Tell the parent; if it is gone (broken pipe), stop after the current batch instead."""
+        with send_lock:
+            if protocol.closed:
+                return
+            try:
+                protocol.write(json.dumps(message) + "\n")
+            except (OSError, ValueError):
+                cancel.set()
+                try:
+                    protocol.close()
+                except OSError:
+                    pass
+
+    try:
+        request = json.loads(sys.stdin.readline())
+    except ValueError as error:
+        send(event="failed", error=f"bad request to the training process: {error}", message="")
+        return 2
+    threading.Thread(target=_watch_input, args=(cancel,), name="stdin-watch", daemon=True).start()
+
+    from resnet.config import TrainConfig
+    from resnet.runs import RunStore
+    from resnet.trainer import prepare_training, train_prepared
+
+    store = RunStore(request["store"])
+    prepared = None
+    try:
+        config = TrainConfig.from_dict(request["config"])
+        prepared = prepare_training(
+            config, store=store, run_id=request["run_id"], resume=False, dataset_dir=request.get("dataset_dir")
+        )
+        run = train_prepared(
+            prepared, cancel=cancel, report=lambda progress: send(event="progress", **dataclasses.asdict(progress))
+        )
+        send(event="finished", status=run.state["status"], message=run.state.get("message", ""))
+        return 0
+    except BaseException as error:  # the parent must always hear how the run ended
+        message = prepared.run.state.get("message", "") if prepared is not None else ""
+        send(event="failed", error=f"{type(error).__name__}: {error}", message=message)
+        return 1
+    finally:
+        send_lock.acquire()  # nothing more to say; a dead parent's pipe must not raise at exit
+        try:
+            protocol.close()
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

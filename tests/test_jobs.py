@@ -1,0 +1,125 @@
+"""The app's job manager trains in a child process: progress, stop, a killed child, a dead parent, memory.
+
+Everything is real: ``python -m resnet.worker`` children training ResNet-18 on a few hundred images.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from resnet.config import TrainConfig
+from resnet.jobs import JobManager
+from resnet.runs import RunStore, pid_alive
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# 10 batches per epoch: room for a stop or a kill to land in the middle of an epoch.
+SMALL = TrainConfig(epochs=3, batch_size=64, train_subset=640, eval_subset=200, depth=18, augment=False)
+
+
+def resident_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/statm") as stream:
+        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_the_training_runs_in_a_child_process_that_exits_afterwards(cache_dir):
+    store = RunStore(cache_dir)
+    manager = JobManager(store)
+    seen = []
+
+    def remember(progress, original=manager._report):
+        seen.append((progress.phase, progress.epoch, progress.batch, manager.worker_pid))
+        original(progress)
+
+    manager._report = remember
+    run_id = manager.start(SMALL.replace(epochs=1))
+    assert manager.wait(timeout=600)
+    assert manager.snapshot().state == "complete", manager.snapshot()
+    workers = {pid for *_, pid in seen}
+    assert len(workers) == 1 and os.getpid() not in workers
+    assert ("training", 1, 10) in [entry[:3] for entry in seen]
+    run = store.load(run_id)
+    assert run.status == "complete" and run.history["epoch"].tolist() == [1]
+    assert run.state["pid"] in workers  # the child wrote the run; it has exited and was reaped
+    assert manager.worker_pid is None and not pid_alive(run.state["pid"], run.state["host"], run_id)
+
+
+def test_killing_the_training_process_fails_the_run_but_keeps_completed_epochs(cache_dir):
+    store = RunStore(cache_dir)
+    manager = JobManager(store)
+
+    def kill_in_epoch_two(progress, original=manager._report):
+        original(progress)
+        if (progress.phase, progress.epoch, progress.batch) == ("training", 2, 3):
+            os.kill(manager.worker_pid, signal.SIGKILL)
+
+    manager._report = kill_in_epoch_two
+    run_id = manager.start(SMALL)
+    assert manager.wait(timeout=600)
+    snapshot = manager.snapshot()
+    assert snapshot.state == "failed"
+    assert "training process ended unexpectedly (exit code -9)" in snapshot.error
+    run = store.load(run_id)
+    assert run.status == "failed" and run.epochs_done == 1
+    assert "failed during epoch 2" in run.state["message"] and "epochs 1-1 kept" in run.state["message"]
+
+    manager._report = JobManager._report.__get__(manager)  # extending continues from epoch 2
+    assert manager.start(SMALL.replace(epochs=2), run_id=run_id) == run_id
+    assert manager.wait(timeout=600) and manager.snapshot().state == "complete"
+    assert store.load(run_id).history["epoch"].tolist() == [1, 2]
+
+
+def test_when_the_server_process_dies_its_training_child_stops_and_keeps_epochs(cache_dir):
+    """SIGKILL the process that owns the JobManager (as if the app server was killed) during epoch 2."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys, time
+        sys.path.insert(0, {str(PROJECT_ROOT)!r})
+        from resnet.config import TrainConfig
+        from resnet.jobs import JobManager
+        from resnet.runs import RunStore
+
+        manager = JobManager(RunStore({str(cache_dir)!r}))
+        manager.start(TrainConfig(**{SMALL.to_dict()!r}))
+        while not (manager.snapshot().epoch == 2 and manager.snapshot().batch >= 2):
+            time.sleep(0.05)
+        print(manager.worker_pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    server = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert server.returncode == -signal.SIGKILL, server.stderr
+    worker = int(server.stdout.strip())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{worker}") and "Z" not in _process_state(worker):
+        time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{worker}") or "Z" in _process_state(worker), "the orphaned child kept training"
+    run = RunStore(cache_dir).list_runs()[0]
+    assert (run.status, run.epochs_done) == ("stopped", 1), run.state["message"]
+    assert "the partial epoch 2 was discarded" in run.state["message"]
+
+
+def _process_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def test_twenty_consecutive_runs_do_not_grow_the_server_process(cache_dir):
+    """Issue 5, scenario 8. In-process training grew ~200 MB per run (benchmarks/memory_runs.py)."""
+    manager = JobManager(RunStore(cache_dir))
+    resident = []
+    for seed in range(20):
+        manager.start(TrainConfig(epochs=1, batch_size=64, train_subset=128, eval_subset=100, depth=18, seed=seed))
+        assert manager.wait(timeout=600) and manager.snapshot().state == "complete", manager.snapshot()
+        resident.append(resident_mb())
+    growth = resident[-1] - resident[1]
+    print(f"server resident MB after runs 1-20: {[round(value) for value in resident]}; growth 2->20: {growth:.0f} MB")
+    assert growth < 100, f"the server grew {growth:.0f} MB over 18 runs: {resident}"
