@@ -28,23 +28,69 @@ BN_EPSILON = 1.001e-5
 BN_MOMENTUM = 0.9
 
 
+@keras.saving.register_keras_serializable(package="resnet")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization computed by TensorFlow's fused kernel (``FusedBatchNormV3``).
+
+    Keras 3 builds batch norm from separate mean, variance and arithmetic ops (and as many more in the
+    gradient); TensorFlow's fused kernel does each direction in one oneDNN call, as tf.keras 2 did. The
+    weights, configuration and inference results are those of ``keras.layers.BatchNormalization``; in
+    training the moving variance is updated with the unbiased batch variance (as tf.keras 2 and
+    PyTorch do). Other backends, masks and non-4D inputs use the parent's code.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (
+            keras.backend.backend() != "tensorflow"
+            or mask is not None
+            or len(inputs.shape) != 4
+            or self.axis not in (-1, 3)
+        ):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        # The fused kernel takes float32 or float16 images; bfloat16 ones are normalised in float32.
+        x = inputs if inputs.dtype in (tf.float32, tf.float16) else tf.cast(inputs, tf.float32)
+        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones(x.shape[-1], tf.float32)
+        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros(x.shape[-1], tf.float32)
+        if training and self.trainable:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, is_training=True
+            )
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x,
+                gamma,
+                beta,
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon,
+                is_training=False,
+            )
+        return tf.cast(outputs, self.compute_dtype)
+
+
+def batch_norm(name: str, dtype=None) -> layers.Layer:
+    return FusedBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, dtype=dtype)
+
+
 def bottleneck_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype=None):
     """1x1 reduce -> 3x3 -> 1x1 expand to 4*filters, each followed by BatchNorm (ReLU after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = layers.BatchNormalization(
-            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype
-        )(shortcut)
+        shortcut = batch_norm(f"{name}_0_bn", dtype)(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1_bn", dtype=dtype)(x)
+    x = batch_norm(f"{name}_1_bn", dtype)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_2_bn", dtype=dtype)(x)
+    x = batch_norm(f"{name}_2_bn", dtype)(x)
     x = layers.Activation("relu", name=f"{name}_2_relu", dtype=dtype)(x)
     x = layers.Conv2D(4 * filters, 1, use_bias=False, name=f"{name}_3_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_3_bn", dtype=dtype)(x)
+    x = batch_norm(f"{name}_3_bn", dtype)(x)
     x = layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out", dtype=dtype)(x)
 
@@ -53,16 +99,14 @@ def basic_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False
     """3x3 -> 3x3 with BatchNorm after each (ReLU after the first and after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = layers.BatchNormalization(
-            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype
-        )(shortcut)
+        shortcut = batch_norm(f"{name}_0_bn", dtype)(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1_bn", dtype=dtype)(x)
+    x = batch_norm(f"{name}_1_bn", dtype)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_2_bn", dtype=dtype)(x)
+    x = batch_norm(f"{name}_2_bn", dtype)(x)
     x = layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out", dtype=dtype)(x)
 
@@ -104,7 +148,7 @@ def build_resnet(depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: 
         scale=1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD, name="normalize", dtype=dtype
     )(inputs)
     x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, name="conv1_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="conv1_bn", dtype=dtype)(x)
+    x = batch_norm("conv1_bn", dtype)(x)
     x = layers.Activation("relu", name="conv1_relu", dtype=dtype)(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool", dtype=dtype)(x)
 

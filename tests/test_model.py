@@ -81,3 +81,55 @@ def test_invalid_arguments_say_what_was_received():
         build_resnet(101)
     with pytest.raises(ValueError, match="precision must be .* got 'float8'"):
         build_resnet(50, precision="float8")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_fused_batch_norm_matches_keras_batch_norm(dtype):
+    """Same outputs and gradients as keras.layers.BatchNormalization; moving statistics move alike."""
+    import keras
+    import tensorflow as tf
+
+    from resnet.model import BN_EPSILON, FusedBatchNormalization
+
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.normal(2.0, 3.0, (16, 5, 5, 8)), tf.float32)
+    tolerance = 1e-3 if dtype == "float32" else 3e-2
+    fused = FusedBatchNormalization(epsilon=BN_EPSILON, momentum=0.9, dtype=dtype)
+    plain = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.9, dtype=dtype)
+    fused.build(images.shape), plain.build(images.shape)
+    gamma = rng.uniform(0.5, 1.5, 8).astype(np.float32)
+    for layer in (fused, plain):
+        layer.gamma.assign(gamma)
+        layer.beta.assign(np.linspace(-1, 1, 8).astype(np.float32))
+
+    weights = tf.constant(rng.normal(0.0, 1.0, images.shape), tf.float32)  # a loss with real gradients
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = layer(images, training=True)
+            loss = tf.reduce_sum(tf.cast(outputs, tf.float32) * weights)
+        gradients = tape.gradient(loss, [images, layer.gamma, layer.beta])
+        results.append((outputs, *gradients, layer.moving_mean, layer.moving_variance, layer(images, training=False)))
+    assert results[0][0].dtype.name == results[1][0].dtype.name == ("float32" if dtype == "float32" else "bfloat16")
+    for mine, theirs in zip(results[0][:4], results[1][:4], strict=True):
+        np.testing.assert_allclose(np.float32(mine), np.float32(theirs), rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(results[0][4], results[1][4], rtol=1e-5)  # moving mean
+    # The fused kernel's moving variance uses the unbiased batch variance: n/(n-1) of Keras' one.
+    n = 16 * 5 * 5
+    batch_variance = (np.asarray(results[1][5]) - 0.9) / 0.1
+    np.testing.assert_allclose(results[0][5], 0.9 + 0.1 * batch_variance * n / (n - 1), rtol=1e-4)
+    # Inference uses the moving statistics (which differ by that factor only).
+    np.testing.assert_allclose(np.float32(results[0][6]), np.float32(results[1][6]), rtol=tolerance, atol=tolerance)
+
+
+def test_a_saved_model_loads_back_with_its_fused_batch_norm(tmp_path):
+    import keras
+
+    model = build_resnet(18)
+    images = np.random.default_rng(1).uniform(0, 255, (4, 28, 28, 1)).astype(np.float32)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert type(loaded.get_layer("conv1_bn")).__name__ == "FusedBatchNormalization"
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
