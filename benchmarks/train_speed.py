@@ -8,11 +8,13 @@ Each contender runs in its own subprocess (so peak memory is its own and TensorF
 apply), trains the same architecture on the same images, discards a warm-up window (tracing, caches),
 then reports the median training images/s over ``--repeats`` timed windows of ``--steps`` batches:
 
-- ``project``: the trainer exactly as the app uses it: its tf.data pipeline with augmentation, its
-  precision choice (``auto``), its per-batch callback (learning rate, progress, cancel check);
-  per-epoch evaluation and checkpointing are timed separately and reported as overhead;
-- ``keras-naive``: the same model with ``model.fit`` on NumPy arrays, float32, Keras/TensorFlow defaults
-  (TensorFlow's own oneDNN default: off on AMD CPUs);
+- ``project``: the trainer exactly as the app uses it: its model (fused batch norm), its tf.data
+  pipeline (augmenting if the default configuration does), its precision choice (``auto``), its
+  per-batch callback (learning rate, progress, cancel check); per-epoch evaluation and checkpointing
+  are timed separately and reported as overhead;
+- ``project-keras-bn``: an ablation, the project's trainer with Keras' own (unfused) BatchNormalization;
+- ``keras-naive``: the same architecture in plain Keras layers, ``model.fit`` on NumPy arrays, float32,
+  Keras/TensorFlow defaults (TensorFlow's own oneDNN default: off on AMD CPUs);
 - ``keras-naive+onednn``: the same with oneDNN switched on, to separate that one setting from the rest;
 - ``torch-fp32`` / ``torch-bf16``: PyTorch eager, identical architecture, channels_last, Adam,
   float32 and bfloat16 autocast (skipped when torch is not installed).
@@ -36,7 +38,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-CONTENDERS = ("project", "keras-naive", "keras-naive+onednn", "torch-fp32", "torch-bf16")
+CONTENDERS = ("project", "project-keras-bn", "keras-naive", "keras-naive+onednn", "torch-fp32", "torch-bf16")
 
 
 def peak_memory_mb() -> float:
@@ -61,7 +63,7 @@ def timed_windows(run_window, *, repeats: int, images: int) -> list[float]:
 
 
 # --- contenders (each runs in its own subprocess) --------------------------------------------------------
-def bench_project(args) -> dict:
+def bench_project(args, *, fused_batch_norm: bool = True) -> dict:
     import numpy as np
 
     from data.pipeline import train_dataset
@@ -74,7 +76,7 @@ def bench_project(args) -> dict:
     images, labels, dataset = training_images(images_count)
     config = TrainConfig(depth=args.depth, batch_size=args.batch_size, train_subset=max(100, images_count))
     precision = resolve_precision("auto")
-    model = build_compiled_model(config, precision)
+    model = build_compiled_model(config, precision, fused_batch_norm=fused_batch_norm)
     epoch = [0]
 
     def window():
@@ -89,7 +91,7 @@ def bench_project(args) -> dict:
             images=images_count,
             learning_rate_for_step=lambda step: config.learning_rate,
         )
-        data = train_dataset(images, labels, batch_size=args.batch_size, augment=True, seed=0, epoch=epoch[0])
+        data = train_dataset(images, labels, batch_size=args.batch_size, augment=config.augment, seed=0, epoch=epoch[0])
         model.fit(data, epochs=epoch[0], initial_epoch=epoch[0] - 1, verbose=0, callbacks=[callback], shuffle=False)
 
     rates = timed_windows(window, repeats=args.repeats, images=images_count)
@@ -123,7 +125,7 @@ def bench_keras_naive(args) -> dict:
     images, labels, _ = training_images(images_count)
     x = images[..., None].astype("float32")
     y = keras.utils.to_categorical(labels, 10)
-    model = build_resnet(args.depth)
+    model = build_resnet(args.depth, fused_batch_norm=False)  # plain Keras layers, as a user would write it
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     rates = timed_windows(
         lambda: model.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0),
@@ -227,6 +229,7 @@ def run_worker(args) -> None:
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
     runners = {
         "project": bench_project,
+        "project-keras-bn": lambda a: bench_project(a, fused_batch_norm=False),
         "keras-naive": bench_keras_naive,
         "keras-naive+onednn": bench_keras_naive,
         "torch-fp32": lambda a: bench_torch(a, bf16=False),
@@ -252,7 +255,7 @@ def measure(name: str, args) -> dict:
         "--worker",
         name,
         "--steps",
-        str(args.steps),
+        str(args.naive_steps if name == "keras-naive" and args.naive_steps else args.steps),
         "--batch-size",
         str(args.batch_size),
         "--repeats",
@@ -275,7 +278,7 @@ def print_table(results: dict, args) -> None:
     project = results.get("project", {}).get("images_per_second")
     print(
         f"\nTraining images/s, ResNet-{args.depth}, batch {args.batch_size}, median of {args.repeats} windows "
-        f"of {args.steps} batches; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"of {args.steps} batches{f' ({args.naive_steps} for keras-naive)' if args.naive_steps else ''}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{time.strftime('%Y-%m-%d')}"
     )
     print(f"{'contender':<20} {'precision':<14} {'images/s':>9} {'peak MB':>8} {'project/this':>12}  windows")
@@ -308,6 +311,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: ResNet-18, 2 small windows")
     parser.add_argument("--steps", type=int, default=12, help="batches per timed window")
+    parser.add_argument(
+        "--naive-steps",
+        type=int,
+        default=None,
+        help="batches per window for keras-naive only (TensorFlow's defaults are ~8x slower on CPUs without oneDNN)",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="timed windows after the warm-up")
     parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50))

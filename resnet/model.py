@@ -72,52 +72,58 @@ class FusedBatchNormalization(layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
-def batch_norm(name: str, dtype=None) -> layers.Layer:
-    return FusedBatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, dtype=dtype)
+def batch_norm_factory(dtype, *, fused: bool = True):
+    """``norm(name)`` -> a batch-norm layer with the model's epsilon, momentum and dtype policy."""
+    layer_class = FusedBatchNormalization if fused else layers.BatchNormalization
+
+    def norm(name: str) -> layers.Layer:
+        return layer_class(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, dtype=dtype)
+
+    return norm
 
 
-def bottleneck_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype=None):
+def bottleneck_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype, norm):
     """1x1 reduce -> 3x3 -> 1x1 expand to 4*filters, each followed by BatchNorm (ReLU after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = batch_norm(f"{name}_0_bn", dtype)(shortcut)
+        shortcut = norm(f"{name}_0_bn")(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
-    x = batch_norm(f"{name}_1_bn", dtype)(x)
+    x = norm(f"{name}_1_bn")(x)
     x = layers.Activation("relu", name=f"{name}_1_relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv", dtype=dtype)(x)
-    x = batch_norm(f"{name}_2_bn", dtype)(x)
+    x = norm(f"{name}_2_bn")(x)
     x = layers.Activation("relu", name=f"{name}_2_relu", dtype=dtype)(x)
     x = layers.Conv2D(4 * filters, 1, use_bias=False, name=f"{name}_3_conv", dtype=dtype)(x)
-    x = batch_norm(f"{name}_3_bn", dtype)(x)
+    x = norm(f"{name}_3_bn")(x)
     x = layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out", dtype=dtype)(x)
 
 
-def basic_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype=None):
+def basic_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype, norm):
     """3x3 -> 3x3 with BatchNorm after each (ReLU after the first and after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = batch_norm(f"{name}_0_bn", dtype)(shortcut)
+        shortcut = norm(f"{name}_0_bn")(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
-    x = batch_norm(f"{name}_1_bn", dtype)(x)
+    x = norm(f"{name}_1_bn")(x)
     x = layers.Activation("relu", name=f"{name}_1_relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv", dtype=dtype)(x)
-    x = batch_norm(f"{name}_2_bn", dtype)(x)
+    x = norm(f"{name}_2_bn")(x)
     x = layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out", dtype=dtype)(x)
 
 
-def stack(x, block, filters: int, blocks: int, *, stride: int, name: str, dtype=None):
+def stack(x, block, filters: int, blocks: int, *, stride: int, name: str, dtype, norm):
     """One stage: a first block with a projection shortcut (and ``stride``), then ``blocks - 1`` more."""
     # A basic block keeps its width, so stage 1 of ResNet-18/34 needs no projection (64 -> 64).
     needs_projection = block is bottleneck_block or stride != 1
-    x = block(x, filters, stride=stride, conv_shortcut=needs_projection, name=f"{name}_block1", dtype=dtype)
+    x = block(x, filters, stride=stride, conv_shortcut=needs_projection, name=f"{name}_block1", dtype=dtype, norm=norm)
     for index in range(2, blocks + 1):
-        x = block(x, filters, name=f"{name}_block{index}", dtype=dtype)
+        x = block(x, filters, name=f"{name}_block{index}", dtype=dtype, norm=norm)
     return x
 
 
@@ -130,17 +136,21 @@ ARCHITECTURES = {
 STAGE_FILTERS = (64, 128, 256, 512)
 
 
-def build_resnet(depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: str = "float32") -> keras.Model:
+def build_resnet(
+    depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: str = "float32", fused_batch_norm: bool = True
+) -> keras.Model:
     """Build ResNet-``depth`` for 28x28x1 inputs holding raw pixel values 0-255.
 
     ``precision`` is a Keras dtype policy name (``float32``, ``mixed_bfloat16``, ``mixed_float16``);
-    the softmax output is always float32.
+    the softmax output is always float32. ``fused_batch_norm=False`` uses Keras' own BatchNormalization
+    (same weights and results, slower; the benchmarks' naive baseline).
     """
     if depth not in ARCHITECTURES:
         raise ValueError(f"depth must be one of {sorted(ARCHITECTURES)}, got {depth!r}")
     if precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
         raise ValueError(f"precision must be float32, mixed_bfloat16 or mixed_float16, got {precision!r}")
     dtype = keras.DTypePolicy(precision)
+    norm = batch_norm_factory(dtype, fused=fused_batch_norm)
     block, blocks_per_stage = ARCHITECTURES[depth]
 
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="pixels")
@@ -148,12 +158,12 @@ def build_resnet(depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: 
         scale=1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD, name="normalize", dtype=dtype
     )(inputs)
     x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, name="conv1_conv", dtype=dtype)(x)
-    x = batch_norm("conv1_bn", dtype)(x)
+    x = norm("conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu", dtype=dtype)(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool", dtype=dtype)(x)
 
     for stage, (filters, blocks) in enumerate(zip(STAGE_FILTERS, blocks_per_stage, strict=True), start=2):
-        x = stack(x, block, filters, blocks, stride=1 if stage == 2 else 2, name=f"conv{stage}", dtype=dtype)
+        x = stack(x, block, filters, blocks, stride=1 if stage == 2 else 2, name=f"conv{stage}", dtype=dtype, norm=norm)
 
     x = layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)(x)
     x = layers.Dense(num_classes, name="logits", dtype=dtype)(x)
