@@ -8,12 +8,10 @@ Each contender runs in its own subprocess (so peak memory is its own and TensorF
 apply), trains the same architecture on the same images, discards a warm-up window (tracing, caches),
 then reports the median training images/s over ``--repeats`` timed windows of ``--steps`` batches:
 
-- ``project``: the trainer exactly as the app uses it: its model (fused batch norm), its tf.data
-  pipeline (augmenting if the default configuration does), its precision choice (``auto``), its
+- ``project``: the trainer exactly as the app uses it: its tf.data pipeline (augmenting if the default configuration does), its precision choice (``auto``), its
   per-batch callback (learning rate, progress, cancel check); per-epoch evaluation and checkpointing
   are timed separately and reported as overhead;
-- ``project-keras-bn``: an ablation, the project's trainer with Keras' own (unfused) BatchNormalization;
-- ``keras-naive``: the same architecture in plain Keras layers, ``model.fit`` on NumPy arrays, float32,
+- ``keras-naive``: the same model, ``model.fit`` on NumPy arrays, float32,
   Keras/TensorFlow defaults (TensorFlow's own oneDNN default: off on AMD CPUs);
 - ``keras-naive+onednn``: the same with oneDNN switched on, to separate that one setting from the rest;
 - ``torch-fp32`` / ``torch-bf16``: PyTorch eager, identical architecture, channels_last, Adam,
@@ -38,7 +36,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-CONTENDERS = ("project", "project-keras-bn", "keras-naive", "keras-naive+onednn", "torch-fp32", "torch-bf16")
+CONTENDERS = ("project", "keras-naive", "keras-naive+onednn", "torch-fp32", "torch-bf16")
 
 
 def peak_memory_mb() -> float:
@@ -63,7 +61,7 @@ def timed_windows(run_window, *, repeats: int, images: int) -> list[float]:
 
 
 # --- contenders (each runs in its own subprocess) --------------------------------------------------------
-def bench_project(args, *, fused_batch_norm: bool = True) -> dict:
+def bench_project(args) -> dict:
     import numpy as np
 
     from data.pipeline import train_dataset
@@ -76,7 +74,7 @@ def bench_project(args, *, fused_batch_norm: bool = True) -> dict:
     images, labels, dataset = training_images(images_count)
     config = TrainConfig(depth=args.depth, batch_size=args.batch_size, train_subset=max(100, images_count))
     precision = resolve_precision("auto")
-    model = build_compiled_model(config, precision, fused_batch_norm=fused_batch_norm)
+    model = build_compiled_model(config, precision)
     epoch = [0]
 
     def window():
@@ -125,7 +123,7 @@ def bench_keras_naive(args) -> dict:
     images, labels, _ = training_images(images_count)
     x = images[..., None].astype("float32")
     y = keras.utils.to_categorical(labels, 10)
-    model = build_resnet(args.depth, fused_batch_norm=False)  # plain Keras layers, as a user would write it
+    model = build_resnet(args.depth)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     rates = timed_windows(
         lambda: model.fit(x, y, batch_size=args.batch_size, epochs=1, verbose=0),
@@ -229,7 +227,6 @@ def run_worker(args) -> None:
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
     runners = {
         "project": bench_project,
-        "project-keras-bn": lambda a: bench_project(a, fused_batch_norm=False),
         "keras-naive": bench_keras_naive,
         "keras-naive+onednn": bench_keras_naive,
         "torch-fp32": lambda a: bench_torch(a, bf16=False),

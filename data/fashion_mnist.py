@@ -119,7 +119,7 @@ def _download_with_keras() -> Path:
     except Exception as error:  # network errors come in many types (URLError, OSError, ...)
         raise DatasetError(
             f"Could not download Fashion-MNIST with Keras ({type(error).__name__}: {error}). "
-            "Without internet, " + HOW_TO_FIX
+            "Without internet: " + HOW_TO_FIX
         ) from error
     cached = keras_cache_dir()
     if not _has_all_files(cached):

@@ -28,102 +28,52 @@ BN_EPSILON = 1.001e-5
 BN_MOMENTUM = 0.9
 
 
-@keras.saving.register_keras_serializable(package="resnet")
-class FusedBatchNormalization(layers.BatchNormalization):
-    """Keras' BatchNormalization computed by TensorFlow's fused kernel (``FusedBatchNormV3``).
-
-    Keras 3 builds batch norm from separate mean, variance and arithmetic ops (and as many more in the
-    gradient); TensorFlow's fused kernel does each direction in one oneDNN call, as tf.keras 2 did. The
-    weights, configuration and inference results are those of ``keras.layers.BatchNormalization``; in
-    training the moving variance is updated with the unbiased batch variance (as tf.keras 2 and
-    PyTorch do). Other backends, masks and non-4D inputs use the parent's code.
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        if (
-            keras.backend.backend() != "tensorflow"
-            or mask is not None
-            or len(inputs.shape) != 4
-            or self.axis not in (-1, 3)
-        ):
-            return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf
-
-        # The fused kernel takes float32 or float16 images; bfloat16 ones are normalised in float32.
-        x = inputs if inputs.dtype in (tf.float32, tf.float16) else tf.cast(inputs, tf.float32)
-        gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones(x.shape[-1], tf.float32)
-        beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros(x.shape[-1], tf.float32)
-        if training and self.trainable:
-            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, epsilon=self.epsilon, is_training=True
-            )
-            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        else:
-            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                x,
-                gamma,
-                beta,
-                mean=tf.cast(self.moving_mean, tf.float32),
-                variance=tf.cast(self.moving_variance, tf.float32),
-                epsilon=self.epsilon,
-                is_training=False,
-            )
-        return tf.cast(outputs, self.compute_dtype)
-
-
-def batch_norm_factory(dtype, *, fused: bool = True):
-    """``norm(name)`` -> a batch-norm layer with the model's epsilon, momentum and dtype policy."""
-    layer_class = FusedBatchNormalization if fused else layers.BatchNormalization
-
-    def norm(name: str) -> layers.Layer:
-        return layer_class(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, dtype=dtype)
-
-    return norm
-
-
-def bottleneck_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype, norm):
+def bottleneck_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype=None):
     """1x1 reduce -> 3x3 -> 1x1 expand to 4*filters, each followed by BatchNorm (ReLU after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = norm(f"{name}_0_bn")(shortcut)
+        shortcut = layers.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype
+        )(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
-    x = norm(f"{name}_1_bn")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1_bn", dtype=dtype)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv", dtype=dtype)(x)
-    x = norm(f"{name}_2_bn")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_2_bn", dtype=dtype)(x)
     x = layers.Activation("relu", name=f"{name}_2_relu", dtype=dtype)(x)
     x = layers.Conv2D(4 * filters, 1, use_bias=False, name=f"{name}_3_conv", dtype=dtype)(x)
-    x = norm(f"{name}_3_bn")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_3_bn", dtype=dtype)(x)
     x = layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out", dtype=dtype)(x)
 
 
-def basic_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype, norm):
+def basic_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype=None):
     """3x3 -> 3x3 with BatchNorm after each (ReLU after the first and after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = norm(f"{name}_0_bn")(shortcut)
+        shortcut = layers.BatchNormalization(
+            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype
+        )(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
-    x = norm(f"{name}_1_bn")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1_bn", dtype=dtype)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv", dtype=dtype)(x)
-    x = norm(f"{name}_2_bn")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_2_bn", dtype=dtype)(x)
     x = layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out", dtype=dtype)(x)
 
 
-def stack(x, block, filters: int, blocks: int, *, stride: int, name: str, dtype, norm):
+def stack(x, block, filters: int, blocks: int, *, stride: int, name: str, dtype=None):
     """One stage: a first block with a projection shortcut (and ``stride``), then ``blocks - 1`` more."""
     # A basic block keeps its width, so stage 1 of ResNet-18/34 needs no projection (64 -> 64).
     needs_projection = block is bottleneck_block or stride != 1
-    x = block(x, filters, stride=stride, conv_shortcut=needs_projection, name=f"{name}_block1", dtype=dtype, norm=norm)
+    x = block(x, filters, stride=stride, conv_shortcut=needs_projection, name=f"{name}_block1", dtype=dtype)
     for index in range(2, blocks + 1):
-        x = block(x, filters, name=f"{name}_block{index}", dtype=dtype, norm=norm)
+        x = block(x, filters, name=f"{name}_block{index}", dtype=dtype)
     return x
 
 
@@ -136,21 +86,17 @@ ARCHITECTURES = {
 STAGE_FILTERS = (64, 128, 256, 512)
 
 
-def build_resnet(
-    depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: str = "float32", fused_batch_norm: bool = True
-) -> keras.Model:
+def build_resnet(depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: str = "float32") -> keras.Model:
     """Build ResNet-``depth`` for 28x28x1 inputs holding raw pixel values 0-255.
 
     ``precision`` is a Keras dtype policy name (``float32``, ``mixed_bfloat16``, ``mixed_float16``);
-    the softmax output is always float32. ``fused_batch_norm=False`` uses Keras' own BatchNormalization
-    (same weights and results, slower; the benchmarks' naive baseline).
+    the softmax output is always float32.
     """
     if depth not in ARCHITECTURES:
         raise ValueError(f"depth must be one of {sorted(ARCHITECTURES)}, got {depth!r}")
     if precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
         raise ValueError(f"precision must be float32, mixed_bfloat16 or mixed_float16, got {precision!r}")
     dtype = keras.DTypePolicy(precision)
-    norm = batch_norm_factory(dtype, fused=fused_batch_norm)
     block, blocks_per_stage = ARCHITECTURES[depth]
 
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="pixels")
@@ -158,12 +104,12 @@ def build_resnet(
         scale=1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD, name="normalize", dtype=dtype
     )(inputs)
     x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, name="conv1_conv", dtype=dtype)(x)
-    x = norm("conv1_bn")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="conv1_bn", dtype=dtype)(x)
     x = layers.Activation("relu", name="conv1_relu", dtype=dtype)(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool", dtype=dtype)(x)
 
     for stage, (filters, blocks) in enumerate(zip(STAGE_FILTERS, blocks_per_stage, strict=True), start=2):
-        x = stack(x, block, filters, blocks, stride=1 if stage == 2 else 2, name=f"conv{stage}", dtype=dtype, norm=norm)
+        x = stack(x, block, filters, blocks, stride=1 if stage == 2 else 2, name=f"conv{stage}", dtype=dtype)
 
     x = layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)(x)
     x = layers.Dense(num_classes, name="logits", dtype=dtype)(x)

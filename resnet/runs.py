@@ -355,8 +355,6 @@ class RunStore:
         """The committed checkpoint as a compiled Keras model (``safe_mode=True``: no code runs)."""
         import keras
 
-        import resnet.model  # noqa: F401  (registers the model's own layer class for loading)
-
         path = run.checkpoint_path
         if path is None or not path.is_file():
             raise RunError(f"run {run.run_id} has no checkpoint yet")

@@ -72,12 +72,12 @@ def _optimizer(config: TrainConfig):
     )
 
 
-def build_compiled_model(config: TrainConfig, precision: str, *, fused_batch_norm: bool = True):
+def build_compiled_model(config: TrainConfig, precision: str):
     """A fresh, compiled model for ``config`` (weights from the config's seed)."""
     from resnet.model import build_resnet
 
     keras.utils.set_random_seed(config.seed)
-    model = build_resnet(config.depth, precision=precision, fused_batch_norm=fused_batch_norm)
+    model = build_resnet(config.depth, precision=precision)
     optimizer = _optimizer(config)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
