@@ -116,14 +116,14 @@ def test_sidebar_changes_reach_the_url_and_are_validated(cache_dir, manager):
     at.slider(key="cfg_epochs").set_value(25)
     at.select_slider(key="cfg_batch_size").set_value(256)
     at.number_input(key="cfg_train_subset").set_value(5000)
-    at.toggle(key="cfg_augment").set_value(False)
+    at.toggle(key="cfg_augment").set_value(True)
     at.selectbox(key="cfg_optimizer").set_value("sgd")
     at.run()
     assert_no_exception(at)
     assert at.query_params["epochs"] == "25"
     assert at.query_params["batch_size"] == "256"
     assert at.query_params["train_subset"] == "5000"
-    assert at.query_params["augment"] == "false"
+    assert at.query_params["augment"] == "true"
     assert at.query_params["optimizer"] == "sgd"
     assert "ResNet-50 run at batch size 256" in sidebar_text(at)
 
@@ -136,7 +136,7 @@ def test_sidebar_changes_reach_the_url_and_are_validated(cache_dir, manager):
 
 
 def test_shared_url_is_applied_and_bad_values_are_replaced_by_defaults(cache_dir, manager):
-    at = new_app({"epochs": "abc", "batch_size": "7", "depth": "18", "augment": "false", "learning_rate": "nan"})
+    at = new_app({"epochs": "abc", "batch_size": "7", "depth": "18", "augment": "true", "learning_rate": "nan"})
     at.run()
     assert_no_exception(at)
     warnings = " ".join(texts(at.warning))
@@ -147,7 +147,7 @@ def test_shared_url_is_applied_and_bad_values_are_replaced_by_defaults(cache_dir
     assert at.select_slider(key="cfg_batch_size").value == 128
     assert at.number_input(key="cfg_learning_rate").value == pytest.approx(0.003)
     assert at.selectbox(key="cfg_depth").value == 18  # the good values of the link are used
-    assert at.toggle(key="cfg_augment").value is False
+    assert at.toggle(key="cfg_augment").value is True
     assert at.query_params["epochs"] == "10" and at.query_params["batch_size"] == "128"
     assert at.query_params["depth"] == "18"
 
