@@ -7,8 +7,8 @@ predictions, history and state (see ``resnet/runs.py``). It never imports Stream
 ``report`` callback, and cancellation comes through a ``threading.Event`` that is checked after every
 batch. A stop keeps every completed epoch and discards the partial one.
 
-Headless use: ``python -m resnet train --help``; in the app, ``resnet.jobs.JobManager`` runs it in a
-background thread.
+Headless use: ``python -m resnet train --help`` (trains in that process); in the app,
+``resnet.jobs.JobManager`` runs it in a child process (``resnet/worker.py``).
 """
 
 from __future__ import annotations
