@@ -79,6 +79,22 @@ class JobSnapshot:
         return self.epoch_elapsed * (self.batches_per_epoch - self.batch) / self.batch
 
 
+def _parse_line(line: str) -> tuple[str | None, dict]:
+    """One protocol line of the training child as (event, fields); (None, {}) for anything else."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None, {}
+    if not isinstance(message, dict):
+        return None, {}
+    event = message.pop("event", None)
+    if event == "progress":
+        names = {field.name for field in dataclasses.fields(EpochProgress)}
+        if not names.issuperset(message) or not {"phase", "epoch", "target_epochs"} <= message.keys():
+            return None, {}
+    return event, message
+
+
 class JobManager:
     """Starts, stops and reports the single background training of this process."""
 
@@ -203,15 +219,18 @@ class JobManager:
         outcome = None
         try:
             for line in process.stdout:
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                event = message.pop("event", None)
+                event, message = _parse_line(line)
                 if event == "progress":
                     self._report(EpochProgress(**message))
-                elif event in ("finished", "failed"):
+                elif event == "finished" and isinstance(message.get("status"), str):
                     outcome = (event, message)
+                elif event == "failed":
+                    outcome = (event, {**message, "error": str(message.get("error", "unknown error"))})
+        except Exception as error:  # a fault here must not leave the job 'running' forever: stop the child
+            outcome = ("failed", {"error": f"lost track of the training process ({type(error).__name__}: {error})"})
+            self._send_stop(process)
+            for _ in process.stdout:  # drain, so the child can finish its batch and exit
+                pass
         finally:
             code = process.wait()
             self._close_input(process)

@@ -74,6 +74,26 @@ def test_killing_the_training_process_fails_the_run_but_keeps_completed_epochs(c
     assert store.load(run_id).history["epoch"].tolist() == [1, 2]
 
 
+def test_a_fault_while_following_the_child_stops_it_and_ends_the_job(cache_dir):
+    store = RunStore(cache_dir)
+    manager = JobManager(store)
+
+    def broken_report(progress, original=manager._report):
+        original(progress)
+        if (progress.phase, progress.epoch, progress.batch) == ("training", 2, 2):
+            raise RuntimeError("progress display broke")
+
+    manager._report = broken_report
+    run_id = manager.start(SMALL)
+    assert manager.wait(timeout=600)
+    snapshot = manager.snapshot()
+    assert snapshot.state == "failed" and "lost track of the training process" in snapshot.error
+    assert "progress display broke" in snapshot.error
+    run = store.load(run_id)
+    assert (run.status, run.epochs_done) == ("stopped", 1), run.state["message"]
+    assert manager.worker_pid is None
+
+
 def test_when_the_server_process_dies_its_training_child_stops_and_keeps_epochs(cache_dir):
     """SIGKILL the process that owns the JobManager (as if the app server was killed) during epoch 2."""
     script = textwrap.dedent(
@@ -123,3 +143,20 @@ def test_twenty_consecutive_runs_do_not_grow_the_server_process(cache_dir):
     growth = resident[-1] - resident[1]
     print(f"server resident MB after runs 1-20: {[round(value) for value in resident]}; growth 2->20: {growth:.0f} MB")
     assert growth < 100, f"the server grew {growth:.0f} MB over 18 runs: {resident}"
+
+
+def test_stray_or_malformed_lines_from_the_child_are_ignored():
+    from resnet.jobs import _parse_line
+
+    assert _parse_line("not json\n") == (None, {})
+    assert _parse_line("[1, 2]\n") == (None, {})
+    assert _parse_line('{"event": "progress", "phase": "training"}\n') == (None, {})  # fields missing
+    assert _parse_line('{"event": "progress", "phase": "training", "epoch": 1, "target_epochs": 2, "x": 1}') == (
+        None,
+        {},
+    )
+    assert _parse_line('{"event": "progress", "phase": "training", "epoch": 1, "target_epochs": 2, "batch": 3}') == (
+        "progress",
+        {"phase": "training", "epoch": 1, "target_epochs": 2, "batch": 3},
+    )
+    assert _parse_line('{"event": "finished", "status": "complete", "message": "trained 1 epoch"}')[0] == "finished"
