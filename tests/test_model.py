@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -81,3 +82,16 @@ def test_invalid_arguments_say_what_was_received():
         build_resnet(101)
     with pytest.raises(ValueError, match="precision must be .* got 'float8'"):
         build_resnet(50, precision="float8")
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_a_new_residual_block_starts_as_the_identity(depth):
+    # The last batch norm of every residual branch starts with gamma = 0 (Goyal et al. 2017), so a freshly
+    # built block without a projection passes its (post-ReLU) input through unchanged.
+    model = build_resnet(depth)
+    probe = keras.Model(
+        model.input, [model.get_layer("conv3_block1_out").output, model.get_layer("conv3_block2_out").output]
+    )
+    before, after = probe.predict(np.random.default_rng(1).uniform(0, 255, (4, 28, 28, 1)), verbose=0)
+    assert before.std() > 0
+    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
