@@ -34,29 +34,32 @@ BN_MOMENTUM = 0.9
 RESIDUAL_GAMMA_INIT = "zeros"
 
 
+def batch_norm(name: str, dtype=None, *, residual_end: bool = False) -> layers.BatchNormalization:
+    """The model's batch norm; ``residual_end`` marks the last one of a residual branch (gamma starts at 0)."""
+    return layers.BatchNormalization(
+        epsilon=BN_EPSILON,
+        momentum=BN_MOMENTUM,
+        gamma_initializer=RESIDUAL_GAMMA_INIT if residual_end else "ones",
+        name=name,
+        dtype=dtype,
+    )
+
+
 def bottleneck_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False, name: str, dtype=None):
     """1x1 reduce -> 3x3 -> 1x1 expand to 4*filters, each followed by BatchNorm (ReLU after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = layers.BatchNormalization(
-            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype
-        )(shortcut)
+        shortcut = batch_norm(f"{name}_0_bn", dtype)(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1_bn", dtype=dtype)(x)
+    x = batch_norm(f"{name}_1_bn", dtype)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_2_bn", dtype=dtype)(x)
+    x = batch_norm(f"{name}_2_bn", dtype)(x)
     x = layers.Activation("relu", name=f"{name}_2_relu", dtype=dtype)(x)
     x = layers.Conv2D(4 * filters, 1, use_bias=False, name=f"{name}_3_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(
-        epsilon=BN_EPSILON,
-        momentum=BN_MOMENTUM,
-        gamma_initializer=RESIDUAL_GAMMA_INIT,
-        name=f"{name}_3_bn",
-        dtype=dtype,
-    )(x)
+    x = batch_norm(f"{name}_3_bn", dtype, residual_end=True)(x)
     x = layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out", dtype=dtype)(x)
 
@@ -65,22 +68,14 @@ def basic_block(x, filters: int, *, stride: int = 1, conv_shortcut: bool = False
     """3x3 -> 3x3 with BatchNorm after each (ReLU after the first and after the add)."""
     if conv_shortcut:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_0_conv", dtype=dtype)(x)
-        shortcut = layers.BatchNormalization(
-            epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_0_bn", dtype=dtype
-        )(shortcut)
+        shortcut = batch_norm(f"{name}_0_bn", dtype)(shortcut)
     else:
         shortcut = x
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_1_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_1_bn", dtype=dtype)(x)
+    x = batch_norm(f"{name}_1_bn", dtype)(x)
     x = layers.Activation("relu", name=f"{name}_1_relu", dtype=dtype)(x)
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(
-        epsilon=BN_EPSILON,
-        momentum=BN_MOMENTUM,
-        gamma_initializer=RESIDUAL_GAMMA_INIT,
-        name=f"{name}_2_bn",
-        dtype=dtype,
-    )(x)
+    x = batch_norm(f"{name}_2_bn", dtype, residual_end=True)(x)
     x = layers.Add(name=f"{name}_add", dtype=dtype)([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out", dtype=dtype)(x)
 
@@ -122,7 +117,7 @@ def build_resnet(depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: 
         scale=1.0 / (255.0 * PIXEL_STD), offset=-PIXEL_MEAN / PIXEL_STD, name="normalize", dtype=dtype
     )(inputs)
     x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, name="conv1_conv", dtype=dtype)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="conv1_bn", dtype=dtype)(x)
+    x = batch_norm("conv1_bn", dtype)(x)
     x = layers.Activation("relu", name="conv1_relu", dtype=dtype)(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool", dtype=dtype)(x)
 
