@@ -32,7 +32,7 @@ from pathlib import Path
 
 from resnet.config import TrainConfig
 from resnet.runs import RunStore
-from resnet.trainer import EpochProgress, PreparedTraining, _kept, prepare_training, train_prepared
+from resnet.trainer import EpochProgress, PreparedTraining, kept_epochs_text, prepare_training, train_prepared
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,7 +253,7 @@ class JobManager:
                 self.store.update_state(
                     run,
                     status="failed",
-                    message=f"failed during epoch {run.epochs_done + 1}: {error}; " + _kept(run.epochs_done),
+                    message=f"failed during epoch {run.epochs_done + 1}: {error}; " + kept_epochs_text(run.epochs_done),
                 )
         except Exception:  # a damaged or deleted run is reported by the store itself
             pass

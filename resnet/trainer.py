@@ -223,7 +223,7 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _kept(epochs_done: int) -> str:
+def kept_epochs_text(epochs_done: int) -> str:
     return f"epochs 1-{epochs_done} kept" if epochs_done else "no epoch had completed"
 
 
@@ -364,7 +364,7 @@ def train_prepared(
             store.update_state(
                 run,
                 status="stopped",
-                message=f"stopped during epoch {stopped_in}: {_kept(run.epochs_done)}, "
+                message=f"stopped during epoch {stopped_in}: {kept_epochs_text(run.epochs_done)}, "
                 f"the partial epoch {stopped_in} was discarded",
             )
         return run
@@ -373,7 +373,7 @@ def train_prepared(
             run,
             status="failed",
             message=f"failed during epoch {run.epochs_done + 1}: {type(error).__name__}: {error}; "
-            + _kept(run.epochs_done),
+            + kept_epochs_text(run.epochs_done),
         )
         raise
     finally:
