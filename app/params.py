@@ -1,6 +1,8 @@
 """The training settings: sidebar widgets, and their mirror in the URL's query parameters.
 
 Every ``TrainConfig`` field has one widget (key ``cfg_<field>``) and one query parameter (``<field>``).
+The widgets' ranges, options and help, and the type each query value is parsed as, come from the field's
+declaration in ``resnet/config.py`` (``PARAMS``); only each widget's kind, label and step are chosen here.
 On a session's first run the query parameters are read once: each value is parsed, checked against the
 widget's range and ``TrainConfig.validate()``, and a bad one is reported and replaced by its default.
 After the widgets are drawn, the query parameters are rewritten from their values, so the URL always
@@ -9,21 +11,17 @@ holds the current configuration and can be shared.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 
 import streamlit as st
 
-from resnet.config import CHOICES, FIELD_HELP, LIMITS, ConfigError, TrainConfig
+from resnet.config import PARAMS, ConfigError, TrainConfig, parse_bool
 
 DEFAULTS = TrainConfig()
-FIELDS = tuple(field.name for field in dataclasses.fields(TrainConfig))
+FIELDS = tuple(PARAMS)  # every TrainConfig field, in declaration order
 EPOCH_RANGE = (1, 200)
 BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
-INT_FIELDS = ("epochs", "batch_size", "train_subset", "eval_subset", "depth", "seed")
-FLOAT_FIELDS = ("learning_rate", "weight_decay", "label_smoothing")
-BOOL_FIELDS = ("augment",)
 DEPTH_NAMES = {18: "ResNet-18", 34: "ResNet-34", 50: "ResNet-50"}
 INIT_FLAG = "_settings_from_url"
 
@@ -34,16 +32,12 @@ def key(field: str) -> str:
 
 # --- parsing query values ------------------------------------------------------------------------------
 def parse_value(field: str, text: str):
-    """Turn one query-parameter string into a field value; ConfigError says what is wrong."""
+    """Turn one query-parameter string into a value of the field's declared type; ConfigError says what is wrong."""
     text = str(text).strip()
-    if field in BOOL_FIELDS:
-        lowered = text.lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{field} must be true or false; got {text!r}")
-    if field in INT_FIELDS:
+    value_type = PARAMS[field].type
+    if value_type is bool:
+        return parse_bool(text, field)
+    if value_type is int:
         try:
             return int(text)
         except ValueError:
@@ -55,7 +49,7 @@ def parse_value(field: str, text: str):
         if not math.isfinite(number) or not number.is_integer():
             raise ConfigError(f"{field} must be a whole number; got {text!r}")
         return int(number)
-    if field in FLOAT_FIELDS:
+    if value_type is float:
         try:
             number = float(text)
         except ValueError:
@@ -137,9 +131,21 @@ def mirror_to_url(values: Mapping) -> None:
 
 # --- the sidebar widgets ----------------------------------------------------------------------------------
 def _help(field: str, extra: str = "") -> str:
-    limits = LIMITS.get(field)
+    """The field's declared help, its limits (unless the widget offers fewer: epochs, batch size), ``extra``."""
+    limits = PARAMS[field].limits
     allowed = f" Allowed: {limits[0]:g} to {limits[1]:g}." if limits and field not in ("epochs", "batch_size") else ""
-    return FIELD_HELP[field] + allowed + (f" {extra}" if extra else "")
+    return PARAMS[field].help + allowed + (f" {extra}" if extra else "")
+
+
+def _bounds(field: str) -> dict:
+    """The declared limits as a number widget's min_value and max_value, of the field's type."""
+    spec = PARAMS[field]
+    return {"min_value": spec.type(spec.limits[0]), "max_value": spec.type(spec.limits[1])}
+
+
+def _options(field: str) -> tuple:
+    """The declared choices of a field, for a selectbox."""
+    return PARAMS[field].choices
 
 
 def settings_ui() -> dict:
@@ -154,62 +160,55 @@ def settings_ui() -> dict:
     )
     values["learning_rate"] = sidebar.number_input(
         "Learning rate",
-        min_value=float(LIMITS["learning_rate"][0]),
-        max_value=float(LIMITS["learning_rate"][1]),
+        **_bounds("learning_rate"),
         step=0.0005,
         format="%.6f",
         key=key("learning_rate"),
         help=_help("learning_rate"),
     )
     values["optimizer"] = sidebar.selectbox(
-        "Optimizer", CHOICES["optimizer"], key=key("optimizer"), help=_help("optimizer")
+        "Optimizer", _options("optimizer"), key=key("optimizer"), help=_help("optimizer")
     )
     values["augment"] = sidebar.toggle("Data augmentation", key=key("augment"), help=_help("augment"))
     values["label_smoothing"] = sidebar.slider(
         "Label smoothing",
-        min_value=float(LIMITS["label_smoothing"][0]),
-        max_value=float(LIMITS["label_smoothing"][1]),
+        **_bounds("label_smoothing"),
         step=0.01,
         key=key("label_smoothing"),
         help=_help("label_smoothing"),
     )
     values["train_subset"] = sidebar.number_input(
         "Training images",
-        min_value=LIMITS["train_subset"][0],
-        max_value=LIMITS["train_subset"][1],
+        **_bounds("train_subset"),
         step=1000,
         key=key("train_subset"),
         help=_help("train_subset", "Try 200-1,000 for a quick look; 60,000 is the full set."),
     )
     values["eval_subset"] = sidebar.number_input(
         "Test images evaluated",
-        min_value=LIMITS["eval_subset"][0],
-        max_value=LIMITS["eval_subset"][1],
+        **_bounds("eval_subset"),
         step=1000,
         key=key("eval_subset"),
         help=_help("eval_subset"),
     )
     values["depth"] = sidebar.selectbox(
-        "Model depth", CHOICES["depth"], format_func=DEPTH_NAMES.get, key=key("depth"), help=_help("depth")
+        "Model depth", _options("depth"), format_func=DEPTH_NAMES.get, key=key("depth"), help=_help("depth")
     )
     values["precision"] = sidebar.selectbox(
-        "Precision", CHOICES["precision"], key=key("precision"), help=_help("precision")
+        "Precision", _options("precision"), key=key("precision"), help=_help("precision")
     )
-    values["seed"] = sidebar.number_input(
-        "Seed", min_value=LIMITS["seed"][0], max_value=LIMITS["seed"][1], step=1, key=key("seed"), help=_help("seed")
-    )
+    values["seed"] = sidebar.number_input("Seed", **_bounds("seed"), step=1, key=key("seed"), help=_help("seed"))
     with sidebar.expander("More settings"):
         values["weight_decay"] = st.number_input(
             "Weight decay",
-            min_value=float(LIMITS["weight_decay"][0]),
-            max_value=float(LIMITS["weight_decay"][1]),
+            **_bounds("weight_decay"),
             step=0.0001,
             format="%.5f",
             key=key("weight_decay"),
             help=_help("weight_decay"),
         )
         values["schedule"] = st.selectbox(
-            "Learning-rate schedule", CHOICES["schedule"], key=key("schedule"), help=_help("schedule")
+            "Learning-rate schedule", _options("schedule"), key=key("schedule"), help=_help("schedule")
         )
     return {field: values[field] for field in FIELDS}
 

@@ -13,62 +13,44 @@ to quit at once). The app shows every run written here.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import signal
 import sys
 import time
 
 from data.fashion_mnist import DatasetError
-from resnet.config import CHOICES, FIELD_HELP, LIMITS, ConfigError, TrainConfig
+from resnet.config import ConfigError, TrainConfig, param_specs, parse_bool
 from resnet.runs import RunError, RunStore
-
-FLAG_NAMES = {"train_subset": "subset"}  # field -> flag name where they differ
 
 
 def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    try:
+        return parse_bool(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field, with its default, limits and help."""
-    defaults = TrainConfig()
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + FLAG_NAMES.get(field.name, field.name).replace("_", "-")
-        default = getattr(defaults, field.name)
-        help_text = FIELD_HELP[field.name]
-        if field.name in CHOICES:
-            choices = CHOICES[field.name]
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                type=type(choices[0]),
-                choices=choices,
-                default=default,
-                help=f"{help_text} (default {default})",
-            )
-        elif isinstance(default, bool):
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                type=_bool,
-                default=default,
-                metavar="true|false",
-                help=f"{help_text} (default {default})",
-            )
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type = TrainConfig) -> None:
+    """One flag per declared config field (``resnet.config.param``), with its default, rule and help."""
+    for spec in param_specs(config_class):
+        kind, limits = {"type": spec.type}, ""
+        if spec.choices is not None:
+            kind["choices"] = spec.choices
+        elif spec.type is bool:
+            kind = {"type": _bool, "metavar": "true|false"}
         else:
-            low, high = LIMITS[field.name]
-            parser.add_argument(
-                flag,
-                dest=field.name,
-                type=type(default),
-                default=default,
-                help=f"{help_text} ({low}-{high}, default {default})",
-            )
+            limits = f"{spec.limits[0]}-{spec.limits[1]}, "
+        parser.add_argument(
+            spec.flag,
+            dest=spec.name,
+            default=spec.default,
+            help=f"{spec.help} ({limits}default {spec.default})",
+            **kind,
+        )
+
+
+def config_from_flags(args: argparse.Namespace, config_class: type = TrainConfig):
+    """The validated config the flags of ``add_config_flags`` describe."""
+    return config_class(**{spec.name: getattr(args, spec.name) for spec in param_specs(config_class)}).validate()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,8 +99,7 @@ def _progress_line(snapshot) -> str:
 
 
 def command_train(args, store: RunStore) -> int:
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**values).validate()
+    config = config_from_flags(args)
     if args.run_id:  # continuing: the run's own settings, with the new epoch count
         config = store.load(args.run_id).config or config
         config = config.replace(epochs=args.epochs)

@@ -1,16 +1,22 @@
-"""The training configuration: one dataclass, its limits, and its validation.
+"""The training configuration: one dataclass whose fields declare their own rules, and its validation.
 
-Every field has a limit in ``LIMITS`` (numbers) or ``CHOICES`` (names); ``TrainConfig.validate()``
-raises :class:`ConfigError` naming the field and what is allowed. The CLI flags, the app's sidebar and
-the URL query parameters are all checked through this one place.
+Each ``TrainConfig`` field is declared once, with :func:`param`: its default, what is allowed (``limits``
+for numbers, ``choices`` for a fixed set; true/false fields need neither), its help text and, where it is
+not ``--<field-name>``, its command-line flag. Everything else reads that declaration through
+:func:`param_specs`: ``TrainConfig.validate()`` (which raises :class:`ConfigError` naming the field and
+what is allowed), the CLI flags of ``python -m resnet train``, and the app's sidebar ranges and help and
+the types of its URL query parameters. ``LIMITS``, ``CHOICES`` and ``FIELD_HELP`` are views of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import typing
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from data.fashion_mnist import TEST_SIZE, TRAIN_SIZE
 
@@ -19,44 +25,201 @@ class ConfigError(ValueError):
     """A configuration value is out of range or inconsistent; the message names the field."""
 
 
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def parse_bool(text: str, name: str = "value") -> bool:
+    """True or False from a flag's or a URL's text: true/false, yes/no, on/off or 1/0, in any case."""
+    lowered = text.lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be true or false; got {text!r}")
+
+
+# --- declaring a field ------------------------------------------------------------------------------------
+def param(
+    default,
+    *,
+    help: str,  # the word argparse and Streamlit use for this text
+    limits: tuple | None = None,
+    choices: tuple | None = None,
+    flag: str | None = None,
+):
+    """A config field with its rule, help and CLI flag name (default: the field name), for a dataclass body.
+
+    Numbers take ``limits=(low, high)`` (inclusive, of the field's type), a fixed set takes ``choices``,
+    and true/false fields take neither.
+    """
+    metadata = {"help": help, "limits": limits, "choices": choices, "flag": flag}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One field as :func:`param` declared it, with its Python type (int, float, bool or str)."""
+
+    name: str
+    type: type
+    default: object
+    help: str
+    limits: tuple | None
+    choices: tuple | None
+    flag: str  # e.g. "--batch-size"
+
+
+@functools.cache
+def param_specs(config_class: type) -> tuple[ParamSpec, ...]:
+    """The declared fields of a config dataclass, in order; TypeError names a field declared incompletely."""
+    types = typing.get_type_hints(config_class)
+    specs = []
+    for field in dataclasses.fields(config_class):
+        meta = field.metadata
+        value_type = types[field.name]
+        if "help" not in meta:
+            raise TypeError(f"{config_class.__name__}.{field.name} is not declared with param()")
+        if value_type not in (int, float, bool, str):
+            raise TypeError(f"{field.name}: a config field is an int, float, bool or str, not {value_type}")
+        has_rule = meta["limits"] is not None or meta["choices"] is not None
+        if value_type is bool and has_rule:
+            raise TypeError(f"{field.name} is true or false: it takes neither limits nor choices")
+        if value_type is not bool and (meta["limits"] is None) == (meta["choices"] is None):
+            raise TypeError(f"{field.name} needs either limits (numbers) or choices")
+        allowed = meta["limits"] or meta["choices"] or ()
+        if not all(type(value) is value_type for value in allowed):
+            raise TypeError(f"{field.name}: its limits or choices must be of its type, {value_type.__name__}")
+        specs.append(
+            ParamSpec(
+                name=field.name,
+                type=value_type,
+                default=field.default,
+                help=meta["help"],
+                limits=meta["limits"],
+                choices=meta["choices"],
+                flag="--" + (meta["flag"] or field.name).replace("_", "-"),
+            )
+        )
+    return tuple(specs)
+
+
+def check_value(spec: ParamSpec, value) -> None:
+    """Raise ConfigError, naming the field and what it allows, unless ``value`` is allowed."""
+    if spec.choices is not None:
+        if value not in spec.choices:
+            allowed = ", ".join(str(choice) for choice in spec.choices)
+            raise ConfigError(f"{spec.name} must be one of {allowed}; got {value!r}")
+        return
+    if spec.type is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{spec.name} must be true or false; got {value!r}")
+        return
+    low, high = spec.limits
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{spec.name} must be a number; got {value!r}")
+    if spec.type is int and not isinstance(value, int):
+        raise ConfigError(f"{spec.name} must be a whole number; got {value!r}")
+    if not low <= value <= high:  # also rejects NaN
+        raise ConfigError(f"{spec.name} must be between {low} and {high}; got {value!r}")
+
+
+def check_fields(config) -> None:
+    """Check every declared field of a config dataclass instance; the first bad one raises ConfigError."""
+    for spec in param_specs(type(config)):
+        check_value(spec, getattr(config, spec.name))
+
+
+def coerce_values(config_class: type, values: dict) -> dict:
+    """``values`` with whole floats of int fields made ints (JSON and query strings may write 10 as 10.0).
+
+    Unknown names raise ConfigError.
+    """
+    types = {spec.name: spec.type for spec in param_specs(config_class)}
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
+    return {
+        name: int(value) if types[name] is int and isinstance(value, float) and value.is_integer() else value
+        for name, value in values.items()
+    }
+
+
+# --- the training configuration ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10  # total epochs the run should reach (extending a run raises this)
-    batch_size: int = 128  # training images per step
-    learning_rate: float = 0.003  # peak learning rate of the schedule
-    optimizer: str = "adamw"  # adamw | adam | sgd (SGD with Nesterov momentum 0.9)
-    weight_decay: float = 5e-4  # decoupled weight decay (adamw, sgd); ignored by adam
-    schedule: str = "one_cycle"  # one_cycle | cosine | constant (see resnet/schedule.py)
-    augment: bool = False  # random shift, horizontal flip and random erasing (off: it slowed short runs)
-    label_smoothing: float = 0.1  # 0 = hard one-hot targets
-    train_subset: int = TRAIN_SIZE  # stratified subset of the 60,000 training images
-    eval_subset: int = TEST_SIZE  # stratified subset of the 10,000 test images evaluated each epoch
-    depth: int = 50  # 18 / 34 (basic blocks) or 50 (bottleneck blocks, the seed's model)
-    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
-    seed: int = 42  # shuffling, augmentation, subset choice and weight initialisation
+    """Everything that defines a run; each field declares its default, rule and help (see ``param``)."""
+
+    epochs: int = param(
+        10,
+        limits=(1, 500),
+        help="Total epochs the run trains to. Extending a finished run raises this.",
+    )
+    batch_size: int = param(
+        128,
+        limits=(8, 2048),
+        help="Training images per optimisation step.",
+    )
+    learning_rate: float = param(
+        0.003,
+        limits=(1e-6, 2.0),
+        help="Peak learning rate of the schedule.",
+    )
+    optimizer: str = param(
+        "adamw",
+        choices=("adamw", "adam", "sgd"),
+        help="AdamW (default), Adam, or SGD with Nesterov momentum 0.9.",
+    )
+    weight_decay: float = param(
+        5e-4,
+        limits=(0.0, 0.1),
+        help="Decoupled weight decay for AdamW and SGD (Adam ignores it).",
+    )
+    schedule: str = param(  # resnet/schedule.py
+        "one_cycle",
+        choices=("one_cycle", "cosine", "constant"),
+        help="one_cycle: warm-up then cosine decay to zero; cosine: no warm-up; constant: flat.",
+    )
+    augment: bool = param(
+        False,
+        help="Random 2-pixel shifts, horizontal flips and random erasing of training images. Off by default: "
+        "in 3-epoch runs on all images it cost 3-5 points of test accuracy per epoch (0.853 vs 0.885 after 3).",
+    )
+    label_smoothing: float = param(  # 0: hard one-hot targets
+        0.1,
+        limits=(0.0, 0.5),
+        help="Moves this much of each target's probability onto the other classes.",
+    )
+    train_subset: int = param(
+        TRAIN_SIZE,
+        limits=(100, TRAIN_SIZE),
+        flag="subset",
+        help="Train on a class-balanced subset of the 60,000 images (fewer = faster epochs).",
+    )
+    eval_subset: int = param(
+        TEST_SIZE,
+        limits=(100, TEST_SIZE),
+        help="Class-balanced subset of the 10,000 test images evaluated after every epoch.",
+    )
+    depth: int = param(
+        50,
+        choices=(18, 34, 50),
+        help="ResNet-18/34 use basic blocks; ResNet-50 (the seed's model) uses bottleneck blocks.",
+    )
+    precision: str = param(  # resnet/hardware.py resolves auto
+        "auto",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        help="auto picks mixed_bfloat16 on CPUs with AMX/AVX512-BF16, mixed_float16 on GPUs, else float32.",
+    )
+    seed: int = param(
+        42,
+        limits=(0, 2**31 - 1),
+        help="Fixes the subset, shuffling, augmentation and initial weights.",
+    )
 
     def validate(self) -> TrainConfig:
         """Return self if every field is allowed, else raise ConfigError naming the first bad one."""
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if field.name in CHOICES:
-                if value not in CHOICES[field.name]:
-                    allowed = ", ".join(str(choice) for choice in CHOICES[field.name])
-                    raise ConfigError(f"{field.name} must be one of {allowed}; got {value!r}")
-                continue
-            expected = bool if field.type in ("bool", bool) else None
-            if expected is bool:
-                if not isinstance(value, bool):
-                    raise ConfigError(f"{field.name} must be true or false; got {value!r}")
-                continue
-            low, high = LIMITS[field.name]
-            number_type = int if isinstance(low, int) else float
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{field.name} must be a number; got {value!r}")
-            if number_type is int and not isinstance(value, int):
-                raise ConfigError(f"{field.name} must be a whole number; got {value!r}")
-            if not low <= value <= high:
-                raise ConfigError(f"{field.name} must be between {low} and {high}; got {value!r}")
+        check_fields(self)
         if self.train_subset < self.batch_size:
             raise ConfigError(
                 f"train_subset ({self.train_subset}) must be at least batch_size ({self.batch_size}): "
@@ -70,17 +233,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         """Build and validate a config from a dict (JSON, query parameters); unknown keys are errors."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
-        coerced = {}
-        for name, value in values.items():
-            low = LIMITS.get(name, CHOICES.get(name, (None,)))[0]
-            if isinstance(low, int) and isinstance(value, float) and value.is_integer():
-                value = int(value)  # JSON and query strings may write 10 as 10.0
-            coerced[name] = value
-        return cls(**coerced).validate()
+        return cls(**coerce_values(cls, values)).validate()
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes).validate()
@@ -93,35 +246,8 @@ class TrainConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-LIMITS = {
-    "epochs": (1, 500),
-    "batch_size": (8, 2048),
-    "learning_rate": (1e-6, 2.0),
-    "weight_decay": (0.0, 0.1),
-    "label_smoothing": (0.0, 0.5),
-    "train_subset": (100, TRAIN_SIZE),
-    "eval_subset": (100, TEST_SIZE),
-    "seed": (0, 2**31 - 1),
-}
-CHOICES = {
-    "optimizer": ("adamw", "adam", "sgd"),
-    "schedule": ("one_cycle", "cosine", "constant"),
-    "depth": (18, 34, 50),
-    "precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
-}
-FIELD_HELP = {
-    "epochs": "Total epochs the run trains to. Extending a finished run raises this.",
-    "batch_size": "Training images per optimisation step.",
-    "learning_rate": "Peak learning rate of the schedule.",
-    "optimizer": "AdamW (default), Adam, or SGD with Nesterov momentum 0.9.",
-    "weight_decay": "Decoupled weight decay for AdamW and SGD (Adam ignores it).",
-    "schedule": "one_cycle: warm-up then cosine decay to zero; cosine: no warm-up; constant: flat.",
-    "augment": "Random 2-pixel shifts, horizontal flips and random erasing of training images. Off by default: "
-    "in 3-epoch runs on all images it cost 3-5 points of test accuracy per epoch (0.853 vs 0.885 after 3).",
-    "label_smoothing": "Moves this much of each target's probability onto the other classes.",
-    "train_subset": "Train on a class-balanced subset of the 60,000 images (fewer = faster epochs).",
-    "eval_subset": "Class-balanced subset of the 10,000 test images evaluated after every epoch.",
-    "depth": "ResNet-18/34 use basic blocks; ResNet-50 (the seed's model) uses bottleneck blocks.",
-    "precision": "auto picks mixed_bfloat16 on CPUs with AMX/AVX512-BF16, mixed_float16 on GPUs, else float32.",
-    "seed": "Fixes the subset, shuffling, augmentation and initial weights.",
-}
+PARAMS = MappingProxyType({spec.name: spec for spec in param_specs(TrainConfig)})
+# Views of the declarations, by field name (read-only):
+LIMITS = MappingProxyType({name: spec.limits for name, spec in PARAMS.items() if spec.limits is not None})
+CHOICES = MappingProxyType({name: spec.choices for name, spec in PARAMS.items() if spec.choices is not None})
+FIELD_HELP = MappingProxyType({name: spec.help for name, spec in PARAMS.items()})

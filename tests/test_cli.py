@@ -1,11 +1,19 @@
-"""The command line, run as a user would: a subprocess writing into a temporary cache."""
+"""The command line: its flags, built from the config's declarations, and runs as a user would start
+them (a subprocess writing into a temporary cache)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+from resnet.__main__ import add_config_flags, build_parser, config_from_flags
+from resnet.config import ConfigError, TrainConfig, check_fields, param
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,6 +28,80 @@ def run_cli(*args, cache_dir, timeout=600):
         text=True,
         timeout=timeout,
     )
+
+
+def train_flags(*argv) -> argparse.Namespace:
+    return build_parser().parse_args(["train", *argv])
+
+
+def test_every_config_field_has_its_flag():
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    flags = [action.option_strings[0] for action in parser._actions if action.dest in TrainConfig.__dataclass_fields__]
+    assert flags == [
+        "--epochs",
+        "--batch-size",
+        "--learning-rate",
+        "--optimizer",
+        "--weight-decay",
+        "--schedule",
+        "--augment",
+        "--label-smoothing",
+        "--subset",
+        "--eval-subset",
+        "--depth",
+        "--precision",
+        "--seed",
+    ]
+    assert config_from_flags(train_flags()) == TrainConfig()
+    config = config_from_flags(
+        train_flags("--subset", "500", "--depth", "18", "--augment", "YES", "--learning-rate", "0.01")
+    )
+    assert (config.train_subset, config.depth, config.augment, config.learning_rate) == (500, 18, True, 0.01)
+    help_text = " ".join(parser.format_help().split())
+    assert "Training images per optimisation step. (8-2048, default 128)" in help_text
+    assert "--depth {18,34,50} ResNet-18/34 use basic blocks" in help_text and "--augment true|false" in help_text
+
+
+def test_flag_values_are_checked_with_the_configs_words_and_limits(capsys):
+    with pytest.raises(SystemExit):
+        train_flags("--augment", "maybe")
+    assert "argument --augment: expected true or false, got 'maybe'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_flags("--optimizer", "lion")
+    assert "invalid choice: 'lion'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="epochs must be between 1 and 500; got 0"):
+        config_from_flags(train_flags("--epochs", "0"))
+
+
+@dataclass(frozen=True)
+class SketchConfig:
+    """Hypothetical new hyperparameters: declared once, they get their flags with no CLI change."""
+
+    dropout: float = param(0.1, limits=(0.0, 0.9), help="Fraction of activations dropped.")
+    width: int = param(64, choices=(32, 64, 128), help="Channels of the first stage.")
+    blocks: int = param(3, limits=(1, 8), flag="stages", help="Residual blocks per stage.")
+    mixup: bool = param(False, help="Mix pairs of training images.")
+
+    def validate(self):
+        check_fields(self)
+        return self
+
+
+def test_a_new_field_declared_once_becomes_a_checked_flag(capsys):
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, SketchConfig)
+    assert config_from_flags(parser.parse_args([]), SketchConfig) == SketchConfig()
+    args = parser.parse_args(["--dropout", "0.5", "--width", "128", "--stages", "4", "--mixup", "on"])
+    assert config_from_flags(args, SketchConfig) == SketchConfig(dropout=0.5, width=128, blocks=4, mixup=True)
+    help_text = " ".join(parser.format_help().split())
+    assert "--dropout DROPOUT Fraction of activations dropped. (0.0-0.9, default 0.1)" in help_text
+    assert "--stages BLOCKS Residual blocks per stage. (1-8, default 3)" in help_text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--width", "48"])
+    assert "invalid choice: 48" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="dropout must be between 0.0 and 0.9; got 1.5"):
+        config_from_flags(parser.parse_args(["--dropout", "1.5"]), SketchConfig)
 
 
 def test_a_tiny_training_prints_the_table_and_writes_a_run(cache_dir):
