@@ -4,14 +4,16 @@
 
 Training runs in one background job per server process (``resnet.jobs.JobManager``); every tab sees it.
 Runs live in ``$RESNET_CACHE_DIR`` (default ``cache/``); the dataset comes from ``$FASHION_MNIST_DIR``
-or the Keras cache. The page is assembled here; its parts are in the ``app`` package.
+or the Keras cache. The page is assembled here, top to bottom; its parts are in the ``app`` package,
+named for the part of the screen they draw.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app import actions, estimate, insight, params, runs_page, services, views
+from app import actions, curves, feedback, insight, live, params, runs_page, services, sidebar, state
+from resnet.estimate import estimate_time
 
 
 def settings_ui() -> tuple[dict, list[str]]:
@@ -23,62 +25,52 @@ def settings_ui() -> tuple[dict, list[str]]:
     return values, problems
 
 
-def perform(manager, action: views.Action, config, shown) -> actions.Outcome:
-    if action.kind == "start":
-        return actions.start(manager, config, resume=action.resume)
-    if action.kind == "stop":
-        return actions.stop(manager)
-    return actions.extend(manager, shown, action.epochs)
+def welcome_ui(cache_root) -> None:
+    st.info(
+        "**No training runs yet.** Choose settings in the sidebar and press **Start**; for a first look, "
+        "press **Use quick-try settings** (ResNet-18 on 1,000 images for 3 epochs). Progress, learning "
+        "curves and predictions appear here as it trains, and every run is kept in "
+        f"`{cache_root}` to compare later."
+    )
 
 
 def main() -> None:
     st.set_page_config(page_title="ResNet on Fashion-MNIST", page_icon=":material/checkroom:", layout="wide")
     manager = services.get_manager()
-    store = manager.store
 
-    views.hardware_ui(services.device_label(), services.uses_gpu())
+    sidebar.hardware_ui(services.device_label(), services.uses_gpu())
     values, url_problems = settings_ui()
     config, config_error = params.config_from_values(values)
-    runs = store.list_runs()
+    runs = manager.runs()  # one listing per rerun, shared by every part of the page
     snapshot = manager.snapshot()
-    shown = views.pick_shown_run(runs, snapshot)
+    shown = state.pick_shown_run(runs, state.active_run_id(snapshot))
     precision = services.concrete_precision(values["precision"])
-    guess = resumable = None
+    guess = None
     if config is not None:
-        guess = estimate.estimate_time(config, runs, device=services.device_label(), precision=precision)
-        resumable = store.latest_with_fingerprint(config.fingerprint())
-    action = views.controls_ui(config, config_error, guess, resumable, precision, snapshot, shown)
+        guess = estimate_time(config, runs, device=services.device_label(), precision=precision)
+    action = sidebar.controls_ui(manager, config, config_error, runs, guess, precision, snapshot, shown)
 
     if action is not None:
-        outcome = perform(manager, action, config, shown)
+        outcome = actions.perform(manager, action, config, shown)
         if outcome.run_id:
-            st.session_state[views.SHOWN_RUN] = outcome.run_id
-        st.session_state[views.FLASH] = outcome
+            state.show_run(outcome.run_id)
+        st.session_state[state.FLASH] = outcome
         st.rerun()  # draw the whole page (buttons included) in the job's new state
-    outcome = st.session_state.pop(views.FLASH, None)
 
     st.title("How a ResNet learns Fashion-MNIST")
     for problem in url_problems:
         st.warning(problem)
-    views.show_outcome(outcome)
-    dataset_problem = services.dataset_problem()
-    if dataset_problem is not None:
-        level, message = dataset_problem
-        (st.error if level == "error" else st.info)(message)
+    feedback.show_outcome(st.session_state.pop(state.FLASH, None))
+    feedback.show_outcome(services.dataset_problem())
     if not runs and not manager.snapshot().active:
-        st.info(
-            "**No training runs yet.** Choose settings in the sidebar and press **Start**; for a first look, "
-            "press **Use quick-try settings** (ResNet-18 on 1,000 images for 3 epochs). Progress, learning "
-            "curves and predictions appear here as it trains, and every run is kept in "
-            f"`{store.root}` to compare later."
-        )
+        welcome_ui(manager.cache_root)
 
-    views.live_ui(manager)
+    live.live_ui(manager)
     if shown is not None:
-        views.curves_ui(shown)
+        curves.curves_ui(shown)
     understanding, runs_tab = st.tabs(["Understanding the predictions", "Runs"])
     with understanding:
-        insight.understanding_ui(store, shown)
+        insight.understanding_ui(manager, shown)
     with runs_tab:
         runs_page.runs_ui(manager, runs, shown)
 

@@ -1,52 +1,69 @@
-"""What the buttons do: call the JobManager / RunStore and turn every expected error into a message.
+"""What the buttons do: call the JobManager and turn every expected error into a message.
 
 Each function returns an ``Outcome`` (a level for the message box, its text, and the run to show), so
-the page decides how to display it. Nothing here draws anything.
+the page decides how to display it (``app.feedback``). Nothing here draws anything. What Start and
+Extend will train, and how it is worded, comes from the engine's plan (``resnet.plan``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from data.fashion_mnist import DatasetError
 from resnet.config import ConfigError, TrainConfig
 from resnet.jobs import JobAlreadyRunning, JobManager
+from resnet.plan import PlanKind
 from resnet.runs import Run, RunError
+
+Level = Literal["success", "info", "warning", "error"]
 
 
 @dataclass(frozen=True)
 class Outcome:
-    level: str  # success | info | warning | error
+    level: Level
     text: str
     run_id: str | None = None  # the run the views should show afterwards
 
 
+@dataclass(frozen=True)
+class Action:
+    """A button the user pressed in the sidebar."""
+
+    kind: Literal["start", "stop", "extend"]
+    epochs: int | None = None  # extend: the new total
+    resume: bool = True  # start: continue the newest run of the same settings
+
+
+def perform(manager: JobManager, action: Action, config: TrainConfig | None, shown: Run | None) -> Outcome:
+    if action.kind == "start":
+        return start(manager, config, resume=action.resume)
+    if action.kind == "stop":
+        return stop(manager)
+    return extend(manager, shown, action.epochs)
+
+
 def start(manager: JobManager, config: TrainConfig, *, resume: bool = True) -> Outcome:
     """Start training ``config`` (continuing the newest run of the same settings if ``resume``)."""
-    existing = manager.store.latest_with_fingerprint(config.fingerprint()) if resume else None
+    plan = manager.plan(config, resume=resume)
+    if plan.kind is PlanKind.UP_TO_DATE:
+        return Outcome(
+            "info",
+            f"Nothing to train: {plan.error()}. Showing that run; raise the epochs (or use the sidebar's "
+            "'Train a run further') to train it further.",
+            plan.run.run_id,
+        )
     try:
         run_id = manager.start(config, resume=resume)
     except JobAlreadyRunning as error:
         return Outcome("warning", f"Not started: {error}.")
-    except (ConfigError, DatasetError) as error:
+    except (ConfigError, DatasetError, RunError) as error:
         return Outcome("error", f"Not started: {error}")
-    except RunError as error:
-        if existing is not None and existing.epochs_done >= config.epochs:
-            return Outcome(
-                "info",
-                f"Nothing to train: {error}. Showing that run; raise the epochs (or use Extend) to train it further.",
-                existing.run_id,
-            )
-        return Outcome("error", f"Not started: {error}")
-    if existing is not None and existing.run_id == run_id:
-        text = f"Continuing run {run_id} from epoch {existing.epochs_done + 1} to {config.epochs}."
-    else:
-        text = f"Started run {run_id}: {config.epochs} epoch{'s' if config.epochs != 1 else ''}."
-    return Outcome("success", text, run_id)
+    return Outcome("success", _started_text(manager, run_id), run_id)
 
 
 def extend(manager: JobManager, run: Run, epochs: int) -> Outcome:
-    """Train the finished ``run`` further, to ``epochs`` in total (a new learning-rate cycle)."""
+    """Train ``run`` further, to ``epochs`` in total (what happens to its schedule: see resnet.plan)."""
     try:
         config = run.config.replace(epochs=epochs)
         run_id = manager.start(config, run_id=run.run_id)
@@ -54,7 +71,12 @@ def extend(manager: JobManager, run: Run, epochs: int) -> Outcome:
         return Outcome("warning", f"Not extended: {error}.")
     except (ConfigError, DatasetError, RunError) as error:
         return Outcome("error", f"Not extended: {error}")
-    return Outcome("success", f"Extending run {run_id} from {run.epochs_done} to {epochs} epochs.", run_id)
+    return Outcome("success", _started_text(manager, run_id), run_id)
+
+
+def _started_text(manager: JobManager, run_id: str) -> str:
+    plan = manager.snapshot().plan
+    return plan.started_text(run_id) if plan is not None else f"Started run {run_id}."
 
 
 def stop(manager: JobManager) -> Outcome:
@@ -64,11 +86,8 @@ def stop(manager: JobManager) -> Outcome:
 
 
 def delete(manager: JobManager, run_id: str) -> Outcome:
-    snapshot = manager.snapshot()
-    if snapshot.active and snapshot.run_id == run_id:
-        return Outcome("warning", f"Run {run_id} is training: stop it before deleting it.")
     try:
-        manager.store.delete(run_id)
+        manager.delete(run_id)
     except (RunError, OSError) as error:
-        return Outcome("error", f"Could not delete run {run_id}: {error}")
+        return Outcome("warning" if "stop it" in str(error) else "error", f"Could not delete run {run_id}: {error}")
     return Outcome("success", f"Deleted run {run_id}.")

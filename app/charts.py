@@ -9,6 +9,7 @@ import altair as alt
 import pandas as pd
 
 from resnet.analysis import DiminishingReturns
+from resnet.wording import time_unit
 
 SPLIT_COLORS = alt.Scale(domain=["train", "test"], range=["#4c78a8", "#f58518"])
 HEIGHT = 260
@@ -60,9 +61,44 @@ def accuracy_chart(history: pd.DataFrame) -> alt.Chart:
     )
 
 
-def loss_chart(history: pd.DataFrame) -> alt.Chart:
-    return _train_test_chart(
-        history, "loss", title="Train and test loss per epoch", y_title="Cross-entropy loss", number_format=".4f"
+LOSS_SERIES = {
+    "train_cross_entropy": "train",
+    "test_loss": "test",
+    "train_loss": "train, label-smoothed (optimised)",
+}
+
+
+def loss_chart(history: pd.DataFrame, *, label_smoothing: float = 0.0) -> alt.Chart:
+    """Plain cross-entropy of train and test per epoch, so they compare like with like.
+
+    With label smoothing the optimised training loss cannot fall near zero (about 0.5 nats at 0.1), so
+    it is drawn faintly beside them as its own series, never in place of the plain training loss. Runs
+    recorded before the plain training cross-entropy was kept show the optimised loss, labelled so.
+    """
+    plain = history["train_cross_entropy"].notna().all() if "train_cross_entropy" in history else False
+    names = dict(LOSS_SERIES)
+    if not plain:
+        names.pop("train_cross_entropy")
+        names["train_loss"] = "train, label-smoothed (optimised)" if label_smoothing else "train"
+    elif not label_smoothing:
+        names.pop("train_loss")  # identical to the plain cross-entropy
+    frame = history[["epoch", *names]].rename(columns=names).melt("epoch", var_name="split", value_name="loss")
+    domain = list(names.values())
+    colors = {"train": "#4c78a8", "test": "#f58518", "train, label-smoothed (optimised)": "#9ecae9"}
+    return (
+        alt.Chart(frame, title="Train and test cross-entropy per epoch", height=HEIGHT)
+        .mark_line(point=True)
+        .encode(
+            x=_epoch_axis(history),
+            y=alt.Y("loss:Q", title="Cross-entropy (nats)", scale=alt.Scale(zero=False)),
+            color=alt.Color(
+                "split:N", scale=alt.Scale(domain=domain, range=[colors[name] for name in domain]), title=None
+            ),
+            strokeDash=alt.condition(
+                alt.datum.split == "train, label-smoothed (optimised)", alt.value([4, 3]), alt.value([1, 0])
+            ),
+            tooltip=["epoch:Q", "split:N", alt.Tooltip("loss:Q", format=".4f")],
+        )
     )
 
 
@@ -80,15 +116,6 @@ def epoch_time_chart(history: pd.DataFrame) -> alt.Chart:
             ],
         )
     )
-
-
-def time_unit(seconds: float) -> tuple[str, float]:
-    """A readable unit for durations up to ``seconds``: (name, seconds per unit)."""
-    if seconds < 120:
-        return "seconds", 1.0
-    if seconds < 120 * 60:
-        return "minutes", 60.0
-    return "hours", 3600.0
 
 
 def cumulative_time_chart(history: pd.DataFrame) -> alt.Chart:

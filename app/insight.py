@@ -6,16 +6,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts
+from app import charts, state
 from data.fashion_mnist import CLASS_NAMES, DatasetError, load_fashion_mnist
 from resnet.analysis import (
     confusion_frame,
     confusion_matrix,
     filter_predictions,
+    most_confused_pair,
     per_class_accuracy,
     prediction_frame,
 )
-from resnet.runs import Run, RunError, RunStore
+from resnet.jobs import JobManager
+from resnet.runs import Run, RunError
 
 ANY = "Any"
 GRID_COLUMNS = 8
@@ -50,13 +52,6 @@ def image_grid(rows: pd.DataFrame, images: np.ndarray | None, *, limit: int) -> 
             column.caption(f"{mark} **{record['predicted']}** {record['confidence']:.0%}  \ntrue: {record['true']}")
 
 
-def _most_confused_pair(counts: np.ndarray) -> tuple[int, int]:
-    off_diagonal = counts.copy()
-    np.fill_diagonal(off_diagonal, -1)
-    true, predicted = np.unravel_index(int(off_diagonal.argmax()), counts.shape)
-    return int(true), int(predicted)
-
-
 def confusion_ui(frame: pd.DataFrame, images: np.ndarray | None) -> None:
     counts = confusion_matrix(frame["true_index"], frame["predicted_index"])
     left, right = st.columns([3, 2])
@@ -83,15 +78,18 @@ def confusion_ui(frame: pd.DataFrame, images: np.ndarray | None) -> None:
         )
 
     picked = (event.selection.get(charts.CELL_SELECTION) or [None])[0] if event is not None else None
-    if picked and (picked.get("true"), picked.get("predicted")) != st.session_state.get("_picked_cell"):
-        st.session_state["_picked_cell"] = (picked.get("true"), picked.get("predicted"))
-        st.session_state["pair_true"], st.session_state["pair_predicted"] = picked["true"], picked["predicted"]
+    if picked and (picked.get("true"), picked.get("predicted")) != st.session_state.get(state.PICKED_CELL):
+        st.session_state[state.PICKED_CELL] = (picked.get("true"), picked.get("predicted"))
+        st.session_state[state.PAIR_TRUE], st.session_state[state.PAIR_PREDICTED] = picked["true"], picked["predicted"]
 
     st.markdown("**Which images are confused?** Pick a cell of the matrix, or a pair here:")
-    default_true, default_predicted = _most_confused_pair(counts)
+    if state.PAIR_TRUE not in st.session_state:  # first look: the most confused pair (set once, no index=)
+        default_true, default_predicted = most_confused_pair(counts)
+        st.session_state[state.PAIR_TRUE] = CLASS_NAMES[default_true]
+        st.session_state[state.PAIR_PREDICTED] = CLASS_NAMES[default_predicted]
     left, right = st.columns(2)
-    true_name = left.selectbox("True class", CLASS_NAMES, index=default_true, key="pair_true")
-    predicted_name = right.selectbox("Predicted as", CLASS_NAMES, index=default_predicted, key="pair_predicted")
+    true_name = left.selectbox("True class", CLASS_NAMES, key=state.PAIR_TRUE)
+    predicted_name = right.selectbox("Predicted as", CLASS_NAMES, key=state.PAIR_PREDICTED)
     true_index, predicted_index = CLASS_NAMES.index(true_name), CLASS_NAMES.index(predicted_name)
     rows = filter_predictions(frame, true_class=true_index, predicted_class=predicted_index)
     what = "correctly classified" if true_index == predicted_index else "misclassified"
@@ -124,16 +122,16 @@ def predictions_grid_ui(frame: pd.DataFrame, images: np.ndarray | None) -> None:
     image_grid(rows, images, limit=int(limit))
 
 
-def understanding_ui(store: RunStore, run: Run | None) -> None:
+def understanding_ui(manager: JobManager, run: Run | None) -> None:
     """Everything about the shown run's latest predictions."""
     if run is None:
         st.info("No run to look at yet: train one (sidebar) and its predictions appear here.")
         return
-    if run.status == "damaged":
+    if run.damaged:
         st.error(f"Run {run.run_id} is damaged: {run.problem}")
         return
     try:
-        predictions = store.load_predictions(run)
+        predictions = manager.predictions(run)
     except RunError as error:
         st.info(f"{error}: predictions appear after the first epoch.")
         return

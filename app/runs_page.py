@@ -5,13 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import actions, charts
-from app.views import FLASH, SHOWN_RUN, run_label
-from resnet.analysis import format_duration
+from app import actions, charts, state
+from app.curves import run_label
 from resnet.jobs import JobManager
-from resnet.runs import Run
-
-CONFIRM_DELETE = "confirm_delete"  # session key: the run whose deletion awaits confirmation
+from resnet.runs import Run, RunError
+from resnet.wording import format_duration
 
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
@@ -23,7 +21,7 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
         rows.append(
             {
                 "run": run.run_id,
-                "status": run.status,
+                "status": run.status.value,
                 "epochs": f"{summary['epochs_done']} / {summary['target_epochs']}",
                 "best_test_accuracy": summary["best_test_accuracy"],
                 "total_time": format_duration(summary["total_seconds"]) if summary["total_seconds"] else "-",
@@ -36,7 +34,7 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
                 "eval_subset": summary["eval_subset"],
                 "precision": summary["precision"],
                 "device": summary["device"],
-                "problem_or_note": (f"DAMAGED: {run.problem}" if run.status == "damaged" else summary["problem"]) or "",
+                "problem_or_note": (f"DAMAGED: {run.problem}" if run.damaged else summary["problem"]) or "",
             }
         )
     return pd.DataFrame(rows)
@@ -51,29 +49,39 @@ def overlay_frame(runs: list[Run]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["epoch", "test_accuracy", "run"])
 
 
-def _show(run_id: str) -> None:
-    st.session_state[SHOWN_RUN] = run_id
-
-
 def _ask_delete(run_id: str) -> None:
-    st.session_state[CONFIRM_DELETE] = run_id
+    st.session_state[state.CONFIRM_DELETE] = run_id
 
 
 def _cancel_delete() -> None:
-    st.session_state.pop(CONFIRM_DELETE, None)
+    st.session_state.pop(state.CONFIRM_DELETE, None)
 
 
 def _delete(manager: JobManager, run_id: str) -> None:
     outcome = actions.delete(manager, run_id)
-    st.session_state.pop(CONFIRM_DELETE, None)
-    if st.session_state.get(SHOWN_RUN) == run_id and outcome.level == "success":
-        st.session_state.pop(SHOWN_RUN)
-    st.session_state[FLASH] = outcome
+    st.session_state.pop(state.CONFIRM_DELETE, None)
+    if outcome.level == "success":
+        state.forget_shown_run(run_id)
+    st.session_state[state.FLASH] = outcome
+
+
+def _checkpoint_download(manager: JobManager, run: Run):
+    """The checkpoint's bytes, read only when the download is clicked; None if it has none."""
+    if run.checkpoint_path is None:
+        return None
+
+    def read() -> bytes:
+        try:
+            return manager.checkpoint_bytes(run)
+        except (RunError, OSError):  # deleted or superseded since the page was drawn
+            return b""
+
+    return read
 
 
 def runs_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
     if not runs:
-        st.info(f"No runs in {manager.store.root} yet. Runs trained here or with `python -m resnet train` appear here.")
+        st.info(f"No runs in {manager.cache_root} yet. Runs trained here or with `python -m resnet train` appear here.")
         return
     st.dataframe(
         runs_frame(runs),
@@ -85,14 +93,14 @@ def runs_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
             "problem_or_note": st.column_config.TextColumn("Damage / note", width="large"),
         },
     )
-    damaged = [run for run in runs if run.status == "damaged"]
+    damaged = [run for run in runs if run.damaged]
     if damaged:
         st.warning(
             f"{len(damaged)} run(s) are damaged and cannot be shown or continued (reason in the table); "
             "delete them or repair their files. Everything else works."
         )
 
-    readable = [run for run in runs if run.status != "damaged" and run.history is not None and not run.history.empty]
+    readable = [run for run in runs if not run.damaged and run.history is not None and not run.history.empty]
     if readable:
         st.subheader("Compare runs")
         ids = [run.run_id for run in readable]
@@ -117,16 +125,16 @@ def runs_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
     columns[0].button(
         "Show in all views",
         key="show_run",
-        on_click=_show,
+        on_click=state.show_run,
         args=(run_id,),
         width="stretch",
         disabled=shown is not None and shown.run_id == run_id,
     )
-    checkpoint = run.checkpoint_path
-    has_checkpoint = checkpoint is not None and checkpoint.is_file()
+    checkpoint = _checkpoint_download(manager, run)
+    has_checkpoint = checkpoint is not None
     columns[1].download_button(
         "Download model (.keras)",
-        data=(lambda path=checkpoint: path.read_bytes()) if has_checkpoint else b"",
+        data=checkpoint or b"",
         file_name=f"{run_id}.keras",
         mime="application/octet-stream",
         key="download_model",
@@ -147,7 +155,7 @@ def runs_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
         width="stretch",
     )
     columns[3].button("Delete...", key="delete_run", on_click=_ask_delete, args=(run_id,), width="stretch")
-    if st.session_state.get(CONFIRM_DELETE) == run_id:
+    if st.session_state.get(state.CONFIRM_DELETE) == run_id:
         st.warning(f"Delete run {run_id} and all its files (checkpoint, history, predictions)? This cannot be undone.")
         yes, no = st.columns(2)
         yes.button("Yes, delete it", key="confirm_delete_yes", type="primary", on_click=_delete, args=(manager, run_id))

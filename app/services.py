@@ -12,6 +12,7 @@ import os
 
 import streamlit as st
 
+from app.actions import Outcome
 from data.fashion_mnist import DatasetError, resolve_dataset_dir
 from resnet.hardware import detect_hardware, resolve_precision
 from resnet.jobs import JobManager
@@ -40,8 +41,8 @@ def concrete_precision(requested: str) -> str:
     return resolve_precision(requested)
 
 
-def dataset_problem() -> tuple[str, str] | None:
-    """None if Fashion-MNIST is on disk; else (level, message) without downloading anything.
+def dataset_problem() -> Outcome | None:
+    """None if Fashion-MNIST is on disk; else what to tell the user, without downloading anything.
 
     With ``FASHION_MNIST_DIR`` set, a missing file is an error. Without it, the files may still be
     downloaded by Keras on the first Start, so that is only worth a note.
@@ -50,6 +51,6 @@ def dataset_problem() -> tuple[str, str] | None:
         resolve_dataset_dir(download=False)
     except DatasetError as error:
         if os.environ.get("FASHION_MNIST_DIR"):
-            return "error", str(error)
-        return "info", f"Fashion-MNIST is not on this machine yet: Start downloads it through Keras. {error}"
+            return Outcome("error", str(error))
+        return Outcome("info", f"Fashion-MNIST is not on this machine yet: Start downloads it through Keras. {error}")
     return None

@@ -169,12 +169,10 @@ def command_runs(store: RunStore) -> int:
 
 def command_show(args, store: RunStore) -> int:
     run = store.load(args.run_id)
-    print(
-        f"run {run.run_id}: {run.status}"
-        + (f" ({run.problem})" if run.problem else f" - {run.state.get('message', '')}")
-    )
-    if run.config:
-        print("  " + "  ".join(f"{key}={value}" for key, value in run.config.to_dict().items()))
+    print(f"run {run.run_id}: {run.status}" + (f" ({run.problem})" if run.problem else f" - {run.message}"))
+    if run.config:  # epochs: the run's current target (raised by every extension), not the first plan
+        settings = run.config.to_dict() | {"epochs": run.target_epochs}
+        print("  " + "  ".join(f"{key}={value}" for key, value in settings.items()))
     if run.history is not None and not run.history.empty:
         print(format_table(run.history))
     return 0

@@ -28,15 +28,33 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from resnet.config import TrainConfig
-from resnet.runs import RunStore
-from resnet.trainer import EpochProgress, PreparedTraining, kept_epochs_text, prepare_training, train_prepared
+from resnet.plan import TrainingPlan, plan_training
+from resnet.runs import Run, RunError, RunStatus, RunStore
+from resnet.trainer import EpochProgress, Phase, PreparedTraining, prepare_training, train_prepared
+from resnet.wording import failed_message
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-ACTIVE_STATES = ("starting", "running", "stopping")
+
+class JobState(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the README promises 3.10)
+    IDLE = "idle"
+    STARTING = "starting"  # preparing: loading the dataset, planning, creating the run folder
+    RUNNING = "running"
+    STOPPING = "stopping"  # Stop was pressed; the current batch finishes
+    COMPLETE = "complete"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ACTIVE_STATES = (JobState.STARTING, JobState.RUNNING, JobState.STOPPING)
+FINAL_STATES = (JobState.COMPLETE, JobState.STOPPED, JobState.FAILED)
 
 
 class JobAlreadyRunning(RuntimeError):
@@ -47,10 +65,10 @@ class JobAlreadyRunning(RuntimeError):
 class JobSnapshot:
     """An immutable copy of the job's state, safe to read from any thread."""
 
-    state: str = "idle"  # idle | starting | running | stopping | complete | stopped | failed
+    state: JobState = JobState.IDLE
     run_id: str | None = None
     config: TrainConfig | None = None
-    phase: str = ""  # building | training | evaluating | saving
+    phase: Phase | None = None
     epoch: int = 0  # the epoch in progress (1-based)
     first_epoch: int = 0  # the first epoch this job trains (1 for a new run)
     target_epochs: int = 0
@@ -62,6 +80,7 @@ class JobSnapshot:
     finished_at: float = 0.0
     message: str = ""
     error: str | None = None
+    plan: TrainingPlan | None = None  # what this job trains
 
     @property
     def active(self) -> bool:
@@ -91,6 +110,8 @@ def _parse_line(line: str) -> tuple[str | None, dict]:
     if event == "progress":
         names = {field.name for field in dataclasses.fields(EpochProgress)}
         if not names.issuperset(message) or not {"phase", "epoch", "target_epochs"} <= message.keys():
+            return None, {}
+        if message["phase"] not in {phase.value for phase in Phase}:
             return None, {}
     return event, message
 
@@ -124,13 +145,10 @@ class JobManager:
         """
         with self._lock:
             if self._snapshot.active:
-                raise JobAlreadyRunning(
-                    f"a training is already running (run {self._snapshot.run_id}, epoch {self._snapshot.epoch} "
-                    f"of {self._snapshot.target_epochs}); stop it or wait for it to finish"
-                )
+                raise JobAlreadyRunning(self._busy_text())
             # Claim the slot before the slow preparation so a second start in the meantime is refused.
             self._snapshot = JobSnapshot(
-                state="starting", run_id=run_id, config=config, started_at=time.time(), message="preparing"
+                state=JobState.STARTING, run_id=run_id, config=config, started_at=time.time(), message="preparing"
             )
             self._cancel.clear()
             self._process = None
@@ -141,10 +159,11 @@ class JobManager:
             with self._lock:  # under the lock: a stop() pressed meanwhile must not be overwritten
                 self._snapshot = dataclasses.replace(
                     self._snapshot,
-                    state="stopping" if self._cancel.is_set() else "running",
+                    state=JobState.STOPPING if self._cancel.is_set() else JobState.RUNNING,
                     run_id=prepared.run.run_id,
-                    config=prepared.config.replace(epochs=prepared.target_epochs),
-                    phase="building",
+                    config=prepared.config,
+                    plan=prepared.plan,
+                    phase=Phase.BUILDING,
                     epoch=prepared.run.epochs_done + 1,
                     first_epoch=prepared.run.epochs_done + 1,
                     target_epochs=prepared.target_epochs,
@@ -164,28 +183,76 @@ class JobManager:
             self._thread = thread
             thread.start()
         except BaseException as error:  # nothing runs: free the slot again
-            self._update(state="idle", message="", error=f"{error}")
+            self._update(state=JobState.IDLE, message="", error=f"{error}")
             raise
         return prepared.run.run_id
+
+    def _busy_text(self) -> str:
+        snapshot = self._snapshot
+        if snapshot.state is JobState.STARTING:  # no run or epoch to name yet
+            what = "a training is already running (it is being prepared)"
+        else:
+            what = (
+                f"a training is already running (run {snapshot.run_id}, epoch {snapshot.epoch} "
+                f"of {snapshot.target_epochs})"
+            )
+        return f"{what}; stop it or wait for it to finish"
+
+    # --- what the app needs of the run store (the page never touches files itself) --------------------
+    @property
+    def cache_root(self) -> Path:
+        return self.store.root
+
+    def runs(self) -> list[Run]:
+        """Every cached run, most recently updated first (parsed runs are cached by file times)."""
+        return self.store.list_runs()
+
+    def run(self, run_id: str | None) -> Run | None:
+        """One run as committed now, or None if there is no such run."""
+        if not run_id:
+            return None
+        try:
+            return self.store.load(run_id)
+        except RunError:
+            return None
+
+    def plan(
+        self, config: TrainConfig, *, run_id: str | None = None, resume: bool = True, runs: list[Run] | None = None
+    ) -> TrainingPlan:
+        """What ``start`` would train (resnet.plan.plan_training); RunError if ``run_id`` names no run."""
+        return plan_training(self.store, config, run_id=run_id, resume=resume, runs=runs)
+
+    def predictions(self, run: Run) -> dict:
+        return self.store.load_predictions(run)
+
+    def checkpoint_bytes(self, run: Run) -> bytes:
+        return self.store.checkpoint_bytes(run)
+
+    def delete(self, run_id: str) -> None:
+        """Delete a run; RunError while this job or another process trains it."""
+        snapshot = self.snapshot()
+        if snapshot.active and snapshot.run_id == run_id:
+            raise RunError(f"run {run_id} is training: stop it before deleting it")
+        self.store.delete(run_id)
 
     def _report(self, progress: EpochProgress) -> None:
         changes = dataclasses.asdict(progress)
         changes.pop("target_epochs")
-        if progress.phase != "training":
+        if progress.phase is not Phase.TRAINING:
             changes = {key: value for key, value in changes.items() if key in ("phase", "epoch")}
         with self._lock:
-            state = "stopping" if self._snapshot.state == "stopping" else "running"
+            state = JobState.STOPPING if self._snapshot.state is JobState.STOPPING else JobState.RUNNING
             self._snapshot = dataclasses.replace(self._snapshot, state=state, **changes)
 
     def _work(self, prepared) -> None:
         try:
             run = train_prepared(prepared, cancel=self._cancel, report=self._report)
-            self._update(state=run.state["status"], message=run.state.get("message", ""), finished_at=time.time())
+            self._update(state=JobState(run.status.value), message=run.message, finished_at=time.time())
         except BaseException as error:  # the thread must always leave a final state
             self._update(
-                state="failed",
+                state=JobState.FAILED,
                 error=f"{type(error).__name__}: {error}",
-                message=prepared.run.state.get("message", ""),
+                message=prepared.run.message,
                 finished_at=time.time(),
             )
 
@@ -206,7 +273,7 @@ class JobManager:
         request = {
             "store": str(prepared.store.root),
             "run_id": prepared.run.run_id,
-            "config": prepared.config.replace(epochs=prepared.target_epochs).to_dict(),
+            "config": prepared.config.to_dict(),
             "dataset_dir": None if self.dataset_dir is None else str(self.dataset_dir),
         }
         process.stdin.write(json.dumps(request) + "\n")
@@ -222,7 +289,7 @@ class JobManager:
                 event, message = _parse_line(line)
                 if event == "progress":
                     self._report(EpochProgress(**message))
-                elif event == "finished" and isinstance(message.get("status"), str):
+                elif event == "finished" and message.get("status") in FINAL_STATES:
                     outcome = (event, message)
                 elif event == "failed":
                     outcome = (event, {**message, "error": str(message.get("error", "unknown error"))})
@@ -239,22 +306,21 @@ class JobManager:
             self._record_crash(prepared.run.run_id, outcome[1]["error"])
         event, message = outcome
         if event == "finished":
-            self._update(state=message["status"], message=message.get("message", ""), finished_at=time.time())
+            self._update(state=JobState(message["status"]), message=message.get("message", ""), finished_at=time.time())
         else:
             self._update(
-                state="failed", error=message["error"], message=message.get("message", ""), finished_at=time.time()
+                state=JobState.FAILED,
+                error=message["error"],
+                message=message.get("message", ""),
+                finished_at=time.time(),
             )
 
     def _record_crash(self, run_id: str, error: str) -> None:
         """The child died without a word (killed, out of memory): mark its run failed, epochs kept."""
         try:
             run = self.store.load(run_id)  # re-read: the child committed epochs since we last looked
-            if run.state.get("status") == "running":
-                self.store.update_state(
-                    run,
-                    status="failed",
-                    message=f"failed during epoch {run.epochs_done + 1}: {error}; " + kept_epochs_text(run.epochs_done),
-                )
+            if run.state is not None and run.state.status is RunStatus.RUNNING:
+                self.store.update_state(run, status=RunStatus.FAILED, message=failed_message(run.epochs_done, error))
         except Exception:  # a damaged or deleted run is reported by the store itself
             pass
 
@@ -283,7 +349,7 @@ class JobManager:
             if self._process is not None:
                 self._send_stop(self._process)
             self._snapshot = dataclasses.replace(
-                self._snapshot, state="stopping", message="stopping after the current batch"
+                self._snapshot, state=JobState.STOPPING, message="stopping after the current batch"
             )
             return True
 

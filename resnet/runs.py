@@ -6,12 +6,20 @@ A run folder holds:
 - ``history.csv``: one row per completed epoch, columns ``HISTORY_COLUMNS``;
 - ``checkpoint-NNNN.keras``: model and optimizer state after epoch NNNN;
 - ``predictions-NNNN.npz``: class probabilities on the evaluation images after epoch NNNN;
-- ``state.json``: the commit record: status, epochs done, which checkpoint and predictions belong to
-  them, the learning-rate segments, and where and how the run was trained.
+- ``state.json``: the commit record (``resnet.run_state.RunState``): status, epochs done, which
+  checkpoint and predictions belong to them, the learning-rate segments, and where and how the run
+  was trained;
+- ``.lock``: held (``flock``) by the process training the run.
 
 Every file is written to a temporary name and renamed into place (``atomic_write``), and an epoch is
 committed by writing ``state.json`` last: files of an epoch that was not committed are ignored and
-cleaned up, so a crash at any instant leaves the last complete epoch readable and consistent.
+cleaned up, so a crash at any instant leaves the last complete epoch readable and consistent. The
+previous epoch's checkpoint and predictions are kept until the next commit, so a reader that read the
+state just before a commit still finds its files.
+
+Everything read from a run folder is validated (``resnet/run_state.py``); a run that fails is listed as
+``damaged`` with the reason and never breaks the listing. Parsed runs are cached by their files'
+modification times, so listing many runs on every page rerun costs little.
 
 The cache folder is ``$RESNET_CACHE_DIR`` or ``cache/`` at the project root.
 """
@@ -19,50 +27,61 @@ The cache folder is ``$RESNET_CACHE_DIR`` or ``cache/`` at the project root.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from resnet.config import ConfigError, TrainConfig
+from resnet.run_state import (
+    FORMAT_VERSION,
+    HISTORY_COLUMNS,
+    DamagedRun,
+    RunError,
+    RunState,
+    RunStatus,
+    checkpoint_name,
+    predictions_name,
+    read_history,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "HISTORY_COLUMNS",
+    "DamagedRun",
+    "Run",
+    "RunError",
+    "RunState",
+    "RunStatus",
+    "RunStore",
+    "atomic_write",
+]
 
 ENV_VAR = "RESNET_CACHE_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FORMAT_VERSION = 1
-
-HISTORY_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "test_loss",
-    "test_accuracy",
-    "epoch_seconds",
-    "cumulative_seconds",
-    "learning_rate",
-    "images_per_second",
-)
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # used with fullmatch
-
-# Statuses a run can have. "running" is only reported while its process is alive; a run whose process
-# died mid-training is "interrupted".
-STATUSES = ("running", "complete", "stopped", "interrupted", "failed", "damaged")
+EPOCH_FILE = re.compile(r"(checkpoint-(\d{4})\.keras|predictions-(\d{4})\.npz)")
 
 
-class RunError(RuntimeError):
-    """A run cannot be found, read or written; the message says which and why."""
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
-class DamagedRun(RunError):
-    """A run folder exists but its files are missing, unreadable or inconsistent."""
+# Read once, at import (os.umask can only be read by setting it, which is not thread-safe later on).
+UMASK = _current_umask()
 
 
 def default_cache_dir() -> Path:
@@ -73,12 +92,15 @@ def atomic_write(path: Path, write) -> None:
     """Write ``path`` through ``write(temporary_path)``, then rename it into place.
 
     The temporary file sits beside the target (same filesystem), is flushed to disk, and is removed if
-    writing fails, so ``path`` is always either the old complete file or the new complete file.
+    writing fails, so ``path`` is always either the old complete file or the new complete file. It gets
+    the permissions of any new file (0666 less the umask), not mkstemp's private 0600, so another user
+    sharing the cache folder can read it.
     """
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
     os.close(descriptor)
     try:
+        os.chmod(temporary, 0o666 & ~UMASK)
         write(Path(temporary))
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
@@ -117,7 +139,7 @@ def pid_alive(pid: int | None, host: str | None, run_id: str | None = None) -> b
         return run_id in ACTIVE_RUNS
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -126,23 +148,36 @@ def pid_alive(pid: int | None, host: str | None, run_id: str | None = None) -> b
 
 @dataclass
 class Run:
-    """Everything known about one run folder (files are read on demand: checkpoints are large)."""
+    """Everything known about one run folder (files are read on demand: checkpoints are large).
+
+    ``state`` is None only for a damaged run whose state.json could not be read; ``problem`` says why.
+    """
 
     run_id: str
     path: Path
     config: TrainConfig | None = None
-    state: dict = field(default_factory=dict)
+    state: RunState | None = None
     history: pd.DataFrame | None = None
-    status: str = "damaged"
+    status: RunStatus = RunStatus.DAMAGED
     problem: str | None = None  # why the run is damaged
 
     @property
+    def damaged(self) -> bool:
+        return self.status is RunStatus.DAMAGED
+
+    @property
     def epochs_done(self) -> int:
-        return int(self.state.get("epochs_done", 0))
+        return self.state.epochs_done if self.state else 0
 
     @property
     def target_epochs(self) -> int:
-        return int(self.state.get("target_epochs", self.config.epochs if self.config else 0))
+        if self.state:
+            return self.state.target_epochs
+        return self.config.epochs if self.config else 0
+
+    @property
+    def message(self) -> str:
+        return self.state.message if self.state else ""
 
     @property
     def best_test_accuracy(self) -> float | None:
@@ -158,20 +193,19 @@ class Run:
 
     @property
     def checkpoint_path(self) -> Path | None:
-        name = self.state.get("checkpoint")
-        return self.path / name if name else None
+        return self.path / self.state.checkpoint if self.state and self.state.checkpoint else None
 
     @property
     def predictions_path(self) -> Path | None:
-        name = self.state.get("predictions")
-        return self.path / name if name else None
+        return self.path / self.state.predictions if self.state and self.state.predictions else None
 
     def summary(self) -> dict:
         """One row of the runs table."""
         config = self.config.to_dict() if self.config else {}
+        state = self.state
         return {
             "run_id": self.run_id,
-            "status": self.status,
+            "status": self.status.value,
             "epochs_done": self.epochs_done,
             "target_epochs": self.target_epochs,
             "best_test_accuracy": self.best_test_accuracy,
@@ -180,11 +214,20 @@ class Run:
             "batch_size": config.get("batch_size"),
             "train_subset": config.get("train_subset"),
             "eval_subset": config.get("eval_subset"),
-            "precision": self.state.get("precision"),
-            "device": self.state.get("device"),
-            "updated": self.state.get("updated"),
-            "problem": self.problem or self.state.get("message"),
+            "precision": state.precision if state else None,
+            "device": state.device if state else None,
+            "updated": state.updated if state else None,
+            "problem": self.problem or self.message,
         }
+
+
+@dataclass(frozen=True)
+class EpochFiles:
+    """The checkpoint and predictions of one epoch, written but not yet committed."""
+
+    epoch: int
+    checkpoint: str
+    predictions: str
 
 
 class RunStore:
@@ -192,6 +235,8 @@ class RunStore:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
+        self._parsed: dict[str, tuple] = {}  # run id -> (file stamps, config, state, history, problem)
+        self._parsed_lock = threading.Lock()
 
     # --- paths -------------------------------------------------------------------------------------
     def path_for(self, run_id: str) -> Path:
@@ -224,88 +269,114 @@ class RunStore:
             except OSError as error:
                 raise RunError(f"cannot create a run folder in {self.root}: {error}") from error
         now = time.time()
-        state = {
-            "format_version": FORMAT_VERSION,
-            "run_id": run_id,
-            "fingerprint": config.fingerprint(),
-            "created": now,
-            "updated": now,
-            "status": "stopped",
-            "epochs_done": 0,
-            "target_epochs": config.epochs,
-            "segments": [],
-            "checkpoint": None,
-            "predictions": None,
-            "precision": precision,
-            "device": device,
-            "train_images": train_images,
-            "eval_images": eval_images,
-            "message": "created, no epoch trained yet",
-        }
+        state = RunState(
+            run_id=run_id,
+            status=RunStatus.STOPPED,
+            epochs_done=0,
+            target_epochs=config.epochs,
+            fingerprint=config.fingerprint(),
+            created=now,
+            updated=now,
+            precision=precision,
+            device=device,
+            train_images=train_images,
+            eval_images=eval_images,
+            message="created, no epoch trained yet",
+        )
         write_json(path / "config.json", config.to_dict())
         write_history(path / "history.csv", [])
-        write_json(path / "state.json", state)
+        write_json(path / "state.json", state.to_json())
         return self.load(run_id)
 
     def update_state(self, run: Run, **changes) -> None:
         """Write a new state.json with ``changes`` (the commit point of every change)."""
-        state = {**run.state, **changes, "updated": time.time()}
-        write_json(run.path / "state.json", state)
+        if "status" in changes:
+            changes["status"] = RunStatus(changes["status"])
+        state = run.state.replace(**changes, updated=time.time())
+        write_json(run.path / "state.json", state.to_json())
         run.state = state
-        if state["status"] in STATUSES:
-            run.status = state["status"]
+        run.status = state.status
 
-    def commit_epoch(
-        self,
-        run: Run,
-        row: dict,
-        *,
-        save_checkpoint,
-        probabilities: np.ndarray,
-        eval_indices: np.ndarray,
-        eval_labels: np.ndarray,
-    ) -> None:
-        """Durably record one completed epoch: checkpoint, predictions, history, then state.
+    def write_epoch_files(
+        self, run: Run, epoch: int, *, save_checkpoint, probabilities, eval_indices, eval_labels
+    ) -> EpochFiles:
+        """Write the checkpoint and predictions of ``epoch`` (not yet committed: see ``record_epoch``).
 
         ``save_checkpoint(path)`` writes the model to ``path`` (a ``.keras`` file).
         """
-        epoch = int(row["epoch"])
         if epoch != run.epochs_done + 1:
             raise RunError(f"run {run.run_id}: epoch {epoch} does not follow epoch {run.epochs_done}")
-        checkpoint = f"checkpoint-{epoch:04d}.keras"
-        predictions = f"predictions-{epoch:04d}.npz"
-        atomic_write(run.path / checkpoint, save_checkpoint)
-        atomic_write(
-            run.path / predictions,
-            lambda temporary: _save_npz(
-                temporary,
-                probabilities=probabilities.astype(np.float16),
-                indices=eval_indices.astype(np.int32),
-                labels=eval_labels.astype(np.uint8),
-                epoch=np.int32(epoch),
-            ),
-        )
+        files = EpochFiles(epoch, checkpoint_name(epoch), predictions_name(epoch))
+        atomic_write(run.path / files.checkpoint, save_checkpoint)
+        arrays = {
+            "probabilities": np.asarray(probabilities).astype(np.float16),
+            "indices": np.asarray(eval_indices).astype(np.int32),
+            "labels": np.asarray(eval_labels).astype(np.uint8),
+            "epoch": np.int32(epoch),
+        }
+        atomic_write(run.path / files.predictions, lambda temporary: _save_npz(temporary, **arrays))
+        return files
+
+    def record_epoch(self, run: Run, row: dict, files: EpochFiles) -> None:
+        """Commit an epoch whose files are written: history, then state (the commit point)."""
+        if int(row["epoch"]) != files.epoch or files.epoch != run.epochs_done + 1:
+            raise RunError(f"run {run.run_id}: epoch {row['epoch']} does not follow epoch {run.epochs_done}")
         history = [] if run.history is None else run.history.to_dict("records")
         history = history[: run.epochs_done] + [row]
         write_history(run.path / "history.csv", history)
-        old_files = [run.state.get("checkpoint"), run.state.get("predictions")]
-        self.update_state(run, epochs_done=epoch, checkpoint=checkpoint, predictions=predictions)
+        self.update_state(run, epochs_done=files.epoch, checkpoint=files.checkpoint, predictions=files.predictions)
         run.history = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
-        for name in old_files:  # only after the commit: until then they are the last good epoch
-            if name:
-                with contextlib.suppress(OSError):
-                    (run.path / name).unlink()
+        self.remove_superseded_files(run)
 
-    def remove_uncommitted_files(self, run: Run) -> None:
-        """Delete checkpoints, predictions and temporary files that state.json does not point to."""
-        keep = {run.state.get("checkpoint"), run.state.get("predictions")}
-        for path in run.path.iterdir():
-            uncommitted = (
-                re.match(r"(checkpoint-\d+\.keras|predictions-\d+\.npz)$", path.name) and path.name not in keep
-            )
-            if uncommitted or path.name.startswith(".tmp-"):
+    def commit_epoch(self, run: Run, row: dict, *, save_checkpoint, probabilities, eval_indices, eval_labels) -> None:
+        """Durably record one completed epoch: checkpoint, predictions, history, then state."""
+        files = self.write_epoch_files(
+            run,
+            int(row["epoch"]),
+            save_checkpoint=save_checkpoint,
+            probabilities=probabilities,
+            eval_indices=eval_indices,
+            eval_labels=eval_labels,
+        )
+        self.record_epoch(run, row, files)
+
+    def remove_superseded_files(self, run: Run) -> None:
+        """Delete epoch files older than the previous epoch's (those stay for readers of the last state)."""
+        for path, epoch in _epoch_files(run.path):
+            if epoch < run.epochs_done - 1:
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+    def remove_uncommitted_files(self, run: Run) -> None:
+        """Delete checkpoints and predictions of epochs after the committed one, and temporary files."""
+        for path, epoch in _epoch_files(run.path):
+            if epoch > run.epochs_done:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        for path in run.path.glob(".tmp-*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    @contextlib.contextmanager
+    def locked(self, run: Run):
+        """Hold the run's lock (one trainer per run, across processes); RunError if another holds it."""
+        lock = self._try_lock(run.path)
+        if lock is None:
+            raise RunError(f"run {run.run_id} is being trained by another process")
+        try:
+            yield
+        finally:
+            lock.close()  # releases the flock
+
+    @staticmethod
+    def _try_lock(folder: Path):
+        lock = open(folder / ".lock", "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            return None
+        return lock
 
     # --- reading ------------------------------------------------------------------------------------
     def load(self, run_id: str) -> Run:
@@ -313,15 +384,27 @@ class RunStore:
         path = self.path_for(run_id)
         if not path.is_dir():
             raise RunError(f"no run {run_id!r} in {self.root}")
-        run = Run(run_id=run_id, path=path)
-        try:
-            _read_run(run)
-        except DamagedRun as error:
-            run.status, run.problem = "damaged", str(error)
+        with self._parsed_lock:
+            cached = self._parsed.get(run_id)
+        if cached is None or cached[0] != _file_stamps(path, cached[2]):
+            stamps = _file_stamps(path, None)  # before reading: a change while parsing shows next time
+            config, state, history, problem = _parse_run(path, run_id)
+            cached = (stamps + _file_stamps(path, state)[len(stamps) :], config, state, history, problem)
+            with self._parsed_lock:
+                self._parsed[run_id] = cached
+        _, config, state, history, problem = cached
+        run = Run(run_id=run_id, path=path, config=config, state=state, problem=problem)
+        run.history = history.copy() if history is not None else None
+        if problem is not None:
+            run.status = RunStatus.DAMAGED
+        elif state.status is RunStatus.RUNNING and not pid_alive(state.pid, state.host, run_id):
+            run.status = RunStatus.INTERRUPTED
+        else:
+            run.status = state.status
         return run
 
     def list_runs(self) -> list[Run]:
-        """Every run folder, newest first; damaged ones included with their reason."""
+        """Every run folder, most recently updated first; damaged ones included with their reason."""
         if not self.root.is_dir():
             return []
         runs = []
@@ -331,12 +414,17 @@ class RunStore:
                     runs.append(self.load(path.name))
                 except RunError:  # deleted meanwhile, or a symbolic link out of the cache: not a run
                     continue
-        return sorted(runs, key=lambda run: run.state.get("updated") or path_mtime(run.path), reverse=True)
+        with self._parsed_lock:  # forget runs that were deleted
+            for run_id in set(self._parsed) - {run.run_id for run in runs}:
+                self._parsed.pop(run_id, None)
+        return sorted(
+            runs, key=lambda run: (run.state.updated if run.state else 0.0) or path_mtime(run.path), reverse=True
+        )
 
-    def latest_with_fingerprint(self, fingerprint: str) -> Run | None:
+    def latest_with_fingerprint(self, fingerprint: str, runs: list[Run] | None = None) -> Run | None:
         """The newest undamaged run of the same configuration (all but epochs), if any."""
-        for run in self.list_runs():
-            if run.status != "damaged" and run.state.get("fingerprint") == fingerprint:
+        for run in self.list_runs() if runs is None else runs:
+            if not run.damaged and run.state.fingerprint == fingerprint:
                 return run
         return None
 
@@ -363,14 +451,36 @@ class RunStore:
         except Exception as error:  # Keras raises many types for a bad file
             raise DamagedRun(f"run {run.run_id}: {path.name} is not a loadable Keras model ({error})") from error
 
+    def checkpoint_bytes(self, run: Run) -> bytes:
+        """The committed checkpoint file's contents (for a download)."""
+        path = run.checkpoint_path
+        if path is None or not path.is_file():
+            raise RunError(f"run {run.run_id} has no checkpoint yet")
+        return path.read_bytes()
+
     def delete(self, run_id: str) -> None:
+        """Delete a run folder; refused while a process (this one or another) trains the run."""
         path = self.path_for(run_id)
         if not path.is_dir():
             raise RunError(f"no run {run_id!r} in {self.root}")
-        # Rename first so a half-deleted folder never looks like a run.
-        trash = path.with_name(f".deleting-{run_id}-{os.getpid()}")
-        os.replace(path, trash)
+        run = self.load(run_id)
+        if run.status is RunStatus.RUNNING:
+            raise RunError(f"run {run_id} is being trained (pid {run.state.pid}): stop it before deleting it")
+        try:
+            lock = self._try_lock(path)
+        except OSError as error:
+            raise RunError(f"cannot delete run {run_id}: {error}") from error
+        if lock is None:
+            raise RunError(f"run {run_id} is being trained by another process: stop it before deleting it")
+        try:
+            # Rename first so a half-deleted folder never looks like a run.
+            trash = path.with_name(f".deleting-{run_id}-{os.getpid()}")
+            os.replace(path, trash)
+        finally:
+            lock.close()
         shutil.rmtree(trash, ignore_errors=True)
+        with self._parsed_lock:
+            self._parsed.pop(run_id, None)
 
 
 def path_mtime(path: Path) -> float:
@@ -380,67 +490,68 @@ def path_mtime(path: Path) -> float:
         return 0.0
 
 
+def _epoch_files(folder: Path):
+    """(path, epoch) of every checkpoint and predictions file in ``folder``."""
+    for path in folder.iterdir():
+        match = EPOCH_FILE.fullmatch(path.name)
+        if match:
+            yield path, int(match.group(2) or match.group(3))
+
+
+def _file_stamps(folder: Path, state: RunState | None) -> tuple:
+    """What changes whenever a run's files do: modification times, sizes and inodes of the folder, its
+    records and (with ``state``) the checkpoint and predictions that state names."""
+    paths = [folder, folder / "state.json", folder / "config.json", folder / "history.csv"]
+    if state is not None:
+        paths += [folder / name for name in (state.checkpoint, state.predictions) if name]
+    stamps = []
+    for path in paths:
+        try:
+            info = path.stat()
+            stamps.append((info.st_mtime_ns, info.st_size, info.st_ino))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
+
 def _save_npz(path: Path, **arrays) -> None:
     with open(path, "wb") as stream:
         np.savez(stream, **arrays)
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():
         raise DamagedRun(f"{path.name} is missing")
     try:
         values = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise DamagedRun(f"{path.name} is unreadable ({error})") from error
     if not isinstance(values, dict):
         raise DamagedRun(f"{path.name} does not hold a JSON object")
     return values
 
 
-def _read_run(run: Run) -> None:
-    """Fill ``run`` from its files, raising DamagedRun on the first inconsistency."""
+def _parse_run(path: Path, run_id: str):
+    """(config, state, history, problem) of a run folder; problem is None unless it is damaged."""
+    config = state = history = None
     try:
-        run.config = TrainConfig.from_dict(_read_json(run.path / "config.json"))
-    except (ConfigError, TypeError) as error:
-        raise DamagedRun(f"config.json is invalid: {error}") from error
-    state = _read_json(run.path / "state.json")
-    run.state = state
-    if state.get("format_version") != FORMAT_VERSION:
-        raise DamagedRun(f"state.json has format version {state.get('format_version')!r}, expected {FORMAT_VERSION}")
-    missing = [key for key in ("status", "epochs_done", "target_epochs", "segments") if key not in state]
-    if missing:
-        raise DamagedRun(f"state.json lacks {', '.join(missing)}")
-    epochs_done = state["epochs_done"]
-    if not isinstance(epochs_done, int) or epochs_done < 0:
-        raise DamagedRun(f"state.json has an invalid epochs_done {epochs_done!r}")
-
-    history_path = run.path / "history.csv"
-    if not history_path.is_file():
-        raise DamagedRun("history.csv is missing")
-    try:
-        history = pd.read_csv(history_path)
-    except (OSError, ValueError, UnicodeDecodeError) as error:  # pandas' parser errors are ValueErrors
-        raise DamagedRun(f"history.csv is unreadable ({error})") from error
-    if list(history.columns) != list(HISTORY_COLUMNS):
-        raise DamagedRun(f"history.csv has columns {list(history.columns)}, expected {list(HISTORY_COLUMNS)}")
-    if len(history) < epochs_done:
-        raise DamagedRun(f"history.csv has {len(history)} epochs, state.json says {epochs_done}")
-    history = history.iloc[:epochs_done].copy()  # rows past the commit belong to an unfinished epoch
-    if history.isna().any().any() or list(history["epoch"]) != list(range(1, epochs_done + 1)):
-        raise DamagedRun("history.csv has missing values or epochs out of order")
-    run.history = history
-
-    if epochs_done:
-        for key in ("checkpoint", "predictions"):
-            name = state.get(key)
-            if not name or not (run.path / name).is_file():
-                raise DamagedRun(f"the {key} file of epoch {epochs_done} ({name}) is missing")
-            if not zipfile.is_zipfile(run.path / name):
-                raise DamagedRun(f"{name} is not a valid {'Keras' if key == 'checkpoint' else 'NumPy'} file")
-
-    status = state["status"]
-    if status == "running" and not pid_alive(state.get("pid"), state.get("host"), run.run_id):
-        status = "interrupted"
-    if status not in STATUSES:
-        raise DamagedRun(f"state.json has an unknown status {status!r}")
-    run.status = status
+        try:
+            config = TrainConfig.from_dict(_read_json(path / "config.json"))
+        except (ConfigError, TypeError) as error:
+            raise DamagedRun(f"config.json is invalid: {error}") from error
+        state = RunState.from_json(_read_json(path / "state.json"), run_id=run_id)
+        if state.fingerprint is not None and state.fingerprint != config.fingerprint():
+            raise DamagedRun("state.json belongs to another configuration than config.json")
+        if path.joinpath("history.csv").is_symlink():
+            raise DamagedRun("history.csv is a link, not a file of the run")
+        history = read_history(path / "history.csv", state.epochs_done)
+        if state.epochs_done:
+            for key, name in (("checkpoint", state.checkpoint), ("predictions", state.predictions)):
+                file = path / name
+                if file.is_symlink() or not file.is_file():
+                    raise DamagedRun(f"the {key} file of epoch {state.epochs_done} ({name}) is missing")
+                if not zipfile.is_zipfile(file):
+                    raise DamagedRun(f"{name} is not a valid {'Keras' if key == 'checkpoint' else 'NumPy'} file")
+    except DamagedRun as error:
+        return config, state, history, str(error)
+    return config, state, history, None

@@ -1,11 +1,19 @@
 """Training: prepare a run (new, resumed or extended), then train it epoch by epoch into the run store.
 
-``prepare_training`` does everything that can fail fast (configuration, dataset, run folder) so that a
-caller can show the error before anything starts. ``train_prepared`` then trains one epoch per
-``model.fit`` call and, after each epoch, evaluates on the evaluation images and commits checkpoint,
-predictions, history and state (see ``resnet/runs.py``). It never imports Streamlit: progress goes to a
-``report`` callback, and cancellation comes through a ``threading.Event`` that is checked after every
-batch. A stop keeps every completed epoch and discards the partial one.
+``prepare_training`` does everything that can fail fast (configuration, dataset, the plan of what to
+train, the run folder) so that a caller can show the error before anything starts. ``train_prepared``
+then trains the plan's epochs; each epoch is three steps:
+
+1. ``train_epoch``: one ``model.fit`` pass over the shuffled training images, the learning rate set
+   before every batch from the run's ``SegmentSchedule``;
+2. ``evaluate``: probabilities, loss and accuracy on the evaluation images;
+3. ``commit_epoch``: checkpoint and predictions, then the history row and state (``resnet/runs.py``).
+   The epoch's time is taken after the files are written, so it is the whole time a user waits.
+
+It never imports Streamlit: progress goes to a ``report`` callback, and cancellation comes through a
+``threading.Event`` that is checked after every batch. A stop keeps every completed epoch and discards
+the partial one. Each epoch seeds every random generator from (seed, epoch), so a run that is stopped
+and resumed trains exactly as one that was never interrupted.
 
 Headless use: ``python -m resnet train --help`` (trains in that process); in the app,
 ``resnet.jobs.JobManager`` runs it in a child process (``resnet/worker.py``).
@@ -13,7 +21,6 @@ Headless use: ``python -m resnet train --help`` (trains in that process); in the
 
 from __future__ import annotations
 
-import fcntl
 import gc
 import math
 import os
@@ -22,44 +29,80 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 import keras
 import numpy as np
 
 from data.fashion_mnist import FashionMNIST, load_fashion_mnist
-from resnet.config import ConfigError, TrainConfig
+from resnet.config import TrainConfig
 from resnet.hardware import detect_hardware, resolve_precision
-from resnet.runs import ACTIVE_RUNS, Run, RunError, RunStore
-from resnet.schedule import learning_rate_at
+from resnet.plan import TrainingPlan, plan_training
+from resnet.runs import ACTIVE_RUNS, Run, RunStatus, RunStore
+from resnet.schedule import SegmentSchedule
+from resnet.wording import complete_message, diverged_message, failed_message, stopped_message
 
 EVAL_BATCH_SIZE = 500
 
 
+class Phase(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the README promises 3.10)
+    BUILDING = "building"
+    TRAINING = "training"
+    EVALUATING = "evaluating"
+    SAVING = "saving"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class PreparedTraining:
-    """A validated request: the run to train, its data, and the epochs to reach."""
+    """A validated request: the plan, the run to train, its data, and the epochs to reach."""
 
+    plan: TrainingPlan
     run: Run
-    config: TrainConfig
     store: RunStore
     dataset: FashionMNIST
     train_indices: np.ndarray
     eval_indices: np.ndarray
     precision: str
-    target_epochs: int
+
+    @property
+    def config(self) -> TrainConfig:
+        """The run's settings with ``epochs`` = the target."""
+        return self.plan.config
+
+    @property
+    def target_epochs(self) -> int:
+        return self.plan.target_epochs
 
 
 @dataclass
 class EpochProgress:
     """What the trainer reports while it works (the job manager keeps the latest one)."""
 
-    phase: str  # "building" | "training" | "evaluating" | "saving"
+    phase: Phase
     epoch: int
     target_epochs: int
     batch: int = 0
     batches_per_epoch: int = 0
     images_per_second: float = 0.0
     epoch_elapsed: float = 0.0
+
+    def __post_init__(self):
+        self.phase = Phase(self.phase)
+
+
+@dataclass(frozen=True)
+class EpochTraining:
+    """What one training pass measured."""
+
+    loss: float  # the optimised loss (with label smoothing)
+    accuracy: float
+    cross_entropy: float  # plain cross-entropy, comparable with the test loss
+    seconds: float
+    images_per_second: float
+    learning_rate: float  # of the epoch's last batch
 
 
 def _optimizer(config: TrainConfig):
@@ -84,7 +127,10 @@ def build_compiled_model(config: TrainConfig, precision: str):
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.CategoricalCrossentropy(name="cross_entropy"),
+        ],
     )
     return model
 
@@ -99,41 +145,21 @@ def prepare_training(
 ) -> PreparedTraining:
     """Validate everything and pick the run to train; raises ConfigError, DatasetError or RunError.
 
-    - ``run_id`` given: continue that run to ``config.epochs`` (the other fields must match the run's).
-    - else, with ``resume``: continue the newest run of the same configuration if it has fewer epochs;
-      if it already has ``config.epochs`` epochs, RunError says so (nothing to train).
-    - else: a new run.
+    What is trained is ``resnet.plan.plan_training``'s answer: with ``run_id``, that run continues to
+    ``config.epochs``; else, with ``resume``, the newest run of the same settings does; else a new run.
     """
     config.validate()
     store = store or RunStore()
     dataset = load_fashion_mnist(dataset_dir)
-    existing = None
-    if run_id is not None:
-        existing = store.load(run_id)
-        if existing.status == "damaged":
-            raise RunError(f"run {run_id} is damaged ({existing.problem}); delete it or start a new run")
-        if existing.config.fingerprint() != config.fingerprint():
-            raise ConfigError(
-                f"run {run_id} was trained with other settings; only epochs can change when continuing it"
-            )
-    elif resume:
-        existing = store.latest_with_fingerprint(config.fingerprint())
-    if existing is not None:
-        if existing.status == "running":
-            raise RunError(
-                f"run {existing.run_id} is being trained by another process (pid {existing.state.get('pid')})"
-            )
-        if existing.epochs_done >= config.epochs:
-            raise RunError(
-                f"run {existing.run_id} already has {plural(existing.epochs_done, 'epoch')} (asked for {config.epochs}); "
-                "ask for more epochs to extend it, or start a new run"
-            )
-
+    plan = plan_training(store, config, run_id=run_id, resume=resume)
+    if not plan.trains:
+        raise plan.error()
     precision = resolve_precision(config.precision)
     train_indices = _subset(dataset.train_labels, config.train_subset, config.seed)
     eval_indices = _subset(dataset.test_labels, config.eval_subset, config.seed)
-    if existing is None:
-        existing = store.create(
+    run = plan.run
+    if run is None:
+        run = store.create(
             config,
             precision=precision,
             device=detect_hardware().device_label,
@@ -141,17 +167,8 @@ def prepare_training(
             eval_images=len(eval_indices),
         )
     else:
-        precision = existing.state.get("precision", precision)  # a checkpoint keeps its precision
-    return PreparedTraining(
-        run=existing,
-        config=existing.config,
-        store=store,
-        dataset=dataset,
-        train_indices=train_indices,
-        eval_indices=eval_indices,
-        precision=precision,
-        target_epochs=config.epochs,
-    )
+        precision = run.state.precision or precision  # a checkpoint keeps its precision
+    return PreparedTraining(plan, run, store, dataset, train_indices, eval_indices, precision)
 
 
 def _subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -160,34 +177,25 @@ def _subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     return stratified_subset(labels, size, seed=seed)
 
 
-def plan_segments(segments: list[dict], *, epochs_done: int, target_epochs: int) -> list[dict]:
-    """The learning-rate segments after asking for ``target_epochs`` (see resnet/schedule.py).
-
-    An unfinished segment is stretched or shortened to the target; a finished run gets a new segment
-    over the added epochs (a warm restart).
-    """
-    segments = [dict(segment) for segment in segments]
-    if segments and segments[-1]["end_epoch"] > epochs_done:
-        segments[-1]["end_epoch"] = max(target_epochs, epochs_done + 1)
-    elif target_epochs > epochs_done:
-        segments.append({"start_epoch": epochs_done + 1, "end_epoch": target_epochs})
-    return segments
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of every random generator during ``epoch`` (the same whether or not the run was resumed)."""
+    return (seed * 1_000_003 + epoch) % 2**32
 
 
 class ProgressCallback(keras.callbacks.Callback):
     """Sets the learning rate before each batch; after it, reports progress and honours a cancel."""
 
-    def __init__(self, cancel, report, *, epoch, target_epochs, batches, batch_size, images, learning_rate_for_step):
+    def __init__(self, cancel, report, *, epoch, target_epochs, batches, batch_size, images, learning_rate_for_batch):
         super().__init__()
         self.cancel, self.report = cancel, report
         self.epoch, self.target_epochs = epoch, target_epochs
         self.batches, self.batch_size, self.images = batches, batch_size, images
-        self.learning_rate_for_step = learning_rate_for_step
+        self.learning_rate_for_batch = learning_rate_for_batch
         self.batches_done = 0
         self.started = time.perf_counter()
 
     def on_train_batch_begin(self, batch, logs=None):
-        self.model.optimizer.learning_rate = self.learning_rate_for_step(batch)
+        self.model.optimizer.learning_rate = self.learning_rate_for_batch(batch)
 
     def on_train_batch_end(self, batch, logs=None):
         self.batches_done = batch + 1
@@ -195,7 +203,7 @@ class ProgressCallback(keras.callbacks.Callback):
         seen = min(self.batches_done * self.batch_size, self.images)
         self.report(
             EpochProgress(
-                phase="training",
+                phase=Phase.TRAINING,
                 epoch=self.epoch,
                 target_epochs=self.target_epochs,
                 batch=self.batches_done,
@@ -208,26 +216,44 @@ class ProgressCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _lock_run(run: Run):
-    """An exclusive lock on the run folder for as long as the returned file stays open."""
-    lock = open(run.path / ".lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise RunError(f"run {run.run_id} is being trained by another process") from None
-    return lock
+def train_epoch(model, prepared: PreparedTraining, schedule: SegmentSchedule, epoch: int, *, cancel, report):
+    """One pass over the training images; None if it was cancelled before the last batch."""
+    from data.pipeline import train_dataset
+
+    config = prepared.config
+    images = prepared.dataset.train_images[prepared.train_indices]
+    labels = prepared.dataset.train_labels[prepared.train_indices]
+    batches = schedule.steps_per_epoch
+    keras.utils.set_random_seed(epoch_seed(config.seed, epoch))
+    callback = ProgressCallback(
+        cancel,
+        report,
+        epoch=epoch,
+        target_epochs=prepared.target_epochs,
+        batches=batches,
+        batch_size=config.batch_size,
+        images=len(images),
+        learning_rate_for_batch=lambda batch: schedule.learning_rate(epoch, batch),
+    )
+    started = time.perf_counter()
+    data = train_dataset(
+        images, labels, batch_size=config.batch_size, augment=config.augment, seed=config.seed, epoch=epoch
+    )
+    fit = model.fit(data, epochs=epoch, initial_epoch=epoch - 1, verbose=0, callbacks=[callback], shuffle=False)
+    seconds = time.perf_counter() - started
+    if callback.batches_done < batches:  # stopped mid-epoch: the partial epoch is discarded
+        return None
+    return EpochTraining(
+        loss=float(fit.history["loss"][-1]),
+        accuracy=float(fit.history["accuracy"][-1]),
+        cross_entropy=float(fit.history.get("cross_entropy", [math.nan])[-1]),  # older checkpoints lack it
+        seconds=seconds,
+        images_per_second=len(images) / seconds,
+        learning_rate=schedule.learning_rate(epoch, batches - 1),
+    )
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def kept_epochs_text(epochs_done: int) -> str:
-    return f"epochs 1-{epochs_done} kept" if epochs_done else "no epoch had completed"
-
-
-def _evaluate(model, dataset: FashionMNIST, indices: np.ndarray) -> tuple[np.ndarray, float, float]:
+def evaluate(model, dataset: FashionMNIST, indices: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Probabilities, cross-entropy loss (no label smoothing) and accuracy on the evaluation images."""
     from data.pipeline import eval_dataset
 
@@ -241,6 +267,73 @@ def _evaluate(model, dataset: FashionMNIST, indices: np.ndarray) -> tuple[np.nda
     return probabilities, loss, accuracy
 
 
+def evaluate_and_commit(model, prepared: PreparedTraining, epoch: int, training: EpochTraining, *, started, report):
+    """Evaluate after ``epoch``, then commit it; ``started`` is the epoch's start (perf_counter)."""
+    store, run = prepared.store, prepared.run
+    progress = {"epoch": epoch, "target_epochs": prepared.target_epochs}
+    report(EpochProgress(phase=Phase.EVALUATING, **progress))
+    probabilities, test_loss, test_accuracy = evaluate(model, prepared.dataset, prepared.eval_indices)
+    measured = (training.loss, training.accuracy, test_loss, test_accuracy)
+    if not all(math.isfinite(value) for value in measured):
+        raise FloatingPointError(diverged_message(epoch))
+    report(EpochProgress(phase=Phase.SAVING, **progress))
+    files = store.write_epoch_files(
+        run,
+        epoch,
+        save_checkpoint=model.save,
+        probabilities=probabilities,
+        eval_indices=prepared.eval_indices,
+        eval_labels=prepared.dataset.test_labels[prepared.eval_indices],
+    )
+    epoch_seconds = time.perf_counter() - started  # training, evaluation and saving: what the user waited
+    row = {
+        "epoch": epoch,
+        "train_loss": training.loss,
+        "train_accuracy": training.accuracy,
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        "epoch_seconds": epoch_seconds,
+        "cumulative_seconds": run.total_seconds + epoch_seconds,
+        "learning_rate": training.learning_rate,
+        "images_per_second": training.images_per_second,
+        "train_cross_entropy": training.cross_entropy,
+    }
+    store.record_epoch(run, row, files)
+
+
+def _model_for(prepared: PreparedTraining):
+    keras.backend.clear_session(free_memory=True)
+    if prepared.run.epochs_done:
+        return prepared.store.load_model(prepared.run)
+    return build_compiled_model(prepared.config, prepared.precision)
+
+
+def _train_epochs(prepared: PreparedTraining, *, cancel, report) -> int | None:
+    """Train the plan's epochs; returns the epoch a stop interrupted, or None if all were trained."""
+    run, config, target = prepared.run, prepared.config, prepared.target_epochs
+    report(EpochProgress(phase=Phase.BUILDING, epoch=run.epochs_done + 1, target_epochs=target))
+    model = _model_for(prepared)
+    try:
+        schedule = SegmentSchedule(
+            config.schedule,
+            peak=config.learning_rate,
+            segments=prepared.plan.segments,
+            steps_per_epoch=-(-len(prepared.train_indices) // config.batch_size),
+        )
+        for epoch in range(run.epochs_done + 1, target + 1):
+            if cancel.is_set():
+                return epoch
+            started = time.perf_counter()
+            training = train_epoch(model, prepared, schedule, epoch, cancel=cancel, report=report)
+            if training is None:
+                return epoch
+            evaluate_and_commit(model, prepared, epoch, training, started=started, report=report)
+        return None
+    finally:
+        del model
+        gc.collect()
+
+
 def train_prepared(
     prepared: PreparedTraining,
     *,
@@ -252,132 +345,31 @@ def train_prepared(
     Status afterwards: ``complete`` (target reached), ``stopped`` (cancelled; completed epochs kept) or
     ``failed`` (an exception: completed epochs kept, the error recorded and raised again).
     """
-    from data.pipeline import train_dataset
-
     cancel = cancel or threading.Event()
     report = report or (lambda progress: None)
-    store, run, config = prepared.store, prepared.run, prepared.config
-    target = prepared.target_epochs
-    segments = plan_segments(run.state.get("segments", []), epochs_done=run.epochs_done, target_epochs=target)
-    lock = _lock_run(run)  # one trainer per run, across processes (app and CLI)
-    ACTIVE_RUNS.add(run.run_id)
-    model = None
-    try:
-        store.remove_uncommitted_files(run)
-        store.update_state(
-            run,
-            status="running",
-            target_epochs=target,
-            segments=segments,
-            pid=os.getpid(),
-            host=socket.gethostname(),
-            message=f"training epochs {run.epochs_done + 1}-{target}",
-        )
-        report(EpochProgress(phase="building", epoch=run.epochs_done + 1, target_epochs=target))
-        keras.backend.clear_session(free_memory=True)
-        if run.epochs_done:
-            model = store.load_model(run)
-        else:
-            model = build_compiled_model(config, prepared.precision)
-        images = prepared.dataset.train_images[prepared.train_indices]
-        labels = prepared.dataset.train_labels[prepared.train_indices]
-        batches = -(-len(images) // config.batch_size)
-        cumulative = run.total_seconds
-        stopped_in = None
-        for epoch in range(run.epochs_done + 1, target + 1):
-            if cancel.is_set():
-                stopped_in = epoch
-                break
-            segment = next(s for s in segments if s["start_epoch"] <= epoch <= s["end_epoch"])
-            segment_steps = (segment["end_epoch"] - segment["start_epoch"] + 1) * batches
-            first_step = (epoch - segment["start_epoch"]) * batches
-
-            def learning_rate_for_step(batch, first_step=first_step, segment_steps=segment_steps):
-                return learning_rate_at(
-                    config.schedule,
-                    peak=config.learning_rate,
-                    step=first_step + batch,
-                    total_steps=segment_steps,
-                    steps_per_epoch=batches,
-                )
-
-            callback = ProgressCallback(
-                cancel,
-                report,
-                epoch=epoch,
-                target_epochs=target,
-                batches=batches,
-                batch_size=config.batch_size,
-                images=len(images),
-                learning_rate_for_step=learning_rate_for_step,
-            )
-            started = time.perf_counter()
-            data = train_dataset(
-                images, labels, batch_size=config.batch_size, augment=config.augment, seed=config.seed, epoch=epoch
-            )
-            fit = model.fit(data, epochs=epoch, initial_epoch=epoch - 1, verbose=0, callbacks=[callback], shuffle=False)
-            train_seconds = time.perf_counter() - started
-            if callback.batches_done < batches:  # stopped mid-epoch: the partial epoch is discarded
-                stopped_in = epoch
-                break
-
-            report(
-                EpochProgress(
-                    phase="evaluating", epoch=epoch, target_epochs=target, batch=batches, batches_per_epoch=batches
-                )
-            )
-            probabilities, test_loss, test_accuracy = _evaluate(model, prepared.dataset, prepared.eval_indices)
-            report(
-                EpochProgress(
-                    phase="saving", epoch=epoch, target_epochs=target, batch=batches, batches_per_epoch=batches
-                )
-            )
-            epoch_seconds = time.perf_counter() - started
-            cumulative += epoch_seconds
-            row = {
-                "epoch": epoch,
-                "train_loss": float(fit.history["loss"][-1]),
-                "train_accuracy": float(fit.history["accuracy"][-1]),
-                "test_loss": test_loss,
-                "test_accuracy": test_accuracy,
-                "epoch_seconds": epoch_seconds,
-                "cumulative_seconds": cumulative,
-                "learning_rate": learning_rate_for_step(batches - 1),
-                "images_per_second": len(images) / train_seconds,
-            }
-            if not all(math.isfinite(value) for value in row.values()):
-                raise RuntimeError(
-                    f"training diverged in epoch {epoch} (loss or accuracy is not a number); "
-                    "lower the learning rate and continue from the last epoch"
-                )
-            store.commit_epoch(
-                run,
-                row,
-                save_checkpoint=model.save,
-                probabilities=probabilities,
-                eval_indices=prepared.eval_indices,
-                eval_labels=prepared.dataset.test_labels[prepared.eval_indices],
-            )
-        if stopped_in is None:
-            store.update_state(run, status="complete", message=f"trained {plural(run.epochs_done, 'epoch')}")
-        else:
+    store, run, target = prepared.store, prepared.run, prepared.target_epochs
+    with store.locked(run):  # one trainer per run, across processes (app and CLI)
+        ACTIVE_RUNS.add(run.run_id)
+        try:
+            store.remove_uncommitted_files(run)
             store.update_state(
                 run,
-                status="stopped",
-                message=f"stopped during epoch {stopped_in}: {kept_epochs_text(run.epochs_done)}, "
-                f"the partial epoch {stopped_in} was discarded",
+                status=RunStatus.RUNNING,
+                target_epochs=target,
+                segments=prepared.plan.segments,
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                message=f"training epochs {run.epochs_done + 1}-{target}",
             )
-        return run
-    except BaseException as error:
-        store.update_state(
-            run,
-            status="failed",
-            message=f"failed during epoch {run.epochs_done + 1}: {type(error).__name__}: {error}; "
-            + kept_epochs_text(run.epochs_done),
-        )
-        raise
-    finally:
-        ACTIVE_RUNS.discard(run.run_id)
-        lock.close()  # releases the flock
-        del model
-        gc.collect()
+            stopped_in = _train_epochs(prepared, cancel=cancel, report=report)
+            if stopped_in is None:
+                store.update_state(run, status=RunStatus.COMPLETE, message=complete_message(run.epochs_done))
+            else:
+                store.update_state(run, status=RunStatus.STOPPED, message=stopped_message(stopped_in, run.epochs_done))
+            return run
+        except BaseException as error:
+            reason = str(error) if isinstance(error, FloatingPointError) else f"{type(error).__name__}: {error}"
+            store.update_state(run, status=RunStatus.FAILED, message=failed_message(run.epochs_done, reason))
+            raise
+        finally:
+            ACTIVE_RUNS.discard(run.run_id)

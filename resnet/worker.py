@@ -79,10 +79,10 @@ def main() -> int:
         run = train_prepared(
             prepared, cancel=cancel, report=lambda progress: send(event="progress", **dataclasses.asdict(progress))
         )
-        send(event="finished", status=run.state["status"], message=run.state.get("message", ""))
+        send(event="finished", status=run.status.value, message=run.message)
         return 0
     except BaseException as error:  # the parent must always hear how the run ended
-        message = prepared.run.state.get("message", "") if prepared is not None else ""
+        message = prepared.run.message if prepared is not None else ""
         send(event="failed", error=f"{type(error).__name__}: {error}", message=message)
         return 1
     finally:

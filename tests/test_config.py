@@ -22,7 +22,7 @@ from resnet.config import (
 )
 from resnet.hardware import Hardware, resolve_precision
 from resnet.schedule import learning_rate_at
-from resnet.trainer import plan_segments
+from resnet.schedule import Segment, plan_segments
 
 
 @pytest.mark.parametrize(
@@ -211,16 +211,11 @@ def test_cosine_and_constant_schedules():
 
 
 def test_segments_new_run_resume_and_extension():
-    assert plan_segments([], epochs_done=0, target_epochs=10) == [{"start_epoch": 1, "end_epoch": 10}]
+    assert plan_segments([], epochs_done=0, target_epochs=10) == [Segment(1, 10)]
     # Stopped at epoch 4 of 10 and resumed: the same cycle continues.
-    assert plan_segments([{"start_epoch": 1, "end_epoch": 10}], epochs_done=4, target_epochs=10) == [
-        {"start_epoch": 1, "end_epoch": 10}
-    ]
+    assert plan_segments([Segment(1, 10)], epochs_done=4, target_epochs=10) == [Segment(1, 10)]
     # Finished 10, extended to 15: a warm restart over epochs 11-15.
-    assert plan_segments([{"start_epoch": 1, "end_epoch": 10}], epochs_done=10, target_epochs=15) == [
-        {"start_epoch": 1, "end_epoch": 10},
-        {"start_epoch": 11, "end_epoch": 15},
-    ]
+    assert plan_segments([Segment(1, 10)], epochs_done=10, target_epochs=15) == [Segment(1, 10), Segment(11, 15)]
 
 
 def hardware(gpus=(), capability=None, bf16=False):

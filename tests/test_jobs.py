@@ -45,8 +45,8 @@ def test_the_training_runs_in_a_child_process_that_exits_afterwards(cache_dir):
     assert ("training", 1, 10) in [entry[:3] for entry in seen]
     run = store.load(run_id)
     assert run.status == "complete" and run.history["epoch"].tolist() == [1]
-    assert run.state["pid"] in workers  # the child wrote the run; it has exited and was reaped
-    assert manager.worker_pid is None and not pid_alive(run.state["pid"], run.state["host"], run_id)
+    assert run.state.pid in workers  # the child wrote the run; it has exited and was reaped
+    assert manager.worker_pid is None and not pid_alive(run.state.pid, run.state.host, run_id)
 
 
 def test_killing_the_training_process_fails_the_run_but_keeps_completed_epochs(cache_dir):
@@ -66,7 +66,7 @@ def test_killing_the_training_process_fails_the_run_but_keeps_completed_epochs(c
     assert "training process ended unexpectedly (exit code -9)" in snapshot.error
     run = store.load(run_id)
     assert run.status == "failed" and run.epochs_done == 1
-    assert "failed during epoch 2" in run.state["message"] and "epochs 1-1 kept" in run.state["message"]
+    assert "failed during epoch 2" in run.message and "epochs 1-1 kept" in run.message
 
     manager._report = JobManager._report.__get__(manager)  # extending continues from epoch 2
     assert manager.start(SMALL.replace(epochs=2), run_id=run_id) == run_id
@@ -90,7 +90,7 @@ def test_a_fault_while_following_the_child_stops_it_and_ends_the_job(cache_dir):
     assert snapshot.state == "failed" and "lost track of the training process" in snapshot.error
     assert "progress display broke" in snapshot.error
     run = store.load(run_id)
-    assert (run.status, run.epochs_done) == ("stopped", 1), run.state["message"]
+    assert (run.status, run.epochs_done) == ("stopped", 1), run.message
     assert manager.worker_pid is None
 
 
@@ -120,8 +120,8 @@ def test_when_the_server_process_dies_its_training_child_stops_and_keeps_epochs(
         time.sleep(0.2)
     assert not os.path.exists(f"/proc/{worker}") or "Z" in _process_state(worker), "the orphaned child kept training"
     run = RunStore(cache_dir).list_runs()[0]
-    assert (run.status, run.epochs_done) == ("stopped", 1), run.state["message"]
-    assert "the partial epoch 2 was discarded" in run.state["message"]
+    assert (run.status, run.epochs_done) == ("stopped", 1), run.message
+    assert "the partial epoch 2 was discarded" in run.message
 
 
 def _process_state(pid: int) -> str:

@@ -44,7 +44,7 @@ def test_a_committed_run_reads_back(cache_dir):
     assert loaded.status == "stopped" and loaded.epochs_done == 2
     assert loaded.history["epoch"].tolist() == [1, 2]
     assert loaded.checkpoint_path.name == "checkpoint-0002.keras"
-    assert not (run.path / "checkpoint-0001.keras").exists()  # superseded files are removed after the commit
+    assert (run.path / "checkpoint-0001.keras").exists()  # the previous epoch's files stay until the next commit
     assert [entry.run_id for entry in store.list_runs()] == [run.run_id]
 
 

@@ -12,6 +12,7 @@ from resnet.config import ConfigError, TrainConfig
 from resnet.hardware import resolve_precision
 from resnet.jobs import JobAlreadyRunning, JobManager
 from resnet.runs import RunError, RunStore
+from resnet.schedule import Segment
 from resnet.trainer import prepare_training, train_prepared
 
 # Small enough for seconds per epoch on two CPU cores.
@@ -35,7 +36,7 @@ def test_two_epochs_of_resnet50_lower_the_training_loss(cache_dir):
     history = run.history
     assert history["epoch"].tolist() == [1, 2]
     assert history["train_loss"][1] < history["train_loss"][0]
-    assert run.status == "complete" and run.state["precision"] == resolve_precision("auto")
+    assert run.status == "complete" and run.state.precision == resolve_precision("auto")
     assert all(history["images_per_second"] > 0)
     assert history["cumulative_seconds"].tolist() == pytest.approx(history["epoch_seconds"].cumsum().tolist())
 
@@ -63,7 +64,17 @@ def test_history_checkpoint_and_predictions_exist_after_each_epoch(cache_dir):
         "predictions": (200, 10),
     }
     files = sorted(path.name for path in run.path.iterdir() if not path.name.startswith("."))
-    assert files == ["checkpoint-0002.keras", "config.json", "history.csv", "predictions-0002.npz", "state.json"]
+    # Epoch 1's files stay until the next commit: a reader that read the state before epoch 2 was
+    # committed still finds them.
+    assert files == [
+        "checkpoint-0001.keras",
+        "checkpoint-0002.keras",
+        "config.json",
+        "history.csv",
+        "predictions-0001.npz",
+        "predictions-0002.npz",
+        "state.json",
+    ]
     predictions = store.load_predictions(run)
     assert np.allclose(predictions["probabilities"].astype(np.float32).sum(axis=1), 1.0, atol=0.02)
     accuracy = (predictions["probabilities"].argmax(axis=1) == predictions["labels"]).mean()
@@ -88,7 +99,7 @@ def test_stop_during_epoch_two_keeps_epoch_one_and_extending_continues(cache_dir
     run = store.load(run_id)
     assert run.status == "stopped" and run.epochs_done == 1
     assert run.history["epoch"].tolist() == [1]
-    assert "epochs 1-1 kept, the partial epoch 2 was discarded" in run.state["message"]
+    assert "epochs 1-1 kept, the partial epoch 2 was discarded" in run.message
     assert run.checkpoint_path.name == "checkpoint-0001.keras"
 
     # Asking for the same configuration again continues this run from its checkpoint.
@@ -115,7 +126,7 @@ def test_extending_a_finished_run_trains_only_the_new_epochs(cache_dir):
     assert extended.run_id == first.run_id
     assert extended.history.iloc[0].to_dict() == pytest.approx(first_row, rel=1e-5)
     assert extended.history["epoch"].tolist() == [1, 2]
-    assert extended.state["segments"] == [{"start_epoch": 1, "end_epoch": 1}, {"start_epoch": 2, "end_epoch": 2}]
+    assert extended.state.segments == (Segment(1, 1), Segment(2, 2))
     with pytest.raises(ConfigError, match="only epochs can change"):
         prepare_training(TINY.replace(epochs=3, batch_size=32), store=store, run_id=first.run_id)
 

@@ -8,7 +8,10 @@ time (training + evaluation + saving). An epoch of a new configuration is estima
 where speed is the median training speed of earlier runs with the same depth, batch size, precision
 and device (epochs after the first, which also pays for building the graph, when there are any),
 evaluation is taken as three times faster per image than training (a forward pass only), and the
-fixed overhead (saving the checkpoint) is what those epochs took beyond both.
+fixed overhead (saving the checkpoint and predictions) is what those epochs took beyond both.
+
+``run_eta_seconds`` adds up what is left of a running job: the rest of its current epoch's training
+pass, and the remaining epochs at the mean time of the run's last three.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
-from resnet.analysis import format_duration
 from resnet.config import TrainConfig
 from resnet.runs import Run
+from resnet.wording import format_duration, plural
 
 EVAL_SPEEDUP = 3.0  # evaluation images per training image in the same time (forward pass only)
 
@@ -38,27 +42,33 @@ class Estimate:
         prefix = "Rough guess: " if self.guess else "Estimated: "
         return (
             f"{prefix}**{format_duration(self.epoch_seconds)} per epoch**, "
-            f"**{format_duration(self.epoch_seconds * epochs)} for {epochs} epoch{'s' if epochs != 1 else ''}** "
+            f"**{format_duration(self.epoch_seconds * epochs)} for {plural(epochs, 'epoch')}** "
             f"({self.basis})."
         )
 
 
 def _usable(run: Run) -> bool:
-    return run.status != "damaged" and run.config is not None and run.history is not None and not run.history.empty
+    return not run.damaged and run.history is not None and not run.history.empty
 
 
-def _speed_rows(runs: list[Run]):
-    """Per-epoch rows of ``runs``: (images per second, train images, eval images, epoch seconds)."""
-    rows = []
+def _speed_rows(runs: list[Run]) -> pd.DataFrame:
+    """Per-epoch rows of ``runs``: images per second, train images, eval images, epoch seconds."""
+    frames = []
     for run in runs:
-        train_images = run.state.get("train_images") or run.config.train_subset
-        eval_images = run.state.get("eval_images") or run.config.eval_subset
         history = run.history
         later = history[history["epoch"] > history["epoch"].min()] if len(history) > 1 else history
-        for _, row in later.iterrows():
-            if row["images_per_second"] > 0:
-                rows.append((row["images_per_second"], train_images, eval_images, row["epoch_seconds"]))
-    return rows
+        later = later[later["images_per_second"] > 0]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "speed": later["images_per_second"].to_numpy(float),
+                    "train": run.state.train_images or run.config.train_subset,
+                    "evaluated": run.state.eval_images or run.config.eval_subset,
+                    "seconds": later["epoch_seconds"].to_numpy(float),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def estimate_time(config: TrainConfig, runs: list[Run], *, device: str, precision: str) -> Estimate:
@@ -68,13 +78,13 @@ def estimate_time(config: TrainConfig, runs: list[Run], *, device: str, precisio
         for run in runs
         if _usable(run)
         and run.config.depth == config.depth
-        and run.state.get("device", device) == device
-        and run.state.get("precision", precision) == precision
+        and (run.state.device or device) == device
+        and (run.state.precision or precision) == precision
     ]
     exact = [run for run in candidates if run.config.batch_size == config.batch_size]
     used, guess = (exact, False) if exact else (candidates, True)
     rows = _speed_rows(used)
-    if not rows:
+    if rows.empty:
         return Estimate(
             None,
             None,
@@ -82,12 +92,9 @@ def estimate_time(config: TrainConfig, runs: list[Run], *, device: str, precisio
             f"Time per epoch is unknown until the first epoch of a ResNet-{config.depth} run at batch size "
             f"{config.batch_size} finishes on this machine; earlier runs give an estimate here.",
         )
-    speeds = np.array([row[0] for row in rows], dtype=float)
-    speed = float(np.median(speeds))
-    overheads = [
-        max(0.0, seconds - train / ips - evaluated / (EVAL_SPEEDUP * ips)) for ips, train, evaluated, seconds in rows
-    ]
-    overhead = float(np.median(overheads))
+    speed = float(np.median(rows["speed"]))
+    overheads = rows["seconds"] - rows["train"] / rows["speed"] - rows["evaluated"] / (EVAL_SPEEDUP * rows["speed"])
+    overhead = float(np.median(overheads.clip(lower=0.0)))
     epoch_seconds = config.train_subset / speed + config.eval_subset / (EVAL_SPEEDUP * speed) + overhead
     runs_word = "run" if len(used) == 1 else "runs"
     if guess:
@@ -99,3 +106,13 @@ def estimate_time(config: TrainConfig, runs: list[Run], *, device: str, precisio
     else:
         basis = f"measured {speed:.0f} training images/s in {len(used)} earlier {runs_word} like this"
     return Estimate(epoch_seconds, epoch_seconds * config.epochs, speed, basis, guess)
+
+
+def run_eta_seconds(
+    *, epoch: int, target_epochs: int, epoch_eta: float | None, history: pd.DataFrame | None
+) -> float | None:
+    """Seconds until a running job reaches ``target_epochs``; None before its first epoch is timed."""
+    if history is None or history.empty:
+        return None
+    per_epoch = float(history["epoch_seconds"].tail(3).mean())
+    return (epoch_eta or 0.0) + per_epoch * max(0, target_epochs - epoch)

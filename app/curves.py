@@ -1,0 +1,99 @@
+"""The shown run's learning curves, the diminishing-returns view, and its per-epoch results table."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, state
+from app.params import DEPTH_NAMES
+from resnet.analysis import DEFAULT_THRESHOLD, DEFAULT_WINDOW, MIN_EPOCHS, diminishing_returns
+from resnet.runs import Run
+
+
+def run_label(run: Run) -> str:
+    depth = DEPTH_NAMES.get(run.config.depth, "?") if run.config else "?"
+    best = f", best {run.best_test_accuracy:.1%}" if run.best_test_accuracy is not None else ""
+    return f"{run.run_id} ({depth}, {run.epochs_done} epochs{best}, {run.status})"
+
+
+def curves_ui(run: Run) -> None:
+    st.subheader("Learning curves")
+    st.caption(run_label(run))
+    if run.damaged:
+        st.error(f"Run {run.run_id} is damaged and cannot be shown: {run.problem}")
+        return
+    history = run.history
+    if history is None or history.empty:
+        st.info("No epoch has finished yet: the curves appear after the first epoch.")
+        return
+    left, right = st.columns(2)
+    left.altair_chart(charts.accuracy_chart(history), width="stretch", alt="Train and test accuracy per epoch")
+    right.altair_chart(
+        charts.loss_chart(history, label_smoothing=run.config.label_smoothing),
+        width="stretch",
+        alt="Train and test cross-entropy per epoch",
+    )
+    left, right = st.columns(2)
+    left.altair_chart(charts.epoch_time_chart(history), width="stretch", alt="Seconds per epoch")
+    right.altair_chart(charts.cumulative_time_chart(history), width="stretch", alt="Cumulative training time")
+    returns_ui(history)
+    results_table_ui(run)
+
+
+def returns_ui(history: pd.DataFrame) -> float:
+    """Accuracy against time with the diminishing-returns point; returns the threshold (accuracy per epoch)."""
+    st.subheader("When do more epochs stop paying?")
+    points = st.number_input(
+        f"Diminishing returns below (points of test accuracy per {DEFAULT_WINDOW} epochs)",
+        min_value=0.01,
+        max_value=20.0,
+        width=460,
+        value=round(100 * DEFAULT_THRESHOLD * DEFAULT_WINDOW, 2),
+        step=0.05,
+        key=state.RETURNS_THRESHOLD,
+        help=f"The point is the first epoch after which the smoothed test accuracy rose by less than this over the "
+        f"preceding {DEFAULT_WINDOW} epochs (runs shorter than {2 * DEFAULT_WINDOW} epochs use a third of their "
+        "length as the window).",
+    )
+    threshold = points / 100 / DEFAULT_WINDOW
+    point = diminishing_returns(
+        history["epoch"], history["test_accuracy"], history["cumulative_seconds"], threshold=threshold
+    )
+    st.altair_chart(charts.returns_chart(history, point), width="stretch", alt="Test accuracy against training time")
+    if point is not None:
+        st.markdown(point.sentence())
+    elif len(history) < MIN_EPOCHS:
+        st.caption(f"The diminishing-returns point needs at least {MIN_EPOCHS} epochs.")
+    else:
+        st.caption(f"Test accuracy is still rising faster than {points:g} points per {DEFAULT_WINDOW} epochs.")
+    return threshold
+
+
+def results_frame(history: pd.DataFrame) -> pd.DataFrame:
+    return history[["epoch", "train_accuracy", "test_accuracy", "epoch_seconds", "cumulative_seconds"]].reset_index(
+        drop=True
+    )
+
+
+def results_table_ui(run: Run) -> None:
+    st.subheader("Results per epoch")
+    st.dataframe(
+        results_frame(run.history),
+        hide_index=True,
+        column_config={
+            "epoch": st.column_config.NumberColumn("Epoch"),
+            "train_accuracy": st.column_config.NumberColumn("Train accuracy", format="percent"),
+            "test_accuracy": st.column_config.NumberColumn("Test accuracy", format="percent"),
+            "epoch_seconds": st.column_config.NumberColumn("Seconds", format="%.1f"),
+            "cumulative_seconds": st.column_config.NumberColumn("Total seconds", format="%.1f"),
+        },
+    )
+    st.download_button(
+        "Download results (CSV)",
+        data=run.history.to_csv(index=False),
+        file_name=f"{run.run_id}-history.csv",
+        mime="text/csv",
+        key="results_csv",
+        on_click="ignore",
+    )

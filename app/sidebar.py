@@ -1,0 +1,144 @@
+"""The sidebar below the settings: hardware, what Start will do and how long, Start / Stop, and
+training a shown run further.
+
+``controls_ui`` returns the button pressed as an ``actions.Action``; what it does is decided in
+``app.actions`` and, for what gets trained, in the engine's plan (``resnet.plan``), whose words the
+captions here show.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import state
+from app.actions import Action
+from app.params import key
+from resnet.config import LIMITS, TrainConfig
+from resnet.estimate import Estimate
+from resnet.jobs import JobManager, JobSnapshot
+from resnet.plan import PlanKind, TrainingPlan
+from resnet.runs import Run, RunError, RunStatus
+from resnet.schedule import continues_a_cycle
+
+QUICK_TRY = {"epochs": 3, "batch_size": 64, "train_subset": 1000, "eval_subset": 1000, "depth": 18}
+EXTEND_STEP = 10  # a finished run's default extension, in epochs
+
+
+def hardware_ui(device: str, gpu: bool) -> None:
+    where = ":green[GPU in use]" if gpu else ":orange[no GPU found: training runs on the CPU]"
+    st.sidebar.markdown(f"**Hardware:** {device}  \n{where}")
+
+
+def _use_quick_settings() -> None:
+    for field, value in QUICK_TRY.items():
+        st.session_state[key(field)] = value
+
+
+def _plan_caption(plan: TrainingPlan | None, estimate: Estimate | None, precision: str) -> None:
+    sidebar = st.sidebar
+    if plan is None:
+        return
+    sidebar.caption(plan.summary())
+    if estimate is not None and plan.trains:
+        sidebar.markdown(estimate.text(plan.epochs_to_train))
+    sidebar.caption(f"Precision on this machine: {precision}.")
+
+
+def controls_ui(
+    manager: JobManager,
+    config: TrainConfig | None,
+    config_error: str | None,
+    runs: list[Run],
+    estimate: Estimate | None,
+    precision: str,
+    snapshot: JobSnapshot,
+    shown: Run | None,
+) -> Action | None:
+    """Plan, estimate, Start / Stop and 'train further' in the sidebar; returns the button pressed."""
+    sidebar = st.sidebar
+    if config_error:
+        sidebar.error(f"These settings cannot be trained: {config_error}")
+    resume = sidebar.checkbox(
+        "Continue a run with the same settings",
+        value=True,
+        key=state.RESUME,
+        help="If a run with these settings (everything but epochs) exists, Start trains it on to the chosen "
+        "number of epochs instead of starting over. Turn off to start a fresh run.",
+    )
+    plan = manager.plan(config, resume=resume, runs=runs) if config is not None else None
+    _plan_caption(plan, estimate, precision)
+    left, right = sidebar.columns(2)
+    start = left.button(
+        "Start", key="start", type="primary", disabled=config is None, width="stretch", help="Train these settings."
+    )
+    stop = right.button(
+        "Stop",
+        key="stop",
+        disabled=not snapshot.active,
+        width="stretch",
+        help="Stop after the current batch; completed epochs are kept.",
+    )
+    if shown is None:  # no runs yet
+        sidebar.button(
+            "Use quick-try settings",
+            key="quick_try",
+            on_click=_use_quick_settings,
+            help="ResNet-18, 1,000 training and 1,000 test images, batch 64, 3 epochs: a few minutes on a CPU.",
+        )
+    further = train_further_ui(manager, snapshot, shown)
+    if start:
+        return Action("start", resume=resume)
+    if stop:
+        return Action("stop")
+    return further
+
+
+def _further_default(run: Run) -> int:
+    """An unfinished run's default is the end of its cycle; a finished one's is ``EXTEND_STEP`` more."""
+    high = LIMITS["epochs"][1]
+    if run.status is not RunStatus.COMPLETE and run.target_epochs > run.epochs_done:
+        return min(high, run.target_epochs)
+    return min(high, run.epochs_done + EXTEND_STEP)
+
+
+def _further_help(run: Run) -> str:
+    if continues_a_cycle(run.state.segments, epochs_done=run.epochs_done):
+        return (
+            f"This run is {run.status} inside its learning-rate cycle (planned to end at epoch {run.target_epochs}). "
+            "Training it further continues that cycle, stretched or shortened to end at the epochs you choose; "
+            "its completed epochs are kept."
+        )
+    return (
+        "This run finished its learning-rate cycle. Training it further adds a new cycle over just the added "
+        "epochs (a warm restart: the rate rises again and decays to the new end); its completed epochs are kept."
+    )
+
+
+def train_further_ui(manager: JobManager, snapshot: JobSnapshot, shown: Run | None) -> Action | None:
+    """'Train a run further': the shown run to a new total of epochs, with what that does to its schedule."""
+    sidebar = st.sidebar
+    sidebar.divider()
+    sidebar.markdown("**Train a run further**")
+    busy = snapshot.active and shown is not None and snapshot.run_id == shown.run_id
+    if shown is None or shown.damaged or not shown.epochs_done or busy:
+        sidebar.caption("Show a run with completed epochs (Runs tab) to train it further.")
+        return None
+    high = LIMITS["epochs"][1]
+    epochs = sidebar.number_input(
+        f"Train {shown.run_id} to (epochs in total)",
+        min_value=min(shown.epochs_done + 1, high),
+        max_value=high,
+        value=_further_default(shown),
+        step=1,
+        key=f"extend_to_{shown.run_id}",
+        help=_further_help(shown),
+    )
+    try:
+        plan = manager.plan(shown.config.replace(epochs=int(epochs)), run_id=shown.run_id)
+    except RunError as error:
+        sidebar.caption(str(error))
+        return None
+    sidebar.caption(plan.summary())
+    label = "Continue" if plan.kind is PlanKind.CONTINUE else "Extend"
+    pressed = sidebar.button(label, key="extend", disabled=not plan.trains, help=_further_help(shown), width="stretch")
+    return Action("extend", epochs=int(epochs)) if pressed else None

@@ -1,0 +1,46 @@
+"""Every key this app keeps in ``st.session_state``, and which run a session is shown.
+
+One place for the names, so that a widget, a callback and a view that share a value cannot spell it
+differently. Widget keys of the settings are ``app.params.key(field)``.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from resnet.jobs import JobSnapshot
+from resnet.runs import Run
+
+SHOWN_RUN = "shown_run"  # the run this session chose to look at
+FLASH = "flash"  # an actions.Outcome to show on the next run (set by buttons and callbacks)
+CONFIRM_DELETE = "confirm_delete"  # the run whose deletion awaits confirmation
+RESUME = "resume"  # the "Continue a run with the same settings" checkbox
+RETURNS_THRESHOLD = "returns_threshold"  # points of test accuracy per window for diminishing returns
+PAIR_TRUE = "pair_true"  # the confused pair's true class (selectbox)
+PAIR_PREDICTED = "pair_predicted"  # ... and its predicted class
+PICKED_CELL = "_picked_cell"  # the confusion-matrix cell last clicked, (true, predicted)
+
+
+def pick_shown_run(runs: list[Run], active_run_id: str | None) -> Run | None:
+    """The run to show: the one this session chose, else the running one, else the newest readable one."""
+    by_id = {run.run_id: run for run in runs}
+    chosen = st.session_state.get(SHOWN_RUN)
+    if chosen in by_id:
+        return by_id[chosen]
+    if active_run_id in by_id:
+        return by_id[active_run_id]
+    readable = [run for run in runs if not run.damaged]
+    return (readable or runs or [None])[0]
+
+
+def active_run_id(snapshot: JobSnapshot) -> str | None:
+    return snapshot.run_id if snapshot.active else None
+
+
+def show_run(run_id: str) -> None:
+    st.session_state[SHOWN_RUN] = run_id
+
+
+def forget_shown_run(run_id: str) -> None:
+    if st.session_state.get(SHOWN_RUN) == run_id:
+        st.session_state.pop(SHOWN_RUN)

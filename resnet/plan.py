@@ -1,0 +1,155 @@
+"""What pressing Start (or Extend, or ``python -m resnet train``) will do: the one place that decides it.
+
+``plan_training(store, config, run_id=None, resume=True)`` answers, without training anything:
+
+- whether a new run starts or an existing one is continued (the newest run with the same settings,
+  everything but epochs, when ``resume``; the named run when ``run_id`` is given);
+- which epochs it trains, and what happens to the learning-rate schedule (an unfinished cycle goes on,
+  stretched to the new target; a finished run gets a new cycle over the added epochs, a warm restart);
+- or why nothing can be trained (the run already has those epochs, is being trained elsewhere, is
+  damaged, or was trained with other settings).
+
+The trainer follows the plan; the sidebar's caption, the Start and Extend messages and the CLI print
+its ``summary()``, so what the page says and what the trainer does cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from resnet.config import ConfigError, TrainConfig
+from resnet.runs import Run, RunError, RunStatus, RunStore
+from resnet.schedule import Segment, continues_a_cycle, plan_segments
+from resnet.wording import plural
+
+
+class PlanKind(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the README promises 3.10)
+    NEW = "new"  # a new run, epochs 1..target
+    CONTINUE = "continue"  # an unfinished run goes on within its learning-rate cycle
+    EXTEND = "extend"  # a finished run trains more epochs with a new cycle (warm restart)
+    UP_TO_DATE = "up_to_date"  # the run already has the epochs asked for: nothing to train
+    BUSY = "busy"  # another process trains the run
+    DAMAGED = "damaged"  # the run's files cannot be read
+    OTHER_SETTINGS = "other_settings"  # the named run was trained with other settings
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TRAINS = (PlanKind.NEW, PlanKind.CONTINUE, PlanKind.EXTEND)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    kind: PlanKind
+    config: TrainConfig  # the settings to train, ``epochs`` = the target
+    run: Run | None = None  # the run to continue (None for a new run)
+    segments: tuple[Segment, ...] = ()  # the learning-rate segments once the target is set
+
+    @property
+    def trains(self) -> bool:
+        return self.kind in TRAINS
+
+    @property
+    def epochs_done(self) -> int:
+        return self.run.epochs_done if self.run is not None else 0
+
+    @property
+    def first_epoch(self) -> int:
+        return self.epochs_done + 1
+
+    @property
+    def target_epochs(self) -> int:
+        return self.config.epochs
+
+    @property
+    def epochs_to_train(self) -> int:
+        return max(0, self.target_epochs - self.epochs_done) if self.trains else 0
+
+    def summary(self) -> str:
+        """One sentence: what Start will do, or why it will not train."""
+        run_id = self.run.run_id if self.run is not None else None
+        first, target = self.first_epoch, self.target_epochs
+        if self.kind is PlanKind.NEW:
+            return f"Starts a new run: epochs 1-{target}."
+        if self.kind is PlanKind.CONTINUE and not self.epochs_done:
+            return f"Trains run {run_id} (created, no epoch done yet): epochs 1-{target}."
+        if self.kind is PlanKind.CONTINUE:
+            return (
+                f"Continues run {run_id} ({plural(self.epochs_done, 'epoch')} done) with epochs {first}-{target}; "
+                f"its unfinished learning-rate cycle goes on, ending at epoch {target}."
+            )
+        if self.kind is PlanKind.EXTEND:
+            return (
+                f"Extends run {run_id} from {plural(self.epochs_done, 'epoch')} to {target}, with a new "
+                f"learning-rate cycle over epochs {first}-{target} (a warm restart)."
+            )
+        return str(self.error())
+
+    def started_text(self, run_id: str) -> str:
+        """What a Start or Extend that follows this plan is doing (``run_id``: the run it trains)."""
+        first, target = self.first_epoch, self.target_epochs
+        if self.kind is PlanKind.CONTINUE:
+            return f"Continuing run {run_id} from epoch {first} to {target}; its learning-rate cycle goes on."
+        if self.kind is PlanKind.EXTEND:
+            return (
+                f"Extending run {run_id} from {self.epochs_done} to {target} epochs, with a new learning-rate cycle "
+                f"over epochs {first}-{target} (a warm restart)."
+            )
+        return f"Started run {run_id}: {plural(target, 'epoch')}."
+
+    def error(self) -> Exception | None:
+        """The error that training this plan raises (RunError or ConfigError), None if it trains."""
+        run = self.run
+        if self.kind is PlanKind.UP_TO_DATE:
+            return RunError(
+                f"run {run.run_id} already has {plural(run.epochs_done, 'epoch')} (asked for {self.target_epochs}); "
+                "ask for more epochs to extend it, or start a new run"
+            )
+        if self.kind is PlanKind.BUSY:
+            return RunError(f"run {run.run_id} is being trained by another process (pid {run.state.pid})")
+        if self.kind is PlanKind.DAMAGED:
+            return RunError(f"run {run.run_id} is damaged ({run.problem}); delete it or start a new run")
+        if self.kind is PlanKind.OTHER_SETTINGS:
+            return ConfigError(
+                f"run {run.run_id} was trained with other settings; only epochs can change when continuing it"
+            )
+        return None
+
+
+def plan_training(
+    store: RunStore,
+    config: TrainConfig,
+    *,
+    run_id: str | None = None,
+    resume: bool = True,
+    runs: list[Run] | None = None,
+) -> TrainingPlan:
+    """What training ``config`` would do (see the module docstring); reads the store, writes nothing.
+
+    ``runs`` is a listing of the store the caller already has (the app lists runs once per rerun).
+    RunError if ``run_id`` names no run.
+    """
+    config.validate()
+    if run_id is not None:
+        run = store.load(run_id)
+        if run.damaged:
+            return TrainingPlan(PlanKind.DAMAGED, config, run)
+        if run.config.fingerprint() != config.fingerprint():
+            return TrainingPlan(PlanKind.OTHER_SETTINGS, config, run)
+    elif resume:
+        run = store.latest_with_fingerprint(config.fingerprint(), runs)
+    else:
+        run = None
+    if run is None:
+        return TrainingPlan(PlanKind.NEW, config, None, (Segment(1, config.epochs),))
+    if run.status is RunStatus.RUNNING:
+        return TrainingPlan(PlanKind.BUSY, config, run)
+    if run.epochs_done >= config.epochs:
+        return TrainingPlan(PlanKind.UP_TO_DATE, config, run)
+    segments = tuple(plan_segments(run.state.segments, epochs_done=run.epochs_done, target_epochs=config.epochs))
+    unfinished = not run.epochs_done or continues_a_cycle(run.state.segments, epochs_done=run.epochs_done)
+    return TrainingPlan(
+        PlanKind.CONTINUE if unfinished else PlanKind.EXTEND, run.config.replace(epochs=config.epochs), run, segments
+    )
