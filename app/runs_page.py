@@ -80,9 +80,16 @@ def _checkpoint_download(manager: JobManager, run: Run):
 
 
 def runs_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
+    """The Runs tab: the table of every run, overlaid curves, and one run's buttons."""
     if not runs:
         st.info(f"No runs in {manager.cache_root} yet. Runs trained here or with `python -m resnet train` appear here.")
         return
+    runs_table_ui(runs)
+    compare_ui(runs, shown)
+    manage_ui(manager, runs, shown)
+
+
+def runs_table_ui(runs: list[Run]) -> None:
     st.dataframe(
         runs_frame(runs),
         hide_index=True,
@@ -100,21 +107,27 @@ def runs_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
             "delete them or repair their files. Everything else works."
         )
 
-    readable = [run for run in runs if not run.damaged and run.history is not None and not run.history.empty]
-    if readable:
-        st.subheader("Compare runs")
-        ids = [run.run_id for run in readable]
-        default = [shown.run_id] if shown is not None and shown.run_id in ids else ids[:1]
-        chosen = st.multiselect(
-            "Runs to overlay", ids, default=default, key="overlay_runs", help="Test accuracy per epoch of each run."
-        )
-        if chosen:
-            st.altair_chart(
-                charts.overlay_chart(overlay_frame([run for run in readable if run.run_id in chosen])),
-                width="stretch",
-                alt="Test accuracy of the selected runs",
-            )
 
+def compare_ui(runs: list[Run], shown: Run | None) -> None:
+    readable = [run for run in runs if not run.damaged and run.history is not None and not run.history.empty]
+    if not readable:
+        return
+    st.subheader("Compare runs")
+    ids = [run.run_id for run in readable]
+    default = [shown.run_id] if shown is not None and shown.run_id in ids else ids[:1]
+    chosen = st.multiselect(
+        "Runs to overlay", ids, default=default, key="overlay_runs", help="Test accuracy per epoch of each run."
+    )
+    if chosen:
+        st.altair_chart(
+            charts.overlay_chart(overlay_frame([run for run in readable if run.run_id in chosen])),
+            width="stretch",
+            alt="Test accuracy of the selected runs",
+        )
+
+
+def manage_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
+    """Show, download or delete one run."""
     st.subheader("Manage a run")
     by_id = {run.run_id: run for run in runs}
     ids = list(by_id)
@@ -131,7 +144,6 @@ def runs_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
         disabled=shown is not None and shown.run_id == run_id,
     )
     checkpoint = _checkpoint_download(manager, run)
-    has_checkpoint = checkpoint is not None
     columns[1].download_button(
         "Download model (.keras)",
         data=checkpoint or b"",
@@ -139,14 +151,14 @@ def runs_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
         mime="application/octet-stream",
         key="download_model",
         on_click="ignore",
-        disabled=not has_checkpoint,
+        disabled=checkpoint is None,
         width="stretch",
         help="The checkpoint of the last completed epoch (model and optimizer state).",
     )
     has_history = run.history is not None and not run.history.empty
     columns[2].download_button(
         "Download history (CSV)",
-        data=run.history.to_csv(index=False) if has_history else "",
+        data=(lambda: run.history.to_csv(index=False)) if has_history else "",
         file_name=f"{run_id}-history.csv",
         mime="text/csv",
         key="download_history",

@@ -51,24 +51,21 @@ def _usable(run: Run) -> bool:
     return not run.damaged and run.history is not None and not run.history.empty
 
 
-def _speed_rows(runs: list[Run]) -> pd.DataFrame:
-    """Per-epoch rows of ``runs``: images per second, train images, eval images, epoch seconds."""
-    frames = []
+def _speed_rows(runs: list[Run]) -> dict[str, np.ndarray]:
+    """Per-epoch arrays over ``runs``: speed (images/s), train images, eval images, epoch seconds."""
+    speed, train, evaluated, seconds = [], [], [], []
     for run in runs:
         history = run.history
-        later = history[history["epoch"] > history["epoch"].min()] if len(history) > 1 else history
-        later = later[later["images_per_second"] > 0]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "speed": later["images_per_second"].to_numpy(float),
-                    "train": run.state.train_images or run.config.train_subset,
-                    "evaluated": run.state.eval_images or run.config.eval_subset,
-                    "seconds": later["epoch_seconds"].to_numpy(float),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        epochs = history["epoch"].to_numpy()
+        keep = history["images_per_second"].to_numpy(float) > 0
+        if len(epochs) > 1:
+            keep &= epochs > epochs.min()  # the first epoch also builds the graph
+        speed.append(history["images_per_second"].to_numpy(float)[keep])
+        seconds.append(history["epoch_seconds"].to_numpy(float)[keep])
+        train.append(np.full(int(keep.sum()), run.state.train_images or run.config.train_subset, dtype=float))
+        evaluated.append(np.full(int(keep.sum()), run.state.eval_images or run.config.eval_subset, dtype=float))
+    columns = {"speed": speed, "train": train, "evaluated": evaluated, "seconds": seconds}
+    return {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in columns.items()}
 
 
 def estimate_time(config: TrainConfig, runs: list[Run], *, device: str, precision: str) -> Estimate:
@@ -84,7 +81,7 @@ def estimate_time(config: TrainConfig, runs: list[Run], *, device: str, precisio
     exact = [run for run in candidates if run.config.batch_size == config.batch_size]
     used, guess = (exact, False) if exact else (candidates, True)
     rows = _speed_rows(used)
-    if rows.empty:
+    if not len(rows["speed"]):
         return Estimate(
             None,
             None,
@@ -94,7 +91,7 @@ def estimate_time(config: TrainConfig, runs: list[Run], *, device: str, precisio
         )
     speed = float(np.median(rows["speed"]))
     overheads = rows["seconds"] - rows["train"] / rows["speed"] - rows["evaluated"] / (EVAL_SPEEDUP * rows["speed"])
-    overhead = float(np.median(overheads.clip(lower=0.0)))
+    overhead = float(np.median(np.clip(overheads, 0.0, None)))
     epoch_seconds = config.train_subset / speed + config.eval_subset / (EVAL_SPEEDUP * speed) + overhead
     runs_word = "run" if len(used) == 1 else "runs"
     if guess:

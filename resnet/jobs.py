@@ -28,19 +28,18 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 from resnet.config import TrainConfig
 from resnet.plan import TrainingPlan, plan_training
 from resnet.runs import Run, RunError, RunStatus, RunStore
 from resnet.trainer import EpochProgress, Phase, PreparedTraining, prepare_training, train_prepared
-from resnet.wording import failed_message
+from resnet.wording import TextEnum, failed_message
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class JobState(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the README promises 3.10)
+class JobState(TextEnum):
     IDLE = "idle"
     STARTING = "starting"  # preparing: loading the dataset, planning, creating the run folder
     RUNNING = "running"
@@ -48,9 +47,6 @@ class JobState(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the README
     COMPLETE = "complete"
     STOPPED = "stopped"
     FAILED = "failed"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 ACTIVE_STATES = (JobState.STARTING, JobState.RUNNING, JobState.STOPPING)

@@ -16,15 +16,14 @@ its ``summary()``, so what the page says and what the trainer does cannot disagr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 
 from resnet.config import ConfigError, TrainConfig
 from resnet.runs import Run, RunError, RunStatus, RunStore
 from resnet.schedule import Segment, continues_a_cycle, plan_segments
-from resnet.wording import plural
+from resnet.wording import TextEnum, plural
 
 
-class PlanKind(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the README promises 3.10)
+class PlanKind(TextEnum):
     NEW = "new"  # a new run, epochs 1..target
     CONTINUE = "continue"  # an unfinished run goes on within its learning-rate cycle
     EXTEND = "extend"  # a finished run trains more epochs with a new cycle (warm restart)
@@ -32,9 +31,6 @@ class PlanKind(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the README
     BUSY = "busy"  # another process trains the run
     DAMAGED = "damaged"  # the run's files cannot be read
     OTHER_SETTINGS = "other_settings"  # the named run was trained with other settings
-
-    def __str__(self) -> str:
-        return self.value
 
 
 TRAINS = (PlanKind.NEW, PlanKind.CONTINUE, PlanKind.EXTEND)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -185,7 +186,8 @@ def _optional(values: dict, key: str, kind: type):
 
 def _time(values: dict, key: str) -> float:
     value = values.get(key, 0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    # Compared, not converted: float() of a huge JSON integer (10**400) raises OverflowError; NaN fails too.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= sys.float_info.max:
         raise DamagedRun(f"state.json has an invalid {key} time {value!r}")
     return float(value)
 
@@ -235,7 +237,7 @@ def read_history(path: Path, epochs_done: int) -> pd.DataFrame:
     history = history.iloc[:epochs_done].copy()
     try:
         history = history.astype(float)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OverflowError) as error:  # OverflowError: an integer too large for a float
         raise DamagedRun(f"history.csv has a value that is not a number ({error})") from error
     required = [column for column in HISTORY_COLUMNS if column not in OPTIONAL_HISTORY_COLUMNS]
     finite = history[required].apply(lambda column: column.map(math.isfinite)).all().all()

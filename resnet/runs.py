@@ -183,13 +183,13 @@ class Run:
     def best_test_accuracy(self) -> float | None:
         if self.history is None or self.history.empty:
             return None
-        return float(self.history["test_accuracy"].max())
+        return float(self.history["test_accuracy"].to_numpy().max())
 
     @property
     def total_seconds(self) -> float:
         if self.history is None or self.history.empty:
             return 0.0
-        return float(self.history["cumulative_seconds"].iloc[-1])
+        return float(self.history["cumulative_seconds"].to_numpy()[-1])
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -201,7 +201,7 @@ class Run:
 
     def summary(self) -> dict:
         """One row of the runs table."""
-        config = self.config.to_dict() if self.config else {}
+        config = vars(self.config) if self.config else {}  # vars(): asdict() deep-copies, slowly
         state = self.state
         return {
             "run_id": self.run_id,
@@ -370,7 +370,8 @@ class RunStore:
 
     @staticmethod
     def _try_lock(folder: Path):
-        lock = open(folder / ".lock", "a")
+        # O_NOFOLLOW: a .lock that is a link (a copied or edited cache) is never followed out of the run folder.
+        lock = os.fdopen(os.open(folder / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666), "a")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -393,8 +394,8 @@ class RunStore:
             with self._parsed_lock:
                 self._parsed[run_id] = cached
         _, config, state, history, problem = cached
-        run = Run(run_id=run_id, path=path, config=config, state=state, problem=problem)
-        run.history = history.copy() if history is not None else None
+        # The history frame is shared with the cache: treat it as read-only (a commit replaces it).
+        run = Run(run_id=run_id, path=path, config=config, state=state, history=history, problem=problem)
         if problem is not None:
             run.status = RunStatus.DAMAGED
         elif state.status is RunStatus.RUNNING and not pid_alive(state.pid, state.host, run_id):
@@ -435,9 +436,14 @@ class RunStore:
             raise RunError(f"run {run.run_id} has no predictions yet")
         try:
             with np.load(path, allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
-            raise DamagedRun(f"run {run.run_id}: {path.name} is unreadable ({error})") from error
+                arrays = {key: archive[key] for key in archive.files}
+        except Exception as error:  # a damaged zip or .npy raises many types (EOFError, NotImplementedError...)
+            reason = str(error) or type(error).__name__  # EOFError says nothing
+            raise DamagedRun(f"run {run.run_id}: {path.name} is unreadable ({reason})") from error
+        missing = {"probabilities", "indices", "labels", "epoch"} - set(arrays)
+        if missing:
+            raise DamagedRun(f"run {run.run_id}: {path.name} lacks {', '.join(sorted(missing))}")
+        return arrays
 
     def load_model(self, run: Run):
         """The committed checkpoint as a compiled Keras model (``safe_mode=True``: no code runs)."""

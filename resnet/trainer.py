@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 
 import keras
 import numpy as np
@@ -40,19 +39,16 @@ from resnet.hardware import detect_hardware, resolve_precision
 from resnet.plan import TrainingPlan, plan_training
 from resnet.runs import ACTIVE_RUNS, Run, RunStatus, RunStore
 from resnet.schedule import SegmentSchedule
-from resnet.wording import complete_message, diverged_message, failed_message, stopped_message
+from resnet.wording import TextEnum, complete_message, diverged_message, failed_message, stopped_message
 
 EVAL_BATCH_SIZE = 500
 
 
-class Phase(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the README promises 3.10)
+class Phase(TextEnum):
     BUILDING = "building"
     TRAINING = "training"
     EVALUATING = "evaluating"
     SAVING = "saving"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass

@@ -6,6 +6,15 @@ the app), so they cannot drift apart.
 
 from __future__ import annotations
 
+from enum import Enum
+
+
+class TextEnum(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the README promises 3.10)
+    """An enum whose members are their text: equal to it, JSON-encoded and printed as it."""
+
+    def __str__(self) -> str:
+        return self.value
+
 
 def plural(count: int, noun: str) -> str:
     """``1 epoch``, ``3 epochs``."""

@@ -152,3 +152,17 @@ def test_show_and_delete_unknown_runs(cache_dir):
     assert "no run 'nope'" in run_cli("show", "nope", cache_dir=cache_dir).stderr
     result = run_cli("delete", "../etc", cache_dir=cache_dir)
     assert result.returncode == 2 and "invalid run id" in result.stderr
+
+
+def test_show_prints_the_runs_current_target_after_an_extension(cache_dir, capsys):
+    from test_runs import make_run
+
+    from resnet.__main__ import main
+    from resnet.runs import RunStore
+
+    store = RunStore(cache_dir)
+    run = make_run(store, epochs_done=2)  # planned for 3 epochs (config.json says epochs=3)
+    store.update_state(run, target_epochs=8)  # then extended to 8
+    assert main(["--cache-dir", str(cache_dir), "show", run.run_id]) == 0
+    shown = capsys.readouterr().out
+    assert " epochs=8 " in shown and "epochs=3" not in shown

@@ -160,3 +160,32 @@ def test_stray_or_malformed_lines_from_the_child_are_ignored():
         {"phase": "training", "epoch": 1, "target_epochs": 2, "batch": 3},
     )
     assert _parse_line('{"event": "finished", "status": "complete", "message": "trained 1 epoch"}')[0] == "finished"
+
+
+def test_a_start_while_one_is_prepared_and_a_delete_while_it_trains_are_refused(cache_dir):
+    import threading
+
+    import pytest
+
+    from resnet.jobs import JobAlreadyRunning, JobState
+    from resnet.runs import RunError
+
+    manager = JobManager(RunStore(cache_dir))
+    config = TrainConfig(epochs=1, batch_size=64, train_subset=256, eval_subset=200, depth=18)
+    starter = threading.Thread(target=manager.start, args=(config,))
+    starter.start()  # loading the dataset takes a moment: the job is 'starting' meanwhile
+    deadline = time.monotonic() + 30
+    while manager.snapshot().state is not JobState.STARTING and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert manager.snapshot().state is JobState.STARTING, manager.snapshot()
+    with pytest.raises(JobAlreadyRunning) as refused:
+        manager.start(config.replace(seed=7))
+    assert "being prepared" in str(refused.value) and "None" not in str(refused.value)
+    starter.join()
+    run_id = manager.snapshot().run_id
+    with pytest.raises(RunError, match="stop it before deleting it"):
+        manager.delete(run_id)
+    assert (cache_dir / run_id).is_dir()
+    assert manager.wait(timeout=600)
+    manager.delete(run_id)  # once it has finished
+    assert not (cache_dir / run_id).exists()

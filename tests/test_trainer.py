@@ -4,6 +4,7 @@ completed epochs, runs extend, and only one training runs at a time."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -39,6 +40,8 @@ def test_two_epochs_of_resnet50_lower_the_training_loss(cache_dir):
     assert run.status == "complete" and run.state.precision == resolve_precision("auto")
     assert all(history["images_per_second"] > 0)
     assert history["cumulative_seconds"].tolist() == pytest.approx(history["epoch_seconds"].cumsum().tolist())
+    # Without label smoothing the optimised loss is the plain cross-entropy, which is also recorded.
+    assert history["train_cross_entropy"].tolist() == pytest.approx(history["train_loss"].tolist(), rel=1e-3)
 
 
 def test_history_checkpoint_and_predictions_exist_after_each_epoch(cache_dir):
@@ -149,3 +152,69 @@ def test_invalid_configs_raise_before_anything_starts(cache_dir):
         manager.start(TrainConfig(batch_size=4))
     assert manager.snapshot().state == "idle"
     assert list(cache_dir.iterdir()) == []
+
+
+class SlowSavingStore(RunStore):
+    """A run store whose checkpoint and predictions take ``SAVE_SECONDS`` longer to write (a slow disk)."""
+
+    SAVE_SECONDS = 2.0
+
+    def write_epoch_files(self, run, epoch, **files):
+        time.sleep(self.SAVE_SECONDS)
+        return super().write_epoch_files(run, epoch, **files)
+
+
+def test_epoch_time_includes_writing_the_checkpoint(cache_dir):
+    store = SlowSavingStore(cache_dir)
+    started = time.perf_counter()
+    run = train_prepared(prepare_training(TINY.replace(epochs=2), store=store))
+    waited = time.perf_counter() - started
+    history = run.history
+    training_seconds = run.state.train_images / history["images_per_second"]
+    assert (history["epoch_seconds"] - training_seconds >= SlowSavingStore.SAVE_SECONDS).all(), history
+    assert history["cumulative_seconds"].iloc[-1] == pytest.approx(history["epoch_seconds"].sum())
+    assert history["cumulative_seconds"].iloc[-1] <= waited  # never more than the user waited
+
+
+def _stop_after_epoch_one(cancel):
+    def report(progress):
+        if progress.epoch == 1 and progress.phase == "saving":
+            cancel.set()  # epoch 1 is committed, epoch 2 never starts
+
+    return report
+
+
+def test_a_resumed_run_trains_exactly_like_an_uninterrupted_one(cache_dir, tmp_path):
+    config = TINY.replace(epochs=3, augment=True)
+    whole_store = RunStore(tmp_path / "whole")
+    whole = whole_store.load(train_prepared(prepare_training(config, store=whole_store)).run_id)  # as written
+
+    store = RunStore(cache_dir)
+    cancel = threading.Event()
+    first = train_prepared(prepare_training(config, store=store), cancel=cancel, report=_stop_after_epoch_one(cancel))
+    assert (first.status, first.epochs_done) == ("stopped", 1)
+    # Resumed in a fresh training process, as the app does (no random state left over from epoch 1).
+    manager = JobManager(store)
+    assert manager.start(config) == first.run_id
+    assert manager.wait(timeout=600) and manager.snapshot().state == "complete", manager.snapshot()
+    resumed = store.load(first.run_id)
+
+    columns = ["epoch", "learning_rate", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+    assert resumed.history["learning_rate"].tolist() == whole.history["learning_rate"].tolist()
+    # The same batches in the same order, augmented the same way: the same losses (to float noise).
+    assert resumed.history[columns].to_numpy() == pytest.approx(whole.history[columns].to_numpy(), rel=1e-4)
+
+
+def test_a_diverged_epoch_fails_the_run_says_what_works_and_keeps_the_completed_epochs(cache_dir):
+    store = RunStore(cache_dir)
+    run = train_prepared(prepare_training(TINY, store=store))
+    model = store.load_model(run)  # poison the weights as a diverged optimiser step would
+    logits = model.get_layer("logits")
+    logits.kernel.assign(np.full(logits.kernel.shape, np.nan, dtype=np.float32))
+    model.save(run.checkpoint_path)
+    with pytest.raises(FloatingPointError, match="training diverged in epoch 2"):
+        train_prepared(prepare_training(TINY.replace(epochs=2), store=store, run_id=run.run_id))
+    failed = store.load(run.run_id)
+    assert (failed.status, failed.epochs_done) == ("failed", 1)
+    assert "start a new run with a lower learning rate" in failed.message and "epochs 1-1 kept" in failed.message
+    assert "continue from the last epoch" not in failed.message
