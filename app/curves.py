@@ -7,8 +7,17 @@ import streamlit as st
 
 from app import charts, state
 from app.params import DEPTH_NAMES
-from resnet.analysis import DEFAULT_THRESHOLD, DEFAULT_WINDOW, MIN_EPOCHS, diminishing_returns
+from resnet.analysis import DEFAULT_THRESHOLD, DEFAULT_WINDOW, MIN_EPOCHS, returns_verdict
 from resnet.runs import Run
+
+RETURNS_HELP = (
+    f"The point is the earliest epoch after which the next {DEFAULT_WINDOW} epochs added less than this, measured "
+    "on a trend fitted to the test-accuracy curve (wide enough to see through the epoch-to-epoch noise of the "
+    "evaluation, and never falling, so a dip and its recovery gain nothing), provided no later stretch of "
+    f"{DEFAULT_WINDOW} epochs clearly beat it. Runs under {MIN_EPOCHS} epochs, runs still gaining, and runs too "
+    f"noisy to tell get no point and say why. Runs shorter than {2 * DEFAULT_WINDOW} epochs use a third of their "
+    "length as the window."
+)
 
 
 def run_label(run: Run) -> str:
@@ -52,21 +61,16 @@ def returns_ui(history: pd.DataFrame) -> float:
         value=round(100 * DEFAULT_THRESHOLD * DEFAULT_WINDOW, 2),
         step=0.05,
         key=state.RETURNS_THRESHOLD,
-        help=f"The point is the first epoch after which the smoothed test accuracy rose by less than this over the "
-        f"preceding {DEFAULT_WINDOW} epochs (runs shorter than {2 * DEFAULT_WINDOW} epochs use a third of their "
-        "length as the window).",
+        help=RETURNS_HELP,
     )
     threshold = points / 100 / DEFAULT_WINDOW
-    point = diminishing_returns(
+    verdict = returns_verdict(
         history["epoch"], history["test_accuracy"], history["cumulative_seconds"], threshold=threshold
     )
-    st.altair_chart(charts.returns_chart(history, point), width="stretch", alt="Test accuracy against training time")
-    if point is not None:
-        st.markdown(point.sentence())
-    elif len(history) < MIN_EPOCHS:
-        st.caption(f"The diminishing-returns point needs at least {MIN_EPOCHS} epochs.")
-    else:
-        st.caption(f"Test accuracy is still rising faster than {points:g} points per {DEFAULT_WINDOW} epochs.")
+    st.altair_chart(
+        charts.returns_chart(history, verdict.point), width="stretch", alt="Test accuracy against training time"
+    )
+    (st.markdown if verdict.point is not None else st.caption)(verdict.sentence())
     return threshold
 
 

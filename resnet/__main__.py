@@ -114,6 +114,8 @@ def command_train(args, store: RunStore) -> int:
         f"run {run_id}: epochs {snapshot.first_epoch}-{snapshot.target_epochs} -> {store.path_for(run_id)}",
         file=sys.stderr,
     )
+    if snapshot.plan is not None:  # what the app's sidebar would say of the same request
+        print(snapshot.plan.started_text(run_id), file=sys.stderr)
 
     interrupts = 0
 

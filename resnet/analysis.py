@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 
 from data.fashion_mnist import CLASS_NAMES, NUM_CLASSES
+from resnet.wording import format_duration
 
 DEFAULT_THRESHOLD = 0.0002  # accuracy per epoch (0.2 points per 10 epochs)
 DEFAULT_WINDOW = 10  # epochs
@@ -158,17 +159,6 @@ class Verdict:
             f"Not yet: the last {self.window} epochs still added {_points(self.last_gain)} points of test "
             f"accuracy{trend}, more than the threshold of {limit}."
         )
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = float(seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def diminishing_returns(

@@ -88,7 +88,7 @@ def test_seed_table_point_is_epoch_60():
     assert result.rest_epochs == 140 and result.rest_gain == pytest.approx(0.0062)
     assert result.next_seconds == pytest.approx(100.0)
     assert result.sentence() == (
-        "After epoch 60, 10 more epochs added 0.08 points of test accuracy for 1.7 min more training, below the "
+        "After epoch 60, 10 more epochs added 0.08 points of test accuracy for 100 s more training, below the "
         "threshold of 0.20 points per 10 epochs; all 140 epochs up to epoch 200 added 0.62 points, no 10 of them "
         "more than 0.20."
     )
