@@ -55,13 +55,13 @@ def _speed_rows(runs: list[Run]) -> dict[str, np.ndarray]:
     """Per-epoch arrays over ``runs``: speed (images/s), train images, eval images, epoch seconds."""
     speed, train, evaluated, seconds = [], [], [], []
     for run in runs:
-        history = run.history
-        epochs = history["epoch"].to_numpy()
-        keep = history["images_per_second"].to_numpy(float) > 0
+        epochs = run.history["epoch"].to_numpy()
+        images_per_second = run.history["images_per_second"].to_numpy(float)
+        keep = images_per_second > 0
         if len(epochs) > 1:
             keep &= epochs > epochs.min()  # the first epoch also builds the graph
-        speed.append(history["images_per_second"].to_numpy(float)[keep])
-        seconds.append(history["epoch_seconds"].to_numpy(float)[keep])
+        speed.append(images_per_second[keep])
+        seconds.append(run.history["epoch_seconds"].to_numpy(float)[keep])
         train.append(np.full(int(keep.sum()), run.state.train_images or run.config.train_subset, dtype=float))
         evaluated.append(np.full(int(keep.sum()), run.state.eval_images or run.config.eval_subset, dtype=float))
     columns = {"speed": speed, "train": train, "evaluated": evaluated, "seconds": seconds}

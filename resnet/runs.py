@@ -507,13 +507,14 @@ def _epoch_files(folder: Path):
 def _file_stamps(folder: Path, state: RunState | None) -> tuple:
     """What changes whenever a run's files do: modification times, sizes and inodes of the folder, its
     records and (with ``state``) the checkpoint and predictions that state names."""
-    paths = [folder, folder / "state.json", folder / "config.json", folder / "history.csv"]
+    names = ["state.json", "config.json", "history.csv"]
     if state is not None:
-        paths += [folder / name for name in (state.checkpoint, state.predictions) if name]
+        names += [name for name in (state.checkpoint, state.predictions) if name]
+    base = str(folder)
     stamps = []
-    for path in paths:
+    for path in [base, *(os.path.join(base, name) for name in names)]:  # plain strings: this runs per rerun
         try:
-            info = path.stat()
+            info = os.stat(path)
             stamps.append((info.st_mtime_ns, info.st_size, info.st_ino))
         except OSError:
             stamps.append(None)

@@ -7,13 +7,13 @@ import argparse
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_config import SketchConfig  # hypothetical new hyperparameters, each declared once
 
 from resnet.__main__ import add_config_flags, build_parser, config_from_flags
-from resnet.config import ConfigError, TrainConfig, check_fields, param
+from resnet.config import ConfigError, TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,20 +72,6 @@ def test_flag_values_are_checked_with_the_configs_words_and_limits(capsys):
     assert "invalid choice: 'lion'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="epochs must be between 1 and 500; got 0"):
         config_from_flags(train_flags("--epochs", "0"))
-
-
-@dataclass(frozen=True)
-class SketchConfig:
-    """Hypothetical new hyperparameters: declared once, they get their flags with no CLI change."""
-
-    dropout: float = param(0.1, limits=(0.0, 0.9), help="Fraction of activations dropped.")
-    width: int = param(64, choices=(32, 64, 128), help="Channels of the first stage.")
-    blocks: int = param(3, limits=(1, 8), flag="stages", help="Residual blocks per stage.")
-    mixup: bool = param(False, help="Mix pairs of training images.")
-
-    def validate(self):
-        check_fields(self)
-        return self
 
 
 def test_a_new_field_declared_once_becomes_a_checked_flag(capsys):

@@ -21,8 +21,7 @@ from resnet.config import (
     parse_bool,
 )
 from resnet.hardware import Hardware, resolve_precision
-from resnet.schedule import learning_rate_at
-from resnet.schedule import Segment, plan_segments
+from resnet.schedule import Segment, learning_rate_at, plan_segments
 
 
 @pytest.mark.parametrize(
@@ -132,6 +131,10 @@ class SketchConfig:
     width: int = param(64, choices=(32, 64, 128), help="Channels of the first stage.")
     blocks: int = param(3, limits=(1, 8), flag="stages", help="Residual blocks per stage.")
     mixup: bool = param(False, help="Mix pairs of training images.")
+
+    def validate(self):
+        check_fields(self)
+        return self
 
 
 def test_a_new_field_declared_once_is_validated_and_coerced():
