@@ -220,24 +220,30 @@ def returns_verdict(
             return Verdict("not_yet", None, below_after=int(grid[start + np.argmax(below[start:])]), **verdict)
         return Verdict("not_yet", None, last_gain=float(gains[last]), smoothing=smoothing, **verdict)
     index = int(candidates[0])
-    seconds_per_epoch = _seconds_per_epoch(epochs, seconds)
+    per_epoch = _seconds_per_epoch(epochs, seconds)
+    point = _point_at(index, grid, trend, gains, allowances, accuracy, per_epoch, dict(verdict, smoothing=smoothing))
+    return Verdict("point", point, smoothing=smoothing, **verdict)
+
+
+def _point_at(index, grid, trend, gains, allowances, accuracy, seconds_per_epoch, verdict) -> DiminishingReturns:
+    """The diminishing-returns point at ``grid[index]``, with what the rest of the run measured after it."""
+    window = verdict["window"]
     later = gains[index + 1 :]
-    point = DiminishingReturns(
+    return DiminishingReturns(
         epoch=int(grid[index]),
         accuracy=float(trend[index]),
         window=window,
-        threshold=threshold,
+        threshold=verdict["threshold"],
         next_gain=float(gains[index]),
         next_seconds=float(seconds_per_epoch * window) if seconds_per_epoch else None,
         rest_epochs=int(len(grid) - 1 - index),
         rest_gain=float(trend[-1] - trend[index]),
         largest_later_gain=float(later.max()) if len(later) else float(gains[index]),
         allowance=float(allowances[index:].max()),
-        smoothing=smoothing,
+        smoothing=verdict["smoothing"],
         final_epoch=int(grid[-1]),
         final_accuracy=float(accuracy[-1]),
     )
-    return Verdict("point", point, smoothing=smoothing, **verdict)
 
 
 def _recorded(epochs, test_accuracy, cumulative_seconds):
