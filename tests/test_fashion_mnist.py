@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import shutil
 import struct
 
@@ -40,11 +39,11 @@ def test_loading_twice_is_served_from_memory(dataset):
 
 
 @pytest.fixture
-def copy_of_dataset(tmp_path):
+def copy_of_dataset(tmp_path, dataset_dir):
     folder = tmp_path / "fashion"
     folder.mkdir()
     for name in FILE_NAMES:
-        shutil.copy(os.path.join(os.environ["FASHION_MNIST_DIR"], name), folder / name)
+        shutil.copyfile(dataset_dir / name, folder / name)  # copyfile: writable even if the source is read-only
     return folder
 
 
@@ -116,13 +115,13 @@ def test_labels_out_of_range(copy_of_dataset):
 def test_keras_cache_is_used_without_an_explicit_folder(copy_of_dataset, tmp_path, monkeypatch):
     keras_home = tmp_path / "keras-home"
     shutil.copytree(copy_of_dataset, keras_home / "datasets" / "fashion-mnist")
-    monkeypatch.delenv("FASHION_MNIST_DIR")
+    monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(keras_home))
     assert resolve_dataset_dir() == keras_home / "datasets" / "fashion-mnist"
 
 
 def test_no_folder_no_cache_and_no_download_explains(tmp_path, monkeypatch):
-    monkeypatch.delenv("FASHION_MNIST_DIR")
+    monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
     with pytest.raises(DatasetError, match="not in the Keras cache.*FASHION_MNIST_DIR"):
         resolve_dataset_dir(download=False)

@@ -58,7 +58,7 @@ def committed_epochs(cache_dir: Path) -> int:
     return 0
 
 
-def test_sigkill_mid_epoch_keeps_completed_epochs_and_the_run_extends(cache_dir):
+def test_sigkill_mid_epoch_keeps_completed_epochs_and_the_run_extends(cache_dir, dataset_dir):
     process = cli("train", "--epochs", "4", *TINY_FLAGS, cache_dir=cache_dir)
     try:
         # epochs_done == 2 is committed last, so from then on the process is inside epoch 3.
@@ -84,7 +84,10 @@ def test_sigkill_mid_epoch_keeps_completed_epochs_and_the_run_extends(cache_dir)
     assert run.status == "complete"
     assert run.history["epoch"].tolist() == [1, 2, 3, 4]
     assert run.history["cumulative_seconds"].is_monotonic_increasing
-    assert sorted(path.name for path in run.path.iterdir() if "checkpoint" in path.name) == ["checkpoint-0004.keras"]
+    assert run.checkpoint_path.name == "checkpoint-0004.keras"
+    # The committed checkpoint and the previous epoch's (the store keeps it for readers of the last state).
+    checkpoints = sorted(path.name for path in run.path.iterdir() if "checkpoint" in path.name)
+    assert checkpoints == ["checkpoint-0003.keras", "checkpoint-0004.keras"]
 
 
 WRITER = textwrap.dedent(
@@ -139,7 +142,7 @@ def test_killing_a_writer_at_random_instants_never_leaves_a_trusted_torn_file(ca
     assert last_epochs > 0
 
 
-def test_a_checkpoint_that_is_not_a_keras_model_is_reported_and_not_loaded(cache_dir):
+def test_a_checkpoint_that_is_not_a_keras_model_is_reported_and_not_loaded(cache_dir, dataset_dir):
     store = RunStore(cache_dir)
     from resnet.trainer import prepare_training, train_prepared
 
@@ -156,9 +159,9 @@ def test_a_checkpoint_that_is_not_a_keras_model_is_reported_and_not_loaded(cache
     assert store.load(run.run_id).history["epoch"].tolist() == [1]  # the completed epoch is still there
 
 
-def test_a_truncated_dataset_file_is_named_by_the_cli(cache_dir, tmp_path):
+def test_a_truncated_dataset_file_is_named_by_the_cli(cache_dir, tmp_path, dataset_dir):
     folder = tmp_path / "fashion"
-    shutil.copytree(os.environ["FASHION_MNIST_DIR"], folder)
+    shutil.copytree(dataset_dir, folder)
     images = folder / "train-images-idx3-ubyte.gz"
     images.chmod(0o644)
     images.write_bytes(images.read_bytes()[:100_000])
@@ -169,7 +172,7 @@ def test_a_truncated_dataset_file_is_named_by_the_cli(cache_dir, tmp_path):
     assert list(cache_dir.iterdir()) == []
 
 
-def test_simultaneous_starts_run_exactly_one_training(cache_dir):
+def test_simultaneous_starts_run_exactly_one_training(cache_dir, dataset_dir):
     manager = JobManager(RunStore(cache_dir))
     barrier = threading.Barrier(4)
     outcomes = []
@@ -217,7 +220,7 @@ def small_filesystem(tmp_path):
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-def test_a_full_disk_stops_training_with_a_clear_error_and_keeps_completed_epochs(small_filesystem):
+def test_a_full_disk_stops_training_with_a_clear_error_and_keeps_completed_epochs(small_filesystem, dataset_dir):
     store = RunStore(small_filesystem / "cache")
     manager = JobManager(store)
     run_id = manager.start(TINY.replace(epochs=3))
@@ -227,7 +230,7 @@ def test_a_full_disk_stops_training_with_a_clear_error_and_keeps_completed_epoch
     assert "No space left on device" in snapshot.error or "Errno 28" in snapshot.error
     run = store.load(run_id)
     assert run.status == "failed" and run.epochs_done == 1
-    assert "failed during epoch 2" in run.state["message"] and "epochs 1-1 kept" in run.state["message"]
+    assert "failed during epoch 2" in run.message and "epochs 1-1 kept" in run.message
     assert run.history["epoch"].tolist() == [1]
     assert not [path for path in run.path.iterdir() if path.name.startswith(".tmp-")]
     store.load_model(run)  # the epoch-1 checkpoint is intact and loads
