@@ -68,7 +68,7 @@ def bench_project(args) -> dict:
     from resnet.config import TrainConfig
     from resnet.hardware import resolve_precision
     from resnet.runs import atomic_write
-    from resnet.trainer import ProgressCallback, _evaluate, build_compiled_model
+    from resnet.trainer import ProgressCallback, build_compiled_model, evaluate
 
     images_count = args.steps * args.batch_size
     images, labels, dataset = training_images(images_count)
@@ -87,16 +87,16 @@ def bench_project(args) -> dict:
             batches=args.steps,
             batch_size=args.batch_size,
             images=images_count,
-            learning_rate_for_step=lambda step: config.learning_rate,
+            learning_rate_for_batch=lambda batch: config.learning_rate,
         )
         data = train_dataset(images, labels, batch_size=args.batch_size, augment=config.augment, seed=0, epoch=epoch[0])
         model.fit(data, epochs=epoch[0], initial_epoch=epoch[0] - 1, verbose=0, callbacks=[callback], shuffle=False)
 
     rates = timed_windows(window, repeats=args.repeats, images=images_count)
     eval_indices = np.arange(args.eval_images)
-    _evaluate(model, dataset, eval_indices)  # warm-up
+    evaluate(model, dataset, eval_indices)  # warm-up
     started = time.perf_counter()
-    probabilities, _, _ = _evaluate(model, dataset, eval_indices)
+    probabilities, _, _ = evaluate(model, dataset, eval_indices)
     eval_seconds = time.perf_counter() - started
     started = time.perf_counter()
     checkpoint = Path(args.scratch) / "checkpoint.keras"

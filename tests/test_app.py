@@ -101,7 +101,13 @@ def test_empty_cache_loads_and_explains_what_to_do(cache_dir, manager):
     assert at.button(key="start").disabled is False
     assert at.button(key="stop").disabled is True  # nothing runs
     assert "unknown until the first epoch" in sidebar_text(at)
-    assert "GPU" in sidebar_text(at)  # says whether a GPU is in use
+    # Names the device and says whether a GPU is in use, as it is on this machine.
+    from resnet.hardware import detect_hardware
+
+    hardware = detect_hardware()
+    shown, not_shown = ("GPU in use", "no GPU found") if hardware.gpus else ("no GPU found", "GPU in use")
+    assert f"**Hardware:** {hardware.device_label}" in sidebar_text(at)
+    assert shown in sidebar_text(at) and not_shown not in sidebar_text(at)
     # Defaults (TrainConfig's) are used and mirrored into the URL.
     assert at.slider(key="cfg_epochs").value == 10
     assert at.select_slider(key="cfg_batch_size").value == 128
