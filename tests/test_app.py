@@ -23,19 +23,6 @@ TINY = {"epochs": 1, "batch_size": 64, "train_subset": 200, "eval_subset": 200, 
 
 
 @pytest.fixture
-def dataset_dir(monkeypatch):
-    """The Fashion-MNIST folder the trainings read; skips the test if this machine has none."""
-    from data.fashion_mnist import DatasetError, resolve_dataset_dir
-
-    try:
-        folder = resolve_dataset_dir(download=False)
-    except DatasetError as error:
-        pytest.skip(f"Fashion-MNIST is not available here (set FASHION_MNIST_DIR): {error}")
-    monkeypatch.setenv("FASHION_MNIST_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def manager(cache_dir):
     """The app's JobManager for this test's cache; any training still running is stopped afterwards."""
     from app import services

@@ -56,16 +56,10 @@ def wait_for_health(url: str, server: subprocess.Popen, log: Path, timeout: floa
 
 
 @pytest.fixture
-def server(cache_dir, tmp_path):
+def server(cache_dir, tmp_path, dataset_dir):
     """``streamlit run streamlit_app.py`` on a free port with a temporary run cache; always stopped."""
-    from data.fashion_mnist import DatasetError, resolve_dataset_dir
-
-    try:
-        dataset = resolve_dataset_dir(download=False)
-    except DatasetError as error:
-        pytest.skip(f"Fashion-MNIST is not available here (set FASHION_MNIST_DIR): {error}")
     port = free_port()
-    env = {**os.environ, "RESNET_CACHE_DIR": str(cache_dir), "FASHION_MNIST_DIR": str(dataset)}
+    env = {**os.environ, "RESNET_CACHE_DIR": str(cache_dir), "FASHION_MNIST_DIR": str(dataset_dir)}
     log = tmp_path / "streamlit.log"
     command = [
         sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
