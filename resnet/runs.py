@@ -472,18 +472,19 @@ class RunStore:
         run = self.load(run_id)
         if run.status is RunStatus.RUNNING:
             raise RunError(f"run {run_id} is being trained (pid {run.state.pid}): stop it before deleting it")
-        try:
-            lock = self._try_lock(path)
-        except OSError as error:
-            raise RunError(f"cannot delete run {run_id}: {error}") from error
+        if (path / ".lock").is_symlink():
+            lock = contextlib.nullcontext()  # not a lock any trainer could hold (they never follow links)
+        else:
+            try:
+                lock = self._try_lock(path)
+            except OSError as error:
+                raise RunError(f"cannot delete run {run_id}: {error}") from error
         if lock is None:
             raise RunError(f"run {run_id} is being trained by another process: stop it before deleting it")
-        try:
+        with lock:
             # Rename first so a half-deleted folder never looks like a run.
             trash = path.with_name(f".deleting-{run_id}-{os.getpid()}")
             os.replace(path, trash)
-        finally:
-            lock.close()
         shutil.rmtree(trash, ignore_errors=True)
         with self._parsed_lock:
             self._parsed.pop(run_id, None)

@@ -159,3 +159,13 @@ def test_the_parsed_run_cache_sees_every_change(cache_dir):
     assert store.load(run.run_id).damaged
     other = RunStore(cache_dir)  # a second reader (another server) sees the same
     assert other.load(run.run_id).damaged
+
+
+def test_a_run_whose_lock_is_a_link_out_of_the_cache_is_deleted_without_touching_the_target(cache_dir, tmp_path):
+    store = RunStore(cache_dir)
+    run = make_run(store)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (run.path / ".lock").symlink_to(victim)
+    store.delete(run.run_id)
+    assert not run.path.exists() and victim.read_text() == "keep me"
