@@ -5,6 +5,8 @@
     python -m resnet runs
     python -m resnet show RUN
     python -m resnet delete RUN
+    python -m resnet sweep --name NAME --epochs 5,10,20 --batch-size 64,128 [--ray [ADDRESS]]
+    python -m resnet sweeps
 
 Ctrl-C during training stops after the current batch and keeps every completed epoch (press it twice
 to quit at once). The app shows every run written here.
@@ -70,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     delete = commands.add_parser("delete", help="delete one run")
     delete.add_argument("run_id")
+    add_sweep_commands(commands)
     return parser
 
 
@@ -180,6 +183,191 @@ def command_show(args, store: RunStore) -> int:
     return 0
 
 
+# --- sweeps (resnet/sweeps.py; on Ray: resnet/sweep_ray.py) -----------------------------------------------
+def add_sweep_commands(commands) -> None:
+    """``sweep`` (train a grid of runs) and ``sweeps`` (list them); each config field takes a comma list."""
+    from resnet.sweeps import MAX_TRIALS, PRESETS
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="train a grid of runs (a sweep), one after another here or as Ray tasks",
+        description=f"Every parameter takes comma-separated values; their combinations (at most {MAX_TRIALS}) "
+        "are trained as ordinary runs, in order. Running a sweep again continues it: finished trials are "
+        "skipped, a partial one continues. Ctrl-C stops after the current batch (completed epochs kept).",
+    )
+    sweep.add_argument("--name", required=True, help="the sweep's name (its record: <cache>/.sweeps/NAME.json)")
+    sweep.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="seed-study: epochs 10,20,60,100,200 at batch size 128 (other flags override it)",
+    )
+    for spec in param_specs(TrainConfig):  # the train flags, each taking a comma list
+        if spec.choices is not None:
+            allowed = ",".join(map(str, spec.choices))
+        else:
+            allowed = "true,false" if spec.type is bool else f"{spec.limits[0]}-{spec.limits[1]}"
+        sweep.add_argument(
+            spec.flag, dest=spec.name, metavar="V1,V2", help=f"{spec.help} ({allowed}; default {spec.default})"
+        )
+    sweep.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the trials as Ray tasks: on a local Ray started here, or on the cluster at ADDRESS "
+        "(needs: pip install -r requirements-cluster.txt)",
+    )
+    sweep.add_argument(
+        "--cpus-per-trial",
+        type=int,
+        default=1,
+        help="with --ray: CPUs each trial asks for; TensorFlow uses that many threads (default 1)",
+    )
+    sweep.add_argument("--dataset-dir", help="folder with the Fashion-MNIST files (as for train)")
+    commands.add_parser("sweeps", help="list sweeps with their progress")
+
+
+class SweepPrinter:
+    """Prints a running sweep's events: a live line on a terminal, one line per epoch and trial in a log."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+
+    def __call__(self, event) -> None:
+        trial = f"trial {event.index + 1}/{event.total}"
+        if event.kind == "progress":
+            if self.live:
+                bar = "#" * int(20 * event.fraction)
+                line = f"\r{trial} epoch {event.epoch}/{event.target_epochs} [{bar:<20}] {event.phase:<10}"
+                print(line, end="", file=self.stream, flush=True)
+            return
+        if event.kind == "epoch":
+            row = event.row
+            text = (
+                f"epoch {event.epoch}/{event.target_epochs}: train acc {row['train_accuracy']:.4f}  "
+                f"test acc {row['test_accuracy']:.4f}  {row['epoch_seconds']:.1f} s"
+            )
+        elif event.kind == "end":
+            result = event.result
+            text = f"{result.outcome}: {result.message} [run {result.run_id or '-'}, {result.seconds:.0f} s]"
+        else:  # start, queued
+            text = event.text
+        print(("\r" if self.live else "") + f"{trial} {text}", file=self.stream, flush=True)
+
+
+def command_sweep(args, store: RunStore) -> int:
+    import threading
+
+    from resnet.sweeps import (
+        SweepStore,
+        budget_sentence,
+        estimate_text,
+        first_failure,
+        format_sweep_table,
+        pareto_front,
+        requested_sweep,
+        run_sweep,
+        sweep_progress,
+        sweep_table,
+    )
+
+    texts = {spec.name: getattr(args, spec.name) for spec in param_specs(TrainConfig)}
+    sweeps = SweepStore(store.root)
+    sweep = requested_sweep(sweeps, args.name, texts, preset=args.preset)  # checked: nothing written yet
+    if args.ray is not None:
+        from resnet.sweep_ray import import_ray
+
+        import_ray()  # the optional extra: say how to install it before anything is written
+    runs = store.list_runs()
+    done, total = sweep_progress(sweep, runs)
+    print(f"sweep {sweep.name}: {total} trials ({sweep.describe_grid()}), {done} done", file=sys.stderr)
+    if args.ray is None or args.preset:
+        print(estimate_text(sweep, runs), file=sys.stderr)
+    cancel = threading.Event()
+    printer = SweepPrinter()
+    with sweeps.locked(sweep.name), _StopOnInterrupt(cancel):
+        if args.ray is None:
+            results = run_sweep(sweep, store, cancel=cancel, report=printer, dataset_dir=args.dataset_dir)
+        else:
+            results = _sweep_on_ray(args, sweep, store, cancel=cancel, report=printer)
+    table = sweep_table(sweeps.load(sweep.name), store.list_runs())
+    print(format_sweep_table(table))
+    front = pareto_front(table)
+    if not front.empty:
+        print(
+            "Pareto front (no other trial both at least as fast and as accurate): trials "
+            + ", ".join(map(str, front["trial"]))
+        )
+    print(budget_sentence(table))
+    if cancel.is_set():
+        print(f"stopped: run `python -m resnet sweep --name {sweep.name}` again to continue", file=sys.stderr)
+    failed = first_failure(results)
+    if failed is not None:
+        print(f"trial {failed.index + 1} {failed.outcome}: {failed.message}", file=sys.stderr)
+    return 1 if failed is not None else 0
+
+
+def _sweep_on_ray(args, sweep, store, *, cancel, report):
+    from resnet.sweep_ray import connect, import_ray, run_sweep_on_ray
+
+    started = connect(None if args.ray == "local" else args.ray)
+    try:
+        return run_sweep_on_ray(
+            sweep, store, cpus_per_trial=args.cpus_per_trial, cancel=cancel, report=report, dataset_dir=args.dataset_dir
+        )
+    finally:
+        if started:
+            import_ray().shutdown()
+
+
+class _StopOnInterrupt:
+    """While a sweep runs in the main thread: the first Ctrl-C sets ``cancel``, the second quits at once."""
+
+    def __init__(self, cancel):
+        self.cancel, self.previous = cancel, None
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._interrupt)
+        return self
+
+    def _interrupt(self, signum, frame):
+        if self.cancel.is_set():
+            raise KeyboardInterrupt
+        self.cancel.set()
+        print(
+            "\nstopping after the current batch (completed epochs are kept; Ctrl-C again to quit now)", file=sys.stderr
+        )
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def command_sweeps(store: RunStore) -> int:
+    from resnet.sweeps import SweepStore, sweep_progress
+
+    sweeps = SweepStore(store.root)
+    listings = sweeps.list_sweeps()
+    if not listings:
+        print(f"no sweeps in {sweeps.folder}")
+        return 0
+    runs = store.list_runs()
+    print(f"{'sweep':<30}  {'done':>7}  {'status':<9}  grid")
+    for item in listings:
+        if item.sweep is None:
+            print(f"{item.name:<30}  {'-':>7}  {'damaged':<9}  {item.problem}")
+            continue
+        done, total = sweep_progress(item.sweep, runs)
+        status = "running" if item.running else "complete" if done == total else "partial" if done else "new"
+        print(f"{item.name:<30}  {done:>3}/{total:<3}  {status:<9}  {item.sweep.describe_grid()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     store = RunStore(args.cache_dir)
@@ -191,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
             return command_runs(store)
         if args.command == "show":
             return command_show(args, store)
+        if args.command == "sweep":
+            return command_sweep(args, store)
+        if args.command == "sweeps":
+            return command_sweeps(store)
         store.delete(args.run_id)
         print(f"deleted run {args.run_id}")
         return 0
