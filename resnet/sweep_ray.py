@@ -1,0 +1,517 @@
+"""Sweeps on a Ray cluster: each trial a Ray task, every finished epoch committed on the driver.
+
+    python -m resnet sweep --name study --epochs 5,10,20 --ray                 # a local Ray, started here
+    python -m resnet sweep --name study --epochs 5,10,20 --ray HOST:6379       # an existing cluster
+
+Ray is an optional extra (``pip install -r requirements-cluster.txt``), imported only here. Ray core
+tasks are enough: a trial is one function call that trains one run; the grid, the order and the
+record are this project's (``resnet/sweeps.py``), so Ray Tune's search algorithms, schedulers and
+trial checkpoints would add a second notion of a run and a storage that must be shared (NFS or cloud)
+on multi-node clusters, for nothing a grid sweep needs.
+
+How a trial runs, and why the cache needs no shared filesystem:
+
+1. The driver (this process) prepares the trial's run in its own run store, exactly as a trial here
+   does (``resnet.sweeps.start_trial`` -> ``prepare_training``), records it in the sweep, holds the
+   run's lock and marks it running with its own pid, so the app shows it like a local training.
+2. The task receives the run's config, id and committed files (``config.json``, ``state.json``,
+   ``history.csv`` and, when continuing, the checkpoint and predictions of its last epoch), and the
+   dataset's four files (put once in the object store). It writes them into a private temporary run
+   store and calls ``prepare_training`` + ``train_prepared``, the same trainer as everywhere, with
+   TensorFlow's threads set to the CPUs the task was given.
+3. The private store relays every commit: after each epoch the task puts the history row, the
+   checkpoint bytes and the predictions bytes on a ``ray.util.queue.Queue`` (an actor placed on the
+   driver's node when it can be), and its state changes (running, stopped, failed...). The driver
+   drains the queue and commits each epoch with the run store's own atomic writes
+   (``write_epoch_files`` + ``record_epoch``), so ``state.json`` is written last, as always.
+
+A worker killed mid-epoch loses only that epoch: the driver marks the run failed with every epoch it
+committed, and running the sweep again continues from there. Tasks are not retried by Ray (a retry
+would restart from the files sent with the first attempt); ``max_calls=1`` gives every trial a fresh
+worker process, so TensorFlow's memory goes back after each and its threads can be set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from resnet.runs import ACTIVE_RUNS, RunError, RunStatus, RunStore
+from resnet.sweeps import (
+    Outcome,
+    Report,
+    Sweep,
+    SweepError,
+    SweepEvent,
+    SweepStore,
+    TrialResult,
+    start_trial,
+)
+from resnet.wording import failed_message
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTALL_HINT = "pip install -r requirements-cluster.txt"
+# The project's own packages travel with the job to a remote cluster (Ray uploads them once), so its
+# machines need only the runtime packages of requirements.txt, not a copy of this folder.
+RUNTIME_ENV = {"py_modules": [str(PROJECT_ROOT / "resnet"), str(PROJECT_ROOT / "data")]}
+RELAYED_STATE = ("status", "target_epochs", "segments", "message", "precision", "device")
+PROGRESS_SECONDS = 1.0  # a task reports batch progress at most this often
+
+
+def import_ray():
+    """The ``ray`` module, or SweepError saying how to install the optional extra."""
+    try:
+        import ray
+    except ImportError as error:
+        raise SweepError(f"Ray is not installed ({error}); for --ray, run: {INSTALL_HINT}") from None
+    return ray
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Start a local Ray (``address`` None or ``local``) or join a cluster; True if this call did it.
+
+    A cluster gets this project's packages with the job (``RUNTIME_ENV``); a local Ray's workers start
+    in this folder and import them from here. A Ray already initialised in this process is used as it
+    is (on a remote cluster, initialise it with ``runtime_env=RUNTIME_ENV``).
+    """
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    if address in (None, "local"):
+        ray.init(num_cpus=num_cpus or len(os.sched_getaffinity(0)), include_dashboard=False)
+    else:
+        ray.init(address=address, runtime_env=RUNTIME_ENV)
+    return True
+
+
+# --- on the worker -------------------------------------------------------------------------------------
+class RelayingRunStore(RunStore):
+    """A private run store on a Ray worker that sends every commit and state change to the driver."""
+
+    def __init__(self, root, *, send):
+        super().__init__(root)
+        self.send = send
+        self._recording = False
+
+    def update_state(self, run, **changes) -> None:
+        super().update_state(run, **changes)
+        relayed = {key: value for key, value in changes.items() if key in RELAYED_STATE}
+        if relayed and not self._recording:  # record_epoch's own state write travels with the epoch
+            self.send("state", relayed)
+
+    def record_epoch(self, run, row, files) -> None:
+        self._recording = True
+        try:
+            super().record_epoch(run, row, files)
+        finally:
+            self._recording = False
+        self.send("epoch", row, (run.path / files.checkpoint).read_bytes(), (run.path / files.predictions).read_bytes())
+
+
+def _set_threads(cpus: int) -> None:
+    import tensorflow as tf
+
+    try:  # only possible before TensorFlow's runtime starts (a fresh worker: max_calls=1)
+        tf.config.threading.set_intra_op_parallelism_threads(cpus)
+        tf.config.threading.set_inter_op_parallelism_threads(cpus)
+    except RuntimeError:
+        pass
+
+
+def train_trial_task(index, config_values, run_id, files, dataset_files, queue, stop, cpus) -> dict:
+    """The body of a trial's Ray task: train ``run_id`` in a private store, relaying every commit."""
+    import resnet  # noqa: F401  (sets TensorFlow's environment before it is imported)
+
+    if _stopped(stop):
+        return {"status": "not started", "message": "the sweep was stopped before this trial began"}
+    _set_threads(cpus)
+
+    def send(kind, *payload):
+        queue.put((kind, index, *payload))
+
+    send("hello", {"pid": os.getpid(), "host": socket.gethostname()})
+    folder = Path(tempfile.mkdtemp(prefix="resnet-trial-"))
+    cancel, finished = threading.Event(), threading.Event()
+    watcher = threading.Thread(target=_watch_stop, args=(stop, cancel, finished), daemon=True)
+    watcher.start()
+    try:
+        return _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, cancel)
+    finally:
+        finished.set()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, cancel) -> dict:
+    from resnet.config import TrainConfig
+    from resnet.hardware import detect_hardware, resolve_precision
+    from resnet.trainer import prepare_training, train_prepared
+
+    config = TrainConfig.from_dict(config_values)
+    data = folder / "data"
+    data.mkdir()
+    for name, content in dataset_files.items():
+        (data / name).write_bytes(content)
+    store = RelayingRunStore(folder / "cache", send=send)
+    (store.root / run_id).mkdir(parents=True)
+    for name, content in files.items():
+        (store.root / run_id / name).write_bytes(content)
+    run = store.load(run_id)
+    if run.damaged:
+        raise RunError(f"run {run_id} arrived damaged on the worker ({run.problem})")
+    if not run.epochs_done:  # no checkpoint fixes the precision yet: this machine's hardware does
+        store.update_state(run, precision=resolve_precision(config.precision), device=detect_hardware().device_label)
+    prepared = prepare_training(config, store=store, run_id=run_id, dataset_dir=data)
+    run = train_prepared(prepared, cancel=cancel, report=_progress_sender(send))
+    return {"status": run.status.value, "message": run.message}
+
+
+def _progress_sender(send):
+    last = {"phase": None, "time": 0.0}
+
+    def report(progress) -> None:
+        now = time.monotonic()
+        if progress.phase != last["phase"] or now - last["time"] >= PROGRESS_SECONDS:
+            last.update(phase=progress.phase, time=now)
+            send("progress", dataclasses.asdict(progress))
+
+    return report
+
+
+def _stopped(stop) -> bool:
+    import ray
+
+    return bool(ray.get(stop.is_set.remote()))
+
+
+def _watch_stop(stop, cancel: threading.Event, finished: threading.Event) -> None:
+    while not finished.wait(0.5):
+        try:
+            if _stopped(stop):
+                cancel.set()
+                return
+        except Exception:  # the driver is gone: stop after the current batch
+            cancel.set()
+            return
+
+
+class StopFlag:
+    """A flag the driver sets to stop every trial after its current batch (a Ray actor)."""
+
+    def __init__(self):
+        self.flag = False
+
+    def set(self) -> None:
+        self.flag = True
+
+    def is_set(self) -> bool:
+        return self.flag
+
+
+# --- on the driver -------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Running:
+    """A submitted trial, as the driver follows it."""
+
+    index: int
+    prepared: object  # resnet.trainer.PreparedTraining, in the driver's store
+    lock: object  # the context holding the run's lock
+    submitted: float
+    worker: str = ""
+    final: bool = False  # the task relayed its final status
+
+
+def run_sweep_on_ray(
+    sweep: Sweep,
+    store: RunStore,
+    *,
+    cpus_per_trial: int = 1,
+    gpus_per_trial: float | None = None,
+    cancel: threading.Event | None = None,
+    report: Report | None = None,
+    dataset_dir=None,
+    poll_seconds: float = 0.2,
+) -> list[TrialResult]:
+    """Train the sweep's trials as Ray tasks (Ray must be connected: ``connect``); results in trial order.
+
+    All trials that train are submitted at once and run as the cluster's resources allow: each task
+    asks for ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (default: 1 when the cluster has
+    GPUs, else 0). ``cancel`` stops every trial after its current batch; trials not yet begun do not
+    begin. The record is saved (with its run ids) as trials are submitted; the caller holds
+    ``SweepStore.locked``.
+    """
+    ray = import_ray()
+    if not ray.is_initialized():
+        raise SweepError("Ray is not connected: call resnet.sweep_ray.connect() first")
+    driver = _Driver(ray, store, cpus_per_trial, gpus_per_trial, report, dataset_dir)
+    cancel = cancel or threading.Event()
+    sweeps = SweepStore(store.root)
+    if not sweeps.exists(sweep.name):
+        sweep = sweeps.save(sweep)
+    try:
+        for index in range(len(sweep.trials)):
+            if cancel.is_set():
+                break
+            sweep = driver.submit(sweeps, sweep, index)
+        driver.follow(cancel, poll_seconds)
+    finally:
+        driver.close()
+    stopped = "the sweep was stopped before this trial began"
+    return [
+        driver.results.get(index) or TrialResult(index, trial.run_id, Outcome.NOT_RUN, stopped)
+        for index, trial in enumerate(sweep.trials)
+    ]
+
+
+class _Driver:
+    """Submits trials, commits what their tasks send, and leaves every run in a true state."""
+
+    def __init__(self, ray, store: RunStore, cpus_per_trial: int, gpus_per_trial, report, dataset_dir):
+        self.ray, self.store = ray, store
+        self.cpus = cpus_per_trial
+        self.gpus = _check_resources(ray, cpus_per_trial, gpus_per_trial)
+        self.report = report or (lambda event: None)
+        self.dataset_dir, self.dataset = _ship_dataset(ray, dataset_dir)
+        self.queue, self.stop = _channels(ray)
+        self.task = ray.remote(max_calls=1, max_retries=0)(train_trial_task)
+        self.results: dict[int, TrialResult] = {}
+        self.running: dict[object, _Running] = {}  # task reference -> trial
+        self.total = 0
+
+    def _event(self, kind: str, index: int, run_id: str | None, text: str = "", **fields) -> None:
+        self.report(SweepEvent(kind, index, self.total, run_id, text, **fields))
+
+    def _end(self, result: TrialResult) -> None:
+        self.results[result.index] = result
+        self._event("end", result.index, result.run_id, result.message, result=result)
+
+    # --- submitting ---------------------------------------------------------------------------------
+    def submit(self, sweeps: SweepStore, sweep: Sweep, index: int) -> Sweep:
+        """Prepare trial ``index`` in the driver's store (as a trial here does) and submit its task."""
+        from resnet.trainer import prepare_training
+
+        self.total, trial, prepared = len(sweep.trials), sweep.trials[index], {}
+
+        def prepare(plan) -> str:
+            run_id = plan.run.run_id if plan.run else None
+            prepared["run"] = prepare_training(
+                trial.config, store=self.store, run_id=run_id, resume=False, dataset_dir=self.dataset_dir
+            )
+            return prepared["run"].run.run_id
+
+        submitted = time.perf_counter()
+        try:
+            start = start_trial(self.store, sweeps, sweep, index, prepare=prepare)
+        except RunError as error:  # this trial's run only; a missing dataset stops the sweep
+            self._end(TrialResult(index, trial.run_id, Outcome.REFUSED, str(error)))
+            return sweep
+        if start.result is not None:  # already trained, or refused
+            self._end(start.result)
+            return start.sweep
+        prepared = prepared["run"]
+        lock = self.store.locked(prepared.run)  # held until the task ends: no one else trains the run
+        try:
+            lock.__enter__()
+        except RunError as error:
+            self._end(TrialResult(index, start.run_id, Outcome.REFUSED, str(error)))
+            return start.sweep
+        ref = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
+            index, trial.config.to_dict(), prepared.run.run_id, _committed_files(prepared.run), self.dataset,
+            self.queue, self.stop, self.cpus,
+        )  # fmt: skip
+        self.running[ref] = _Running(index, prepared, lock, submitted)
+        self._event("queued", index, prepared.run.run_id, f"queued: {prepared.plan.summary()}")
+        return start.sweep
+
+    # --- following ----------------------------------------------------------------------------------
+    def follow(self, cancel: threading.Event, poll_seconds: float) -> None:
+        """Commit what the tasks send until every one has ended; ``cancel`` stops them all."""
+        stopping = False
+        while self.running:
+            if cancel.is_set() and not stopping:
+                self.ray.get(self.stop.set.remote())
+                stopping = True
+            for message in _drain(self.queue, poll_seconds):
+                self._handle(message)
+            ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
+            for ref in ready:
+                for message in _drain(self.queue, 0):  # a task puts everything before it returns
+                    self._handle(message)
+                self._end(self._finish(ref, self.running.pop(ref)))
+
+    def _handle(self, message: tuple) -> None:
+        kind, index, *payload = message
+        trial = next((trial for trial in self.running.values() if trial.index == index), None)
+        if trial is None:
+            return
+        run, target = trial.prepared.run, trial.prepared.target_epochs
+        if kind == "hello":
+            trial.worker = f"pid {payload[0]['pid']} on {payload[0]['host']}"
+            text = f"{trial.prepared.plan.started_text(run.run_id)} ({trial.worker})"
+            self._event("start", index, run.run_id, text, target_epochs=target, pid=payload[0]["pid"])
+        elif kind == "state":
+            self._apply_state(trial, payload[0])
+        elif kind == "epoch":
+            row, checkpoint, predictions = payload
+            _commit_epoch(self.store, run, row, checkpoint, predictions)
+            self._event("epoch", index, run.run_id, epoch=int(row["epoch"]), target_epochs=target, row=row)
+        elif kind == "progress":
+            progress = payload[0]
+            batches = progress.get("batches_per_epoch") or 0
+            self._event(
+                "progress",
+                index,
+                run.run_id,
+                phase=str(progress["phase"]),
+                epoch=progress["epoch"],
+                target_epochs=progress["target_epochs"],
+                fraction=progress["batch"] / batches if batches else 0.0,
+            )
+
+    def _apply_state(self, trial: _Running, changes: dict) -> None:
+        run = trial.prepared.run
+        status = RunStatus(changes["status"]) if "status" in changes else None
+        if status is RunStatus.RUNNING:  # running here: this process answers for it (pid_alive)
+            ACTIVE_RUNS.add(run.run_id)
+            changes = {**changes, "pid": os.getpid(), "host": socket.gethostname()}
+        self.store.update_state(run, **changes)
+        if status is not None and status is not RunStatus.RUNNING:
+            trial.final = True
+            ACTIVE_RUNS.discard(run.run_id)
+
+    def _finish(self, ref, trial: _Running) -> TrialResult:
+        """The trial's result once its task ended; a task that died leaves its run failed, epochs kept."""
+        run, error = trial.prepared.run, None
+        try:
+            answer = self.ray.get(ref)
+        except Exception as failure:  # the task raised, or its worker died
+            answer, error = {}, _first_line(failure)
+        if not trial.final and run.state.status is RunStatus.RUNNING:
+            reason = f"the Ray worker died ({error})"
+            self.store.update_state(run, status=RunStatus.FAILED, message=failed_message(run.epochs_done, reason))
+        ACTIVE_RUNS.discard(run.run_id)
+        trial.lock.__exit__(None, None, None)
+        status = answer.get("status") or str(run.status)
+        outcomes = {"complete": Outcome.TRAINED, "stopped": Outcome.STOPPED, "not started": Outcome.NOT_RUN}
+        message = answer.get("message") or run.message
+        return TrialResult(
+            trial.index,
+            run.run_id,
+            outcomes.get(status, Outcome.FAILED),
+            message,
+            time.perf_counter() - trial.submitted,
+            run.epochs_done,
+            trial.prepared.target_epochs,
+            trial.worker,
+        )
+
+    def close(self) -> None:
+        """Leaving (done, or Ctrl-C twice, or an error): cancel what still runs, its runs failed with
+        their epochs kept, and remove the queue and the stop flag."""
+        for ref, trial in list(self.running.items()):
+            with contextlib.suppress(Exception):
+                self.ray.cancel(ref, force=True)
+            run = trial.prepared.run
+            with contextlib.suppress(Exception):
+                if run.state.status is RunStatus.RUNNING:
+                    reason = "the sweep's driver stopped following it"
+                    self.store.update_state(
+                        run, status=RunStatus.FAILED, message=failed_message(run.epochs_done, reason)
+                    )
+            ACTIVE_RUNS.discard(run.run_id)
+            with contextlib.suppress(Exception):
+                trial.lock.__exit__(None, None, None)
+            self.results[trial.index] = TrialResult(trial.index, run.run_id, Outcome.FAILED, "abandoned by the driver")
+        self.running.clear()
+        for actor in (self.queue.actor, self.stop):
+            with contextlib.suppress(Exception):
+                self.ray.kill(actor)
+
+
+def _check_resources(ray, cpus_per_trial: int, gpus_per_trial: float | None) -> float:
+    if not isinstance(cpus_per_trial, int) or cpus_per_trial < 1:
+        raise SweepError(f"cpus per trial must be a whole number of at least 1; got {cpus_per_trial!r}")
+    largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+    if cpus_per_trial > largest:
+        raise SweepError(f"no machine of the Ray cluster has {cpus_per_trial} CPUs (the largest has {largest:g})")
+    if gpus_per_trial is None:
+        return 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    return gpus_per_trial
+
+
+def _ship_dataset(ray, dataset_dir):
+    """The dataset folder here (checked) and an object holding its four files for the workers."""
+    from data.fashion_mnist import FILE_NAMES, load_fashion_mnist, resolve_dataset_dir
+
+    folder = resolve_dataset_dir(dataset_dir)
+    load_fashion_mnist(folder)  # every file checked before anything starts
+    return folder, ray.put({name: (folder / name).read_bytes() for name in FILE_NAMES})
+
+
+def _channels(ray):
+    """The queue the tasks report through and the stop flag, placed on this node when it can be."""
+    from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+    stop = ray.remote(StopFlag).options(num_cpus=0, scheduling_strategy=here).remote()
+    return queue, stop
+
+
+def _committed_files(run) -> dict[str, bytes]:
+    """The run's committed files, with a state that names no live process (the worker must not see it busy)."""
+    import json
+
+    state = run.state.replace(pid=None, host=None)
+    files = {
+        "config.json": (run.path / "config.json").read_bytes(),
+        "history.csv": (run.path / "history.csv").read_bytes(),
+        "state.json": (json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n").encode(),
+    }
+    for name in (state.checkpoint, state.predictions):
+        if run.epochs_done and name:
+            files[name] = (run.path / name).read_bytes()
+    return files
+
+
+def _drain(queue, wait_seconds: float) -> list:
+    from ray.util.queue import Empty
+
+    messages = []
+    try:
+        messages.append(queue.get(block=wait_seconds > 0, timeout=wait_seconds or None))
+        while True:
+            messages.append(queue.get_nowait())
+    except Empty:
+        pass
+    return messages
+
+
+def _commit_epoch(store: RunStore, run, row: dict, checkpoint: bytes, predictions: bytes) -> None:
+    """Commit one epoch a worker trained: its files first, then history and state (the commit)."""
+    with np.load(io.BytesIO(predictions), allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    files = store.write_epoch_files(
+        run,
+        int(row["epoch"]),
+        save_checkpoint=lambda path: Path(path).write_bytes(checkpoint),
+        probabilities=arrays["probabilities"],
+        eval_indices=arrays["indices"],
+        eval_labels=arrays["labels"],
+    )
+    store.record_epoch(run, row, files)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,72 @@
+"""Sweeps on a local Ray instance: the trials land in the driver's run cache as ordinary runs (same
+configurations, epochs, history columns as trained here), and a trial whose worker is killed with
+SIGKILL mid-epoch keeps the epochs the driver committed and continues from them on a rerun.
+
+Ray is the optional cluster extra; these tests skip only when it is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra: pip install -r requirements-cluster.txt")
+
+from resnet.__main__ import main  # noqa: E402
+from resnet.hardware import resolve_precision  # noqa: E402
+from resnet.runs import HISTORY_COLUMNS, RunStore  # noqa: E402
+from resnet.sweep_ray import run_sweep_on_ray  # noqa: E402
+from resnet.sweeps import Outcome, SweepStore, requested_sweep  # noqa: E402
+
+GRID = {"epochs": "1,2", "batch_size": "64,32", "depth": "18", "train_subset": "256", "eval_subset": "200"}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_trial_continues(cache_dir, dataset_dir, local_ray, capsys):
+    store, sweeps = RunStore(cache_dir), SweepStore(cache_dir)
+    sweep = requested_sweep(sweeps, "cluster", GRID)
+    pids, killed, events = {}, [], []
+
+    def kill_trial_4_after_its_first_commit(event):
+        events.append(event)
+        if event.kind == "start":
+            pids[event.index] = event.pid
+        if event.kind == "epoch" and event.index == 3 and event.epoch == 1:
+            os.kill(pids[3], signal.SIGKILL)  # mid-epoch 2: the worker is training it now
+            killed.append(pids[3])
+
+    results = run_sweep_on_ray(sweep, store, cpus_per_trial=1, report=kill_trial_4_after_its_first_commit)
+    assert killed, "trial 4 never committed its first epoch"
+    assert [result.outcome for result in results] == [Outcome.TRAINED] * 3 + [Outcome.FAILED]
+    assert len(set(pids.values())) == 4 and os.getpid() not in pids.values()  # each trial in its own worker
+    record = sweeps.load("cluster")
+    runs = [store.load(trial.run_id) for trial in record.trials]
+    assert [run.config for run in runs] == [trial.config for trial in record.trials]
+    assert [run.epochs_done for run in runs] == [1, 1, 2, 1]
+    assert [run.status for run in runs] == ["complete"] * 3 + ["failed"]
+    assert "the Ray worker died" in runs[3].message and "epochs 1-1 kept" in runs[3].message
+    for run in runs:  # committed by the driver exactly as the trainer commits here
+        assert run.history.columns.tolist() == list(HISTORY_COLUMNS)
+        assert run.history["epoch"].tolist() == list(range(1, run.epochs_done + 1))
+        assert run.checkpoint_path.is_file() and store.load_predictions(run)["probabilities"].shape == (200, 10)
+        assert run.state.device and run.state.precision == resolve_precision("auto") and run.state.pid == os.getpid()
+    stamps = [(run.path / "history.csv").stat().st_mtime_ns for run in runs[:3]]
+    first_row = runs[3].history.iloc[0].to_dict()
+
+    # Rerun through the command line (it uses the Ray this process already runs).
+    assert main(["--cache-dir", str(cache_dir), "sweep", "--name", "cluster", "--ray"]) == 0
+    out = capsys.readouterr()
+    runs = [store.load(trial.run_id) for trial in record.trials]
+    assert [run.epochs_done for run in runs] == [1, 1, 2, 2] and all(run.status == "complete" for run in runs)
+    assert [(run.path / "history.csv").stat().st_mtime_ns for run in runs[:3]] == stamps  # not retrained
+    assert runs[3].history.iloc[0].to_dict() == first_row  # continued from the epoch the driver had
+    assert out.err.count("already trained") == 3 and "Continuing run" in out.err
+    assert runs[3].run_id in out.out and "Pareto front" in out.out
