@@ -203,10 +203,13 @@ def new_sweep(name: str, grid: dict, base: TrainConfig | None = None) -> Sweep:
     return Sweep(name, grid, base, tuple(Trial(config) for config in configs), now, now)
 
 
-def requested_sweep(sweeps: SweepStore, name: str, texts: dict, *, preset: str | None = None) -> Sweep:
+def requested_sweep(
+    sweeps: SweepStore, name: str, texts: dict, *, preset: str | None = None, base: TrainConfig | None = None
+) -> Sweep:
     """The sweep a command asks for, checked; nothing is written.
 
-    ``texts``: field -> comma list (None or missing: not given); a ``preset`` fills fields not given.
+    ``texts``: field -> comma list (None or missing: not given); a ``preset`` fills fields not given;
+    ``base`` (default ``TrainConfig()``) sets the fields the grid does not (the app: its sidebar).
     With no values, the recorded sweep ``name`` is continued; with values, they must expand to the
     recorded trials (else SweepError: the name is taken) or to a new sweep's.
     """
@@ -221,7 +224,7 @@ def requested_sweep(sweeps: SweepStore, name: str, texts: dict, *, preset: str |
         raise ConfigError(f"no sweep {name!r} yet: give values for at least one parameter, e.g. --epochs 5,10,20")
     if not texts:
         return existing
-    sweep = new_sweep(name, {key: parse_values(key, text) for key, text in texts.items()})
+    sweep = new_sweep(name, {key: parse_values(key, text) for key, text in texts.items()}, base)
     if existing is not None and existing.configs != sweep.configs:
         raise SweepError(
             f"sweep {name} already exists with other settings ({existing.describe_grid()}); continue it with "
@@ -492,12 +495,16 @@ def run_sweep(
     dataset_dir=None,
     isolated: bool = True,
     poll_seconds: float = 0.2,
+    manager=None,
 ) -> list[TrialResult]:
     """Train the sweep's trials here, one after another; returns one result per trial, in order.
 
     Each trial is a ``resnet.jobs.JobManager`` job (``prepare_training`` + ``train_prepared``; in a
-    child process with ``isolated``). Setting ``cancel`` stops the current trial after its batch and
-    leaves the rest; finished trials are skipped and a partial one continues when it runs again.
+    child process with ``isolated``). With ``manager`` (the app's one JobManager), every trial is a job
+    of that manager instead, so it is the server's one training (``dataset_dir`` and ``isolated`` are
+    then the manager's); a trial it cannot start because another job runs raises JobAlreadyRunning.
+    Setting ``cancel`` stops the current trial after its batch and leaves the rest; finished trials are
+    skipped and a partial one continues when it runs again.
     The record is saved (with its run ids) as trials start; the caller holds ``SweepStore.locked``.
     """
     from resnet.jobs import JobManager  # imports TensorFlow: only once the sweep is valid
@@ -512,9 +519,9 @@ def run_sweep(
         if cancel.is_set():
             results.append(TrialResult(index, sweep.trials[index].run_id, Outcome.NOT_RUN, "the sweep was stopped"))
             continue
-        manager = JobManager(store, dataset_dir=dataset_dir, isolated=isolated)
+        trial_manager = manager or JobManager(store, dataset_dir=dataset_dir, isolated=isolated)
         result, sweep = _run_trial_here(
-            manager, store, sweeps, sweep, index, cancel=cancel, report=report, poll=poll_seconds
+            trial_manager, store, sweeps, sweep, index, cancel=cancel, report=report, poll=poll_seconds
         )
         results.append(result)
         report(SweepEvent("end", index, len(sweep.trials), result.run_id, result.message, result=result))
