@@ -17,12 +17,15 @@ from collections.abc import Mapping
 import streamlit as st
 
 from resnet.config import PARAMS, ConfigError, TrainConfig, parse_bool
+from resnet.hardware import detect_hardware
+from resnet.wording import plural
 
 DEFAULTS = TrainConfig()
 FIELDS = tuple(PARAMS)  # every TrainConfig field, in declaration order
 EPOCH_RANGE = (1, 200)
 BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
 DEPTH_NAMES = {18: "ResNet-18", 34: "ResNet-34", 50: "ResNet-50"}
+GPUS_NAMES = {"1": "1 (one device)", "all": "all (data-parallel)"}
 INIT_FLAG = "_settings_from_url"
 
 
@@ -196,6 +199,20 @@ def settings_ui() -> dict:
     )
     values["precision"] = sidebar.selectbox(
         "Precision", _options("precision"), key=key("precision"), help=_help("precision")
+    )
+    gpu_count = len(detect_hardware().gpus)
+    values["gpus"] = sidebar.selectbox(
+        "GPUs",
+        _options("gpus"),
+        format_func=GPUS_NAMES.get,
+        key=key("gpus"),
+        # Nothing to choose with fewer than 2 GPUs; a shared link's "all" stays changeable back to 1.
+        disabled=gpu_count < 2 and st.session_state.get(key("gpus")) == DEFAULTS.gpus,
+        help=_help(
+            "gpus",
+            f"This machine has {plural(gpu_count, 'GPU') if gpu_count else 'no GPU'}"
+            + (", so either choice trains on one device." if gpu_count < 2 else "."),
+        ),
     )
     values["seed"] = sidebar.number_input("Seed", **_bounds("seed"), step=1, key=key("seed"), help=_help("seed"))
     with sidebar.expander("More settings"):

@@ -146,6 +146,11 @@ def coerce_values(config_class: type, values: dict) -> dict:
 
 
 # --- the training configuration ------------------------------------------------------------------------
+# Fields that say where a run trains, not what it learns (a checkpoint trains on with any of their values):
+# left out of ``TrainConfig.fingerprint()``.
+PLACEMENT_FIELDS = ("gpus",)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run; each field declares its default, rule and help (see ``param``)."""
@@ -216,6 +221,13 @@ class TrainConfig:
         limits=(0, 2**31 - 1),
         help="Fixes the subset, shuffling, augmentation and initial weights.",
     )
+    gpus: str = param(  # where a run trains, not what it learns: left out of fingerprint()
+        "1",
+        choices=("1", "all"),
+        help="1: one device (the first GPU, else the CPU). all: data-parallel over every GPU of this machine "
+        "(TensorFlow's MirroredStrategy), each batch split evenly across them; with fewer than 2 GPUs it "
+        "trains on one device.",
+    )
 
     def validate(self) -> TrainConfig:
         """Return self if every field is allowed, else raise ConfigError naming the first bad one."""
@@ -232,16 +244,25 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        """Build and validate a config from a dict (JSON, query parameters); unknown keys are errors."""
+        """Build and validate a config from a dict (JSON, query parameters); unknown keys are errors.
+
+        Missing keys take their defaults, so a config.json written before a field existed still loads.
+        """
         return cls(**coerce_values(cls, values)).validate()
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes).validate()
 
     def fingerprint(self) -> str:
-        """A short hash of everything but ``epochs``: runs that differ only in length share it."""
+        """A short hash of what a run learns: everything but ``epochs`` and ``PLACEMENT_FIELDS``.
+
+        Runs that differ only in length, or in where they train, share it: such a run is continued, not
+        started anew. Leaving the placement fields out also keeps the fingerprints (and run ids) of
+        configurations cached before those fields existed.
+        """
         values = self.to_dict()
-        values.pop("epochs")
+        for name in ("epochs", *PLACEMENT_FIELDS):
+            values.pop(name)
         text = json.dumps(values, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 

@@ -1,14 +1,21 @@
-"""What this machine offers for training: GPUs, CPU bfloat16 support, and the precision to use.
+"""What this machine offers for training: GPUs, CPU bfloat16 support, the precision and the devices to use.
 
 ``auto`` precision: mixed_float16 on a GPU with tensor cores (compute capability 7.0 or newer);
 mixed_bfloat16 on a CPU with AMX or AVX512-BF16 (elsewhere bfloat16 is emulated and can be many times
 slower than float32); float32 everywhere else.
+
+Devices (``TrainConfig.gpus``): ``"1"`` trains on TensorFlow's default device, the first GPU or else the
+CPU; ``"all"`` trains data-parallel on every GPU when there are two or more (``tf.distribute``'s
+MirroredStrategy: the model is copied to each, each batch is split evenly across them, and their
+gradients are combined into the whole batch's before every update), and on the default device otherwise. ``training_placement``
+decides and words it; ``training_strategy`` is the strategy a model is built and trained under.
 """
 
 from __future__ import annotations
 
 import functools
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,3 +87,55 @@ def resolve_precision(requested: str, hardware: Hardware | None = None) -> str:
         capability = hardware.gpu_compute_capability
         return "mixed_float16" if capability and capability >= (7, 0) else "float32"
     return "mixed_bfloat16" if hardware.cpu_bf16 else "float32"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a run trains: the devices of its replicas and that, in words."""
+
+    devices: tuple[str, ...]  # one TensorFlow device per replica; () = one device, TensorFlow's default
+    label: str  # the device(s), as the run's state records them ("GPU: 2 x NVIDIA H200, data-parallel")
+    note: str = ""  # appended to the run's messages: "on 2 GPUs, data-parallel", or why "all" trains on one
+
+    @property
+    def replicas(self) -> int:
+        return max(1, len(self.devices))
+
+
+def _check_gpus(gpus: str) -> None:
+    if gpus not in ("1", "all"):
+        raise ValueError(f"gpus must be '1' or 'all'; got {gpus!r}")
+
+
+def training_placement(gpus: str, hardware: Hardware | None = None) -> Placement:
+    """Where a run with ``TrainConfig.gpus == gpus`` trains on this machine (see the module docstring)."""
+    _check_gpus(gpus)
+    hardware = hardware or detect_hardware()
+    count = len(hardware.gpus)
+    if gpus == "1":
+        return Placement((), hardware.device_label)
+    if count < 2:
+        found = "1 GPU" if count else "no GPU"
+        return Placement((), hardware.device_label, f"on one device: all GPUs were asked for, this machine has {found}")
+    names = sorted(set(hardware.gpus))
+    kinds = f"{count} x {names[0]}" if len(names) == 1 else " + ".join(hardware.gpus)
+    devices = tuple(f"/gpu:{index}" for index in range(count))
+    return Placement(devices, f"GPU: {kinds}, data-parallel", f"on {count} GPUs, data-parallel")
+
+
+def training_strategy(gpus: str, devices: Sequence[str] | None = None):
+    """The ``tf.distribute`` strategy to build, load and train a model under, for ``TrainConfig.gpus``.
+
+    ``"1"``: TensorFlow's default strategy (one device; the code path of a run without this setting).
+    ``"all"``: a MirroredStrategy over ``devices`` (by default every GPU, ``training_placement``), whose
+    ``model.fit`` splits each global batch of ``batch_size`` across them; with fewer than two devices,
+    the default strategy.
+    """
+    import tensorflow as tf
+
+    _check_gpus(gpus)
+    if gpus == "all":
+        devices = training_placement(gpus).devices if devices is None else tuple(devices)
+        if len(devices) >= 2:
+            return tf.distribute.MirroredStrategy(devices=list(devices))
+    return tf.distribute.get_strategy()

@@ -10,6 +10,11 @@ then trains the plan's epochs; each epoch is three steps:
 3. ``commit_epoch``: checkpoint and predictions, then the history row and state (``resnet/runs.py``).
    The epoch's time is taken after the files are written, so it is the whole time a user waits.
 
+Where it trains is ``config.gpus``: the model is built (or its checkpoint loaded), compiled and trained
+under ``resnet.hardware.training_strategy``, one device by default, data-parallel over every GPU with
+``"all"`` (``model.fit`` splits each batch across them). Checkpoints do not depend on it: a run trained on
+several GPUs continues on one, and the other way round.
+
 It never imports Streamlit: progress goes to a ``report`` callback, and cancellation comes through a
 ``threading.Event`` that is checked after every batch. A stop keeps every completed epoch and discards
 the partial one. Each epoch seeds every random generator from (seed, epoch), so a run that is stopped
@@ -21,6 +26,7 @@ Headless use: ``python -m resnet train --help`` (trains in that process); in the
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import os
@@ -35,7 +41,7 @@ import numpy as np
 
 from data.fashion_mnist import FashionMNIST, load_fashion_mnist
 from resnet.config import TrainConfig
-from resnet.hardware import detect_hardware, resolve_precision
+from resnet.hardware import Placement, resolve_precision, training_placement, training_strategy
 from resnet.plan import TrainingPlan, plan_training
 from resnet.runs import ACTIVE_RUNS, Run, RunStatus, RunStore
 from resnet.schedule import SegmentSchedule
@@ -62,6 +68,7 @@ class PreparedTraining:
     train_indices: np.ndarray
     eval_indices: np.ndarray
     precision: str
+    placement: Placement  # the devices it trains on (``config.gpus`` on this machine)
 
     @property
     def config(self) -> TrainConfig:
@@ -143,6 +150,7 @@ def prepare_training(
 
     What is trained is ``resnet.plan.plan_training``'s answer: with ``run_id``, that run continues to
     ``config.epochs``; else, with ``resume``, the newest run of the same settings does; else a new run.
+    A continued run keeps its settings but trains where ``config`` asks (``config.gpus``).
     """
     config.validate()
     store = store or RunStore()
@@ -150,6 +158,9 @@ def prepare_training(
     plan = plan_training(store, config, run_id=run_id, resume=resume)
     if not plan.trains:
         raise plan.error()
+    if plan.config.gpus != config.gpus:  # where to train is this request's, not the run's (not in its fingerprint)
+        plan = dataclasses.replace(plan, config=plan.config.replace(gpus=config.gpus))
+    placement = training_placement(config.gpus)
     precision = resolve_precision(config.precision)
     train_indices = _subset(dataset.train_labels, config.train_subset, config.seed)
     eval_indices = _subset(dataset.test_labels, config.eval_subset, config.seed)
@@ -158,13 +169,13 @@ def prepare_training(
         run = store.create(
             config,
             precision=precision,
-            device=detect_hardware().device_label,
+            device=placement.label,
             train_images=len(train_indices),
             eval_images=len(eval_indices),
         )
     else:
         precision = run.state.precision or precision  # a checkpoint keeps its precision
-    return PreparedTraining(plan, run, store, dataset, train_indices, eval_indices, precision)
+    return PreparedTraining(plan, run, store, dataset, train_indices, eval_indices, precision, placement)
 
 
 def _subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -212,6 +223,24 @@ class ProgressCallback(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def average_replica_statistics(model) -> None:
+    """Give every replica of a data-parallel model the mean of their BatchNorm moving statistics.
+
+    Keras 3 updates non-trainable variables on each replica without aggregating them, so after an epoch
+    on several devices each replica has its own moving mean and variance: ``predict`` would normalise each
+    replica's share of a batch differently, and a checkpoint would keep the first replica's alone. These
+    statistics are moving averages (linear in the batch statistics), so the mean taken once per epoch is
+    the mean every step would have given (what ``tf.keras`` 2 did, with aggregation "mean").
+    """
+    strategy = model.distribute_strategy
+    if strategy.num_replicas_in_sync < 2:
+        return
+    for variable in model.non_trainable_variables:
+        copies = strategy.experimental_local_results(variable.value)
+        if len(copies) > 1 and np.issubdtype(np.dtype(variable.dtype), np.floating):
+            variable.assign(np.mean([np.asarray(copy) for copy in copies], axis=0))
+
+
 def train_epoch(model, prepared: PreparedTraining, schedule: SegmentSchedule, epoch: int, *, cancel, report):
     """One pass over the training images; None if it was cancelled before the last batch."""
     from data.pipeline import train_dataset
@@ -236,6 +265,7 @@ def train_epoch(model, prepared: PreparedTraining, schedule: SegmentSchedule, ep
         images, labels, batch_size=config.batch_size, augment=config.augment, seed=config.seed, epoch=epoch
     )
     fit = model.fit(data, epochs=epoch, initial_epoch=epoch - 1, verbose=0, callbacks=[callback], shuffle=False)
+    average_replica_statistics(model)
     seconds = time.perf_counter() - started
     if callback.batches_done < batches:  # stopped mid-epoch: the partial epoch is discarded
         return None
@@ -298,10 +328,13 @@ def evaluate_and_commit(model, prepared: PreparedTraining, epoch: int, training:
 
 
 def _model_for(prepared: PreparedTraining):
+    """The run's model, built or loaded under its devices' strategy (so ``fit`` and ``predict`` use them all)."""
     keras.backend.clear_session(free_memory=True)
-    if prepared.run.epochs_done:
-        return prepared.store.load_model(prepared.run)
-    return build_compiled_model(prepared.config, prepared.precision)
+    strategy = training_strategy(prepared.config.gpus, devices=prepared.placement.devices)
+    with strategy.scope():
+        if prepared.run.epochs_done:
+            return prepared.store.load_model(prepared.run)
+        return build_compiled_model(prepared.config, prepared.precision)
 
 
 def _train_epochs(prepared: PreparedTraining, *, cancel, report) -> int | None:
@@ -330,6 +363,11 @@ def _train_epochs(prepared: PreparedTraining, *, cancel, report) -> int | None:
         gc.collect()
 
 
+def _on(message: str, placement: Placement) -> str:
+    """``message`` and where the run trains, when that is worth saying (several GPUs, or "all" without them)."""
+    return f"{message} {placement.note}" if placement.note else message
+
+
 def train_prepared(
     prepared: PreparedTraining,
     *,
@@ -355,11 +393,13 @@ def train_prepared(
                 segments=prepared.plan.segments,
                 pid=os.getpid(),
                 host=socket.gethostname(),
-                message=f"training epochs {run.epochs_done + 1}-{target}",
+                message=_on(f"training epochs {run.epochs_done + 1}-{target}", prepared.placement),
             )
             stopped_in = _train_epochs(prepared, cancel=cancel, report=report)
             if stopped_in is None:
-                store.update_state(run, status=RunStatus.COMPLETE, message=complete_message(run.epochs_done))
+                store.update_state(
+                    run, status=RunStatus.COMPLETE, message=_on(complete_message(run.epochs_done), prepared.placement)
+                )
             else:
                 store.update_state(run, status=RunStatus.STOPPED, message=stopped_message(stopped_in, run.epochs_done))
             return run

@@ -52,12 +52,14 @@ def test_every_config_field_has_its_flag():
         "--depth",
         "--precision",
         "--seed",
+        "--gpus",
     ]
     assert config_from_flags(train_flags()) == TrainConfig()
     config = config_from_flags(
         train_flags("--subset", "500", "--depth", "18", "--augment", "YES", "--learning-rate", "0.01")
     )
     assert (config.train_subset, config.depth, config.augment, config.learning_rate) == (500, 18, True, 0.01)
+    assert config_from_flags(train_flags("--gpus", "all")).gpus == "all"
     help_text = " ".join(parser.format_help().split())
     assert "Training images per optimisation step. (8-2048, default 128)" in help_text
     assert "--depth {18,34,50} ResNet-18/34 use basic blocks" in help_text and "--augment true|false" in help_text

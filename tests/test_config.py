@@ -83,6 +83,7 @@ def test_fingerprints_of_existing_configs_are_unchanged():
         "depth": 50,
         "precision": "auto",
         "seed": 42,
+        "gpus": "1",  # where it trains: not in the fingerprint (tests/test_distributed.py)
     }
 
 
