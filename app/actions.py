@@ -40,7 +40,7 @@ def perform(manager: JobManager, action: Action, config: TrainConfig | None, sho
         return start(manager, config, resume=action.resume)
     if action.kind == "stop":
         return stop(manager)
-    return extend(manager, shown, action.epochs)
+    return extend(manager, shown, action.epochs, gpus=config.gpus if config is not None else None)
 
 
 def start(manager: JobManager, config: TrainConfig, *, resume: bool = True) -> Outcome:
@@ -62,10 +62,13 @@ def start(manager: JobManager, config: TrainConfig, *, resume: bool = True) -> O
     return Outcome("success", _started_text(manager, run_id), run_id)
 
 
-def extend(manager: JobManager, run: Run, epochs: int) -> Outcome:
-    """Train ``run`` further, to ``epochs`` in total (what happens to its schedule: see resnet.plan)."""
+def extend(manager: JobManager, run: Run, epochs: int, *, gpus: str | None = None) -> Outcome:
+    """Train ``run`` further, to ``epochs`` in total (what happens to its schedule: see resnet.plan).
+
+    ``gpus``: where to train it now (the sidebar's setting); a run's placement is not part of what it learns.
+    """
     try:
-        config = run.config.replace(epochs=epochs)
+        config = run.config.replace(epochs=epochs, **({"gpus": gpus} if gpus else {}))
         run_id = manager.start(config, run_id=run.run_id)
     except JobAlreadyRunning as error:
         return Outcome("warning", f"Not extended: {error}.")

@@ -105,7 +105,7 @@ def command_train(args, store: RunStore) -> int:
     config = config_from_flags(args)
     if args.run_id:  # continuing: the run's own settings, with the new epoch count
         config = store.load(args.run_id).config or config
-        config = config.replace(epochs=args.epochs)
+        config = config.replace(epochs=args.epochs, gpus=args.gpus)  # where to train may change, not what
 
     from resnet.jobs import JobManager  # imports TensorFlow: only once the request is valid
 
