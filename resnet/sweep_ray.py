@@ -12,18 +12,25 @@ on multi-node clusters, for nothing a grid sweep needs.
 How a trial runs, and why the cache needs no shared filesystem:
 
 1. The driver (this process) prepares the trial's run in its own run store, exactly as a trial here
-   does (``resnet.sweeps.start_trial`` -> ``prepare_training``), records it in the sweep, holds the
-   run's lock and marks it running with its own pid, so the app shows it like a local training.
+   does (``resnet.sweeps.start_trial`` -> ``prepare_training``), records it in the sweep and holds
+   the run's lock; once the task trains, the run is marked running with the driver's pid, so the app
+   shows it like a local training.
 2. The task receives the run's config, id and committed files (``config.json``, ``state.json``,
    ``history.csv`` and, when continuing, the checkpoint and predictions of its last epoch), and the
    dataset's four files (put once in the object store). It writes them into a private temporary run
    store and calls ``prepare_training`` + ``train_prepared``, the same trainer as everywhere, with
    TensorFlow's threads set to the CPUs the task was given.
-3. The private store relays every commit: after each epoch the task puts the history row, the
-   checkpoint bytes and the predictions bytes on a ``ray.util.queue.Queue`` (an actor placed on the
-   driver's node when it can be), and its state changes (running, stopped, failed...). The driver
-   drains the queue and commits each epoch with the run store's own atomic writes
-   (``write_epoch_files`` + ``record_epoch``), so ``state.json`` is written last, as always.
+3. The private store relays every commit: after each epoch the task sends the history row, the
+   checkpoint bytes and the predictions bytes to an inbox actor (placed on the driver's node when it
+   can be), and its state changes (running, complete, failed...). The driver takes them in order and
+   commits each epoch with the run store's own atomic writes (``write_epoch_files`` +
+   ``record_epoch``), so ``state.json`` is written last, as always.
+
+The task never waits on Ray while it trains: a task blocked in ``ray.get`` (``ray.util.queue``'s
+``put`` does that) lends its CPUs to the next task, and a two-core machine would train three trials
+at once. So messages are sent without waiting (a Ray actor runs one caller's calls in order), and a
+stop is the driver's: it ends the tasks' workers (the partial epoch is lost, as with a stop here),
+commits what they had sent, and marks their runs stopped.
 
 A worker killed mid-epoch loses only that epoch: the driver marks the run failed with every epoch it
 committed, and running the sweep again continues from there. Tasks are not retried by Ray (a retry
@@ -57,7 +64,7 @@ from resnet.sweeps import (
     TrialResult,
     start_trial,
 )
-from resnet.wording import failed_message
+from resnet.wording import failed_message, stopped_message
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTALL_HINT = "pip install -r requirements-cluster.txt"
@@ -128,30 +135,33 @@ def _set_threads(cpus: int) -> None:
         pass
 
 
-def train_trial_task(index, config_values, run_id, files, dataset_files, queue, stop, cpus) -> dict:
-    """The body of a trial's Ray task: train ``run_id`` in a private store, relaying every commit."""
+def train_trial_task(index, config_values, run_id, files, dataset_files, inbox, cpus) -> dict:
+    """The body of a trial's Ray task: train ``run_id`` in a private store, relaying every commit.
+
+    Messages go to the driver's ``inbox`` actor without waiting for them (a task blocked in ``ray.get``
+    lends its CPUs to other tasks, which would put more trials on a machine than it has cores); they
+    are awaited once, at the end, so none is lost when the task returns.
+    """
+    import ray
+
     import resnet  # noqa: F401  (sets TensorFlow's environment before it is imported)
 
-    if _stopped(stop):
-        return {"status": "not started", "message": "the sweep was stopped before this trial began"}
     _set_threads(cpus)
+    sent = []
 
     def send(kind, *payload):
-        queue.put((kind, index, *payload))
+        sent.append(inbox.put.remote((kind, index, *payload)))
 
     send("hello", {"pid": os.getpid(), "host": socket.gethostname()})
     folder = Path(tempfile.mkdtemp(prefix="resnet-trial-"))
-    cancel, finished = threading.Event(), threading.Event()
-    watcher = threading.Thread(target=_watch_stop, args=(stop, cancel, finished), daemon=True)
-    watcher.start()
     try:
-        return _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, cancel)
+        return _train_in_private_store(folder, config_values, run_id, files, dataset_files, send)
     finally:
-        finished.set()
         shutil.rmtree(folder, ignore_errors=True)
+        ray.get(sent)
 
 
-def _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, cancel) -> dict:
+def _train_in_private_store(folder, config_values, run_id, files, dataset_files, send) -> dict:
     from resnet.config import TrainConfig
     from resnet.hardware import detect_hardware, resolve_precision
     from resnet.trainer import prepare_training, train_prepared
@@ -171,7 +181,7 @@ def _train_in_private_store(folder, config_values, run_id, files, dataset_files,
     if not run.epochs_done:  # no checkpoint fixes the precision yet: this machine's hardware does
         store.update_state(run, precision=resolve_precision(config.precision), device=detect_hardware().device_label)
     prepared = prepare_training(config, store=store, run_id=run_id, dataset_dir=data)
-    run = train_prepared(prepared, cancel=cancel, report=_progress_sender(send))
+    run = train_prepared(prepared, report=_progress_sender(send))
     return {"status": run.status.value, "message": run.message}
 
 
@@ -187,34 +197,18 @@ def _progress_sender(send):
     return report
 
 
-def _stopped(stop) -> bool:
-    import ray
-
-    return bool(ray.get(stop.is_set.remote()))
-
-
-def _watch_stop(stop, cancel: threading.Event, finished: threading.Event) -> None:
-    while not finished.wait(0.5):
-        try:
-            if _stopped(stop):
-                cancel.set()
-                return
-        except Exception:  # the driver is gone: stop after the current batch
-            cancel.set()
-            return
-
-
-class StopFlag:
-    """A flag the driver sets to stop every trial after its current batch (a Ray actor)."""
+class Inbox:
+    """What the tasks send the driver, in the order each task sent it (a Ray actor on the driver's node)."""
 
     def __init__(self):
-        self.flag = False
+        self.items = []
 
-    def set(self) -> None:
-        self.flag = True
+    def put(self, item) -> None:
+        self.items.append(item)
 
-    def is_set(self) -> bool:
-        return self.flag
+    def take(self) -> list:
+        items, self.items = self.items, []
+        return items
 
 
 # --- on the driver -------------------------------------------------------------------------------------
@@ -245,8 +239,7 @@ def run_sweep_on_ray(
 
     All trials that train are submitted at once and run as the cluster's resources allow: each task
     asks for ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs (default: 1 when the cluster has
-    GPUs, else 0). ``cancel`` stops every trial after its current batch; trials not yet begun do not
-    begin. The record is saved (with its run ids) as trials are submitted; the caller holds
+    GPUs, else 0). ``cancel`` stops every trial (its partial epoch is lost) and the queued ones. The record is saved (with its run ids) as trials are submitted; the caller holds
     ``SweepStore.locked``.
     """
     ray = import_ray()
@@ -272,6 +265,9 @@ def run_sweep_on_ray(
     ]
 
 
+_OUTCOMES = {"complete": Outcome.TRAINED, "stopped": Outcome.STOPPED}  # a task's final status
+
+
 class _Driver:
     """Submits trials, commits what their tasks send, and leaves every run in a true state."""
 
@@ -281,7 +277,8 @@ class _Driver:
         self.gpus = _check_resources(ray, cpus_per_trial, gpus_per_trial)
         self.report = report or (lambda event: None)
         self.dataset_dir, self.dataset = _ship_dataset(ray, dataset_dir)
-        self.queue, self.stop = _channels(ray)
+        self.inbox = _inbox(ray)
+        self.stopping = False
         self.task = ray.remote(max_calls=1, max_retries=0)(train_trial_task)
         self.results: dict[int, TrialResult] = {}
         self.running: dict[object, _Running] = {}  # task reference -> trial
@@ -326,7 +323,7 @@ class _Driver:
             return start.sweep
         ref = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
             index, trial.config.to_dict(), prepared.run.run_id, _committed_files(prepared.run), self.dataset,
-            self.queue, self.stop, self.cpus,
+            self.inbox, self.cpus,
         )  # fmt: skip
         self.running[ref] = _Running(index, prepared, lock, submitted)
         self._event("queued", index, prepared.run.run_id, f"queued: {prepared.plan.summary()}")
@@ -334,18 +331,20 @@ class _Driver:
 
     # --- following ----------------------------------------------------------------------------------
     def follow(self, cancel: threading.Event, poll_seconds: float) -> None:
-        """Commit what the tasks send until every one has ended; ``cancel`` stops them all."""
-        stopping = False
+        """Commit what the tasks send until every one has ended.
+
+        ``cancel`` stops them all: their workers are ended (a partial epoch is lost either way), what
+        they sent before is committed, and their runs are marked stopped by this process.
+        """
         while self.running:
-            if cancel.is_set() and not stopping:
-                self.ray.get(self.stop.set.remote())
-                stopping = True
-            for message in _drain(self.queue, poll_seconds):
+            if cancel.is_set() and not self.stopping:
+                self.stopping = True
+                for ref in self.running:
+                    self.ray.cancel(ref, force=True)
+            ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=poll_seconds)
+            for message in self.ray.get(self.inbox.take.remote()):  # a task's messages arrive before it ends
                 self._handle(message)
-            ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
             for ref in ready:
-                for message in _drain(self.queue, 0):  # a task puts everything before it returns
-                    self._handle(message)
                 self._end(self._finish(ref, self.running.pop(ref)))
 
     def _handle(self, message: tuple) -> None:
@@ -362,6 +361,8 @@ class _Driver:
             self._apply_state(trial, payload[0])
         elif kind == "epoch":
             row, checkpoint, predictions = payload
+            if int(row["epoch"]) != run.epochs_done + 1:  # after a lost message of a killed worker
+                return
             _commit_epoch(self.store, run, row, checkpoint, predictions)
             self._event("epoch", index, run.run_id, epoch=int(row["epoch"]), target_epochs=target, row=row)
         elif kind == "progress":
@@ -389,25 +390,31 @@ class _Driver:
             ACTIVE_RUNS.discard(run.run_id)
 
     def _finish(self, ref, trial: _Running) -> TrialResult:
-        """The trial's result once its task ended; a task that died leaves its run failed, epochs kept."""
+        """The trial's result once its task ended. A task this process stopped leaves its run stopped,
+        one whose worker died leaves it failed; either way with every epoch committed here."""
         run, error = trial.prepared.run, None
         try:
             answer = self.ray.get(ref)
-        except Exception as failure:  # the task raised, or its worker died
+        except Exception as failure:  # the task raised, was cancelled, or its worker died
             answer, error = {}, _first_line(failure)
-        if not trial.final and run.state.status is RunStatus.RUNNING:
+        outcome, message = _OUTCOMES.get(answer.get("status"), Outcome.FAILED), answer.get("message")
+        if not trial.final and self.stopping:  # ended by this process's stop, as a stop here ends a training
+            outcome = Outcome.STOPPED if trial.worker else Outcome.NOT_RUN
+            message = stopped_message(run.epochs_done + 1, run.epochs_done)
+            if run.state.status is RunStatus.RUNNING:
+                self.store.update_state(run, status=RunStatus.STOPPED, message=message)
+            elif not trial.worker:
+                message = "the sweep was stopped before this trial began"
+        elif not trial.final and run.state.status is RunStatus.RUNNING:
             reason = f"the Ray worker died ({error})"
             self.store.update_state(run, status=RunStatus.FAILED, message=failed_message(run.epochs_done, reason))
         ACTIVE_RUNS.discard(run.run_id)
         trial.lock.__exit__(None, None, None)
-        status = answer.get("status") or str(run.status)
-        outcomes = {"complete": Outcome.TRAINED, "stopped": Outcome.STOPPED, "not started": Outcome.NOT_RUN}
-        message = answer.get("message") or run.message
         return TrialResult(
             trial.index,
             run.run_id,
-            outcomes.get(status, Outcome.FAILED),
-            message,
+            outcome,
+            message or run.message,
             time.perf_counter() - trial.submitted,
             run.epochs_done,
             trial.prepared.target_epochs,
@@ -416,7 +423,7 @@ class _Driver:
 
     def close(self) -> None:
         """Leaving (done, or Ctrl-C twice, or an error): cancel what still runs, its runs failed with
-        their epochs kept, and remove the queue and the stop flag."""
+        their epochs kept, and remove the inbox."""
         for ref, trial in list(self.running.items()):
             with contextlib.suppress(Exception):
                 self.ray.cancel(ref, force=True)
@@ -432,9 +439,8 @@ class _Driver:
                 trial.lock.__exit__(None, None, None)
             self.results[trial.index] = TrialResult(trial.index, run.run_id, Outcome.FAILED, "abandoned by the driver")
         self.running.clear()
-        for actor in (self.queue.actor, self.stop):
-            with contextlib.suppress(Exception):
-                self.ray.kill(actor)
+        with contextlib.suppress(Exception):
+            self.ray.kill(self.inbox)
 
 
 def _check_resources(ray, cpus_per_trial: int, gpus_per_trial: float | None) -> float:
@@ -457,15 +463,12 @@ def _ship_dataset(ray, dataset_dir):
     return folder, ray.put({name: (folder / name).read_bytes() for name in FILE_NAMES})
 
 
-def _channels(ray):
-    """The queue the tasks report through and the stop flag, placed on this node when it can be."""
-    from ray.util.queue import Queue
+def _inbox(ray):
+    """The actor the tasks report through, on this node when it can be (a sync actor: in order)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
-    stop = ray.remote(StopFlag).options(num_cpus=0, scheduling_strategy=here).remote()
-    return queue, stop
+    return ray.remote(Inbox).options(num_cpus=0, scheduling_strategy=here).remote()
 
 
 def _committed_files(run) -> dict[str, bytes]:
@@ -482,19 +485,6 @@ def _committed_files(run) -> dict[str, bytes]:
         if run.epochs_done and name:
             files[name] = (run.path / name).read_bytes()
     return files
-
-
-def _drain(queue, wait_seconds: float) -> list:
-    from ray.util.queue import Empty
-
-    messages = []
-    try:
-        messages.append(queue.get(block=wait_seconds > 0, timeout=wait_seconds or None))
-        while True:
-            messages.append(queue.get_nowait())
-    except Empty:
-        pass
-    return messages
 
 
 def _commit_epoch(store: RunStore, run, row: dict, checkpoint: bytes, predictions: bytes) -> None:

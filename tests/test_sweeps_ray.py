@@ -1,6 +1,7 @@
 """Sweeps on a local Ray instance: the trials land in the driver's run cache as ordinary runs (same
-configurations, epochs, history columns as trained here), and a trial whose worker is killed with
-SIGKILL mid-epoch keeps the epochs the driver committed and continues from them on a rerun.
+configurations, epochs, history columns as trained here); a trial whose worker is killed with SIGKILL
+mid-epoch keeps the epochs the driver committed, a stop ends it with them too, and a rerun continues
+from them.
 
 Ray is the optional cluster extra; these tests skip only when it is not installed.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import pytest
 
@@ -30,7 +32,7 @@ def local_ray():
     ray.shutdown()
 
 
-def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_trial_continues(cache_dir, dataset_dir, local_ray, capsys):
+def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continues(cache_dir, dataset_dir, local_ray, capsys):
     store, sweeps = RunStore(cache_dir), SweepStore(cache_dir)
     sweep = requested_sweep(sweeps, "cluster", GRID)
     pids, killed, events = {}, [], []
@@ -61,7 +63,20 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_trial_continues(cache_di
     stamps = [(run.path / "history.csv").stat().st_mtime_ns for run in runs[:3]]
     first_row = runs[3].history.iloc[0].to_dict()
 
-    # Rerun through the command line (it uses the Ray this process already runs).
+    # Rerun, stopped while trial 4 trains its epoch 2: the driver ends the worker and says so.
+    cancel = threading.Event()
+
+    def stop_in_epoch_2(event):
+        if event.kind == "progress" and event.index == 3 and event.phase == "training":
+            cancel.set()
+
+    results = run_sweep_on_ray(sweep, store, cpus_per_trial=1, cancel=cancel, report=stop_in_epoch_2)
+    assert [result.outcome for result in results] == [Outcome.DONE] * 3 + [Outcome.STOPPED]
+    stopped = store.load(runs[3].run_id)
+    assert (stopped.status, stopped.epochs_done) == ("stopped", 1)
+    assert stopped.message == "stopped during epoch 2: epochs 1-1 kept, the partial epoch 2 was discarded"
+
+    # And again through the command line (it uses the Ray this process already runs).
     assert main(["--cache-dir", str(cache_dir), "sweep", "--name", "cluster", "--ray"]) == 0
     out = capsys.readouterr()
     runs = [store.load(trial.run_id) for trial in record.trials]
