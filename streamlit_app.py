@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import actions, curves, feedback, insight, live, params, runs_page, services, sidebar, state
+from app import actions, curves, feedback, insight, live, params, runs_page, services, sidebar, state, sweep_tab
+from app.sweep_job import get_sweep_runner
 from resnet.estimate import estimate_time
 
 
@@ -68,11 +69,16 @@ def main() -> None:
     live.live_ui(manager)
     if shown is not None:
         curves.curves_ui(shown)
-    understanding, runs_tab = st.tabs(["Understanding the predictions", "Runs"])
+    # Keyed and tracked, so the chosen tab stays chosen when the live view or the curves appear above it.
+    understanding, runs_tab, sweep = st.tabs(
+        ["Understanding the predictions", "Runs", "Sweep"], key=state.TAB, on_change="rerun"
+    )
     with understanding:
         insight.understanding_ui(manager, shown)
     with runs_tab:
         runs_page.runs_ui(manager, runs, shown)
+    with sweep:
+        sweep_tab.sweep_ui(get_sweep_runner(manager), config, config_error, runs)
 
 
 if __name__ == "__main__":

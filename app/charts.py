@@ -228,3 +228,65 @@ def per_class_chart(frame: pd.DataFrame) -> alt.Chart:
             tooltip=["class:N", "images:Q", alt.Tooltip("accuracy:Q", format=".1%")],
         )
     )
+
+
+FRONT_COLORS = alt.Scale(domain=["on the Pareto front", "dominated"], range=["#e45756", "#9eabb8"])
+
+
+def pareto_chart(points: pd.DataFrame) -> alt.Chart:
+    """Final test accuracy against total training time, one labelled point per run, the front as a line.
+
+    ``points``: columns trial, label, total_seconds, test_accuracy and on_front (bool), one row per run.
+    """
+    unit, scale = time_unit(float(points["total_seconds"].max()) if len(points) else 0.0)
+    data = points.assign(
+        time=points["total_seconds"] / scale,
+        where=points["on_front"].map({True: "on the Pareto front", False: "dominated"}),
+    )
+    x = alt.X("time:Q", title=f"Total training time ({unit})", scale=alt.Scale(zero=True))
+    y = alt.Y("test_accuracy:Q", title="Final test accuracy", axis=alt.Axis(format=".1%"), scale=alt.Scale(zero=False))
+    tooltip = [
+        "trial:Q",
+        "label:N",
+        alt.Tooltip("time:Q", format=".1f", title=unit),
+        alt.Tooltip("test_accuracy:Q", format=".2%", title="test accuracy"),
+    ]
+    front = data[data["on_front"]].sort_values("time")
+    line = alt.Chart(front).mark_line(color="#e45756", strokeDash=[6, 3]).encode(x=x, y=y)
+    dots = (
+        alt.Chart(data)
+        .mark_circle(size=90, opacity=0.9)
+        .encode(x=x, y=y, color=alt.Color("where:N", scale=FRONT_COLORS, title=None), tooltip=tooltip)
+    )
+    labels = alt.Chart(data).mark_text(align="left", dx=7, dy=-7, fontSize=11).encode(x=x, y=y, text="label:N")
+    return alt.layer(line, dots, labels).properties(
+        title="Final test accuracy against total training time", height=HEIGHT + 60
+    )
+
+
+def sweep_curves_chart(frame: pd.DataFrame, *, color_title: str, x_axis: str) -> alt.Chart:
+    """Test accuracy per epoch of every run of a sweep, overlaid, coloured by one setting.
+
+    ``frame``: columns run (a label per run), epoch, cumulative_seconds, test_accuracy and colour (that
+    setting's value as text); ``x_axis`` is ``"epoch"`` or ``"time"`` (cumulative training time).
+    """
+    if x_axis == "time":
+        unit, scale = time_unit(float(frame["cumulative_seconds"].max()) if len(frame) else 0.0)
+        data = frame.assign(x=frame["cumulative_seconds"] / scale)
+        x = alt.X("x:Q", title=f"Cumulative training time ({unit})", scale=alt.Scale(zero=True))
+        x_tooltip = alt.Tooltip("x:Q", format=".1f", title=unit)
+    else:
+        data = frame.assign(x=frame["epoch"])
+        x = alt.X("x:Q", title="Epoch", axis=alt.Axis(tickMinStep=1))
+        x_tooltip = alt.Tooltip("x:Q", title="epoch")
+    return (
+        alt.Chart(data, title="Test accuracy per epoch of every run", height=HEIGHT + 40)
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("test_accuracy:Q", title="Test accuracy", axis=alt.Axis(format=".0%"), scale=alt.Scale(zero=False)),
+            color=alt.Color("colour:N", title=color_title, legend=alt.Legend(orient="bottom")),
+            detail="run:N",
+            tooltip=["run:N", x_tooltip, alt.Tooltip("test_accuracy:Q", format=".2%", title="test accuracy")],
+        )
+    )

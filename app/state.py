@@ -19,6 +19,17 @@ RETURNS_THRESHOLD = "returns_threshold"  # points of test accuracy per window fo
 PAIR_TRUE = "pair_true"  # the confused pair's true class (selectbox)
 PAIR_PREDICTED = "pair_predicted"  # ... and its predicted class
 PICKED_CELL = "_picked_cell"  # the confusion-matrix cell last clicked, (true, predicted)
+TAB = "tab"  # the tab shown below the curves, kept when parts of the page above appear or go
+SWEEP_NAME = "sweep_name"  # the Sweep tab's name field
+SWEEP_FLASH = "sweep_flash"  # an actions.Outcome to show in the Sweep tab on the next run
+SWEEP_SHOWN = "sweep_shown"  # the sweep whose results this session looks at (selectbox)
+SWEEP_COLOUR = "sweep_colour"  # the setting the sweep's curves are coloured by
+SWEEP_X_AXIS = "sweep_x_axis"  # the curves' x axis: "epoch" or "time"
+
+
+def sweep_key(field: str) -> str:
+    """The Sweep tab's comma-list field for a TrainConfig field."""
+    return f"sweep_{field}"
 
 
 def pick_shown_run(runs: list[Run], active_run_id: str | None) -> Run | None:
