@@ -309,7 +309,7 @@ class RunStore:
         files = EpochFiles(epoch, checkpoint_name(epoch), predictions_name(epoch))
         atomic_write(run.path / files.checkpoint, save_checkpoint)
         arrays = {
-            "probabilities": np.asarray(probabilities).astype(np.float16),
+            "probabilities": np.asarray(probabilities).astype(np.float32),
             "indices": np.asarray(eval_indices).astype(np.int32),
             "labels": np.asarray(eval_labels).astype(np.uint8),
             "epoch": np.int32(epoch),

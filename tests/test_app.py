@@ -211,7 +211,11 @@ def test_tiny_training_fills_every_view_then_extend_and_delete(cache_dir, manage
     assert accuracy[accuracy["split"] == "test"]["accuracy"].tolist() == pytest.approx(
         history["test_accuracy"].tolist()
     )
-    assert "Train and test loss per epoch" in drawn
+    # Plain cross-entropy for train and test (they compare like with like), the smoothed loss beside them.
+    loss = drawn["Train and test cross-entropy per epoch"][0]
+    assert set(loss["split"]) == {"train", "test", "train, label-smoothed (optimised)"}
+    assert loss[loss["split"] == "train"]["loss"].tolist() == pytest.approx(history["train_cross_entropy"].tolist())
+    assert loss[loss["split"] == "test"]["loss"].tolist() == pytest.approx(history["test_loss"].tolist())
     assert "Seconds per epoch" in drawn and "Cumulative training time" in drawn
     assert "Test accuracy against training time" in drawn
     matrix = drawn["Confusion matrix (image counts)"][0]

@@ -8,8 +8,9 @@ import json
 import os
 import stat
 
+import numpy as np
 import pytest
-from test_runs import make_run
+from test_runs import _write_zip, make_run
 
 from resnet.runs import RunError, RunState, RunStatus, RunStore
 from resnet.schedule import Segment
@@ -169,3 +170,18 @@ def test_a_run_whose_lock_is_a_link_out_of_the_cache_is_deleted_without_touching
     (run.path / ".lock").symlink_to(victim)
     store.delete(run.run_id)
     assert not run.path.exists() and victim.read_text() == "keep me"
+
+
+def test_stored_predictions_keep_the_predicted_class_of_near_ties(cache_dir):
+    """The confusion matrix is computed from the stored probabilities: it must match the recorded test
+    accuracy even for a barely trained model whose probabilities are all near 0.1 (float16 broke ties)."""
+    store = RunStore(cache_dir)
+    run = make_run(store, epochs_done=0)
+    rng = np.random.default_rng(0)
+    probabilities = (0.1 + rng.uniform(-1e-4, 1e-4, (500, 10))).astype(np.float32)
+    files = store.write_epoch_files(
+        run, 1, save_checkpoint=_write_zip, probabilities=probabilities, eval_indices=np.arange(500),
+        eval_labels=np.zeros(500),
+    )  # fmt: skip
+    with np.load(run.path / files.predictions) as archive:
+        assert (archive["probabilities"].argmax(axis=1) == probabilities.argmax(axis=1)).all()
