@@ -137,7 +137,7 @@ class SweepRunner:
             )
             return
         failure = first_failure(results)
-        text = f"all {len(results)} trials have their epochs."
+        text = f"All {len(results)} trials have their epochs."
         if failure is not None:
             text = f"trial {failure.index + 1} {failure.outcome}: {failure.message}"
         self._finish(SweepState.FINISHED, text)

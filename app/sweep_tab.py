@@ -135,7 +135,8 @@ def request_summary_ui(sweep: Sweep, runs: list[Run], sweeps: SweepStore) -> Non
     else:
         what = f"**{total} runs** ({sweep.describe_grid()}; the other settings from the sidebar), at most {MAX_TRIALS}."
     st.markdown(what)
-    st.markdown(estimate_text(sweep, runs))
+    if done < total:  # nothing left to train: no estimate to give
+        st.markdown(estimate_text(sweep, runs))
 
 
 # --- start / stop -------------------------------------------------------------------------------------

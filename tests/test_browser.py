@@ -2,7 +2,8 @@
 
 Sets a tiny configuration through the URL and the sidebar widgets, presses Start, and waits for the live
 view to finish the training and redraw the page by itself (the fragment's ``run_every``; nothing here
-reloads the page), then checks the charts and saves ``docs/screenshot.png``.
+reloads the page), then checks the charts and saves ``docs/screenshot.png``. A second test runs a tiny
+sweep from the Sweep tab and saves ``docs/sweep-tab.png``.
 """
 
 from __future__ import annotations
@@ -182,5 +183,55 @@ def test_two_pages_pressing_start_together_run_one_training(server, cache_dir):
                 assert page.get_by_test_id("stException").count() == 0
             assert [path.name for path in cache_dir.iterdir()] == run_ids
             assert (cache_dir / run_ids[0] / "history.csv").read_text().count("\n") == 3
+        finally:
+            browser.close()
+
+
+SWEEP_SCREENSHOT = ROOT / "docs" / "sweep-tab.png"
+
+
+def test_tiny_sweep_in_the_browser(server, cache_dir):
+    """The Sweep tab: two tiny runs (seeds 1, 2) started from the tab, followed live, then its answer."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{server}/?batch_size=64&eval_subset=200&depth=18&train_subset=256&epochs=1")
+            expect(page.get_by_text("No training runs yet", exact=False)).to_be_visible(timeout=90_000)
+            page.get_by_role("tab", name="Sweep").click()
+            name = page.get_by_role("textbox", name="Sweep name")
+            name.fill("browser")
+            name.press("Enter")
+            seeds = page.get_by_role("textbox", name="Seeds")
+            seeds.fill("1,2")
+            seeds.press("Enter")
+            expect(page.get_by_text("2 runs", exact=False)).to_be_visible(timeout=30_000)
+            page.get_by_role("button", name="Start sweep").click()
+            expect(page.get_by_text("Started sweep browser: 2 runs", exact=False)).to_be_visible(timeout=60_000)
+
+            # The progress box redraws on its own and the whole page once the sweep ends.
+            expect(page.get_by_text("Sweep browser finished", exact=False)).to_be_visible(
+                timeout=2 * TRAINING_TIMEOUT_MS
+            )
+            pareto = page.locator(
+                '[data-testid="stVegaLiteChart"][aria-label="Final test accuracy against total training time"]'
+            )
+            expect(pareto).to_have_count(1, timeout=30_000)
+            expect(pareto.locator("svg")).to_be_visible(timeout=30_000)
+            curves = page.locator('[data-testid="stVegaLiteChart"][aria-label="Test accuracy per epoch of every run"]')
+            expect(curves.locator("svg")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("On the Pareto front", exact=True)).to_be_visible()
+            expect(page.get_by_text("Within ", exact=False).first).to_be_visible()
+            runs = [path for path in cache_dir.iterdir() if path.name != ".sweeps"]
+            assert len(runs) == 2 and all((run / "history.csv").read_text().count("\n") == 2 for run in runs)
+            assert page.get_by_test_id("stException").count() == 0
+
+            height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+            page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 9000)})
+            page.wait_for_timeout(2000)  # let the charts re-layout
+            SWEEP_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SWEEP_SCREENSHOT), full_page=True)
         finally:
             browser.close()
