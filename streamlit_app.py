@@ -55,13 +55,13 @@ def main() -> None:
         outcome = actions.perform(manager, action, config, shown)
         if outcome.run_id:
             state.show_run(outcome.run_id)
-        st.session_state[state.FLASH] = outcome
+        state.flash(outcome)
         st.rerun()  # draw the whole page (buttons included) in the job's new state
 
     st.title("How a ResNet learns Fashion-MNIST")
     for problem in url_problems:
         st.warning(problem)
-    feedback.show_outcome(st.session_state.pop(state.FLASH, None))
+    feedback.show_outcome(state.take_flash())
     feedback.show_outcome(services.dataset_problem())
     if not runs and not manager.snapshot().active:
         welcome_ui(manager.cache_root)

@@ -62,7 +62,7 @@ def _delete(manager: JobManager, run_id: str) -> None:
     st.session_state.pop(state.CONFIRM_DELETE, None)
     if outcome.level == "success":
         state.forget_shown_run(run_id)
-    st.session_state[state.FLASH] = outcome
+    state.flash(outcome)
 
 
 def _checkpoint_download(manager: JobManager, run: Run):

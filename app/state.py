@@ -6,6 +6,8 @@ differently. Widget keys of the settings are ``app.params.key(field)``.
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
 from resnet.jobs import JobSnapshot
@@ -55,3 +57,25 @@ def show_run(run_id: str) -> None:
 def forget_shown_run(run_id: str) -> None:
     if st.session_state.get(SHOWN_RUN) == run_id:
         st.session_state.pop(SHOWN_RUN)
+
+
+FLASH_SECONDS = 15.0  # a message after a click survives the automatic reruns of this long
+
+
+def flash(outcome) -> None:
+    """Show ``outcome`` (an actions.Outcome) at the top of the page from the next run on."""
+    st.session_state[FLASH] = (outcome, time.monotonic())
+
+
+def take_flash():
+    """The outcome to show now, or None. It stays for ``FLASH_SECONDS`` across reruns: the live view
+    reruns the whole page when a job starts or commits an epoch, which must not wipe the message of
+    the click that started it."""
+    value = st.session_state.get(FLASH)
+    if value is None:
+        return None
+    outcome, shown_at = value
+    if time.monotonic() - shown_at > FLASH_SECONDS:
+        st.session_state.pop(FLASH, None)
+        return None
+    return outcome

@@ -12,7 +12,7 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 stamp="$venv/.installed-$(basename "$requirements")"
-wanted="$(cat "$requirements" "$project_root/requirements.txt" | sha256sum | cut -d' ' -f1)"
+wanted="$(cat "$requirements" "$project_root"/requirements*.txt | sha256sum | cut -d' ' -f1)"  # any pinned file, -r included
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "Installing $(basename "$requirements") into $venv (first time: a few minutes) ..." >&2
   "$venv/bin/python" -m pip install --quiet --upgrade pip
