@@ -62,20 +62,21 @@ def forget_shown_run(run_id: str) -> None:
 FLASH_SECONDS = 15.0  # a message after a click survives the automatic reruns of this long
 
 
-def flash(outcome) -> None:
-    """Show ``outcome`` (an actions.Outcome) at the top of the page from the next run on."""
-    st.session_state[FLASH] = (outcome, time.monotonic())
+def flash(outcome, key: str = FLASH) -> None:
+    """Show ``outcome`` (an actions.Outcome) from the next run on: at the top of the page, or where
+    the owner of ``key`` (e.g. the Sweep tab's ``SWEEP_FLASH``) shows it."""
+    st.session_state[key] = (outcome, time.monotonic())
 
 
-def take_flash():
+def take_flash(key: str = FLASH):
     """The outcome to show now, or None. It stays for ``FLASH_SECONDS`` across reruns: the live view
     reruns the whole page when a job starts or commits an epoch, which must not wipe the message of
     the click that started it."""
-    value = st.session_state.get(FLASH)
+    value = st.session_state.get(key)
     if value is None:
         return None
     outcome, shown_at = value
     if time.monotonic() - shown_at > FLASH_SECONDS:
-        st.session_state.pop(FLASH, None)
+        st.session_state.pop(key, None)
         return None
     return outcome

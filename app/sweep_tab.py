@@ -168,7 +168,7 @@ def controls_ui(runner: SweepRunner, sweep: Sweep | None, snapshot: SweepSnapsho
     elif pressed_stop:
         outcome = stop(runner)
     if outcome is not None:
-        st.session_state[state.SWEEP_FLASH] = outcome
+        state.flash(outcome, state.SWEEP_FLASH)
         st.rerun()  # the whole page in the new state (the live view shows the first trial)
 
 
@@ -344,7 +344,7 @@ def sweep_ui(runner: SweepRunner, base: TrainConfig | None, base_error: str | No
         "server's one training (the live view above follows each run). Stop sweep stops the current run "
         "after its batch and the rest of the queue; starting the same sweep again continues it."
     )
-    feedback.show_outcome(st.session_state.pop(state.SWEEP_FLASH, None))
+    feedback.show_outcome(state.take_flash(state.SWEEP_FLASH))
     sweep, problem = request_ui(base, base_error, sweeps, runs)
     if problem:
         (st.info if problem == NO_VALUES else st.error)(problem)  # nothing typed yet is not an error

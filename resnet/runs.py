@@ -370,14 +370,7 @@ class RunStore:
 
     @staticmethod
     def _try_lock(folder: Path):
-        # O_NOFOLLOW: a .lock that is a link (a copied or edited cache) is never followed out of the run folder.
-        lock = os.fdopen(os.open(folder / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666), "a")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            return None
-        return lock
+        return try_lock(folder / ".lock")
 
     # --- reading ------------------------------------------------------------------------------------
     def load(self, run_id: str) -> Run:
@@ -488,6 +481,20 @@ class RunStore:
         shutil.rmtree(trash, ignore_errors=True)
         with self._parsed_lock:
             self._parsed.pop(run_id, None)
+
+
+def try_lock(path: Path):
+    """An exclusive flock on ``path`` (created if missing) as an open file, or None if another holds it.
+
+    O_NOFOLLOW: a lock file that is a link (a copied or edited cache) is never followed out of its folder.
+    """
+    lock = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666), "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
 
 
 def path_mtime(path: Path) -> float:

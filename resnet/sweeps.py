@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import itertools
 import json
 import math
@@ -48,7 +47,7 @@ import pandas as pd
 
 from resnet.config import PARAMS, ConfigError, TrainConfig, check_value, parse_bool
 from resnet.plan import PlanKind, TrainingPlan, plan_training
-from resnet.runs import RUN_ID_PATTERN, Run, RunError, RunStore, write_json
+from resnet.runs import RUN_ID_PATTERN, Run, RunError, RunStore, try_lock, write_json
 from resnet.schedule import Segment
 from resnet.wording import TextEnum, format_duration, plural
 
@@ -352,14 +351,7 @@ class SweepStore:
         return False
 
     def _try_lock(self, name: str):
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
-        lock = os.fdopen(os.open(self.folder / f"{check_name(name)}.lock", flags, 0o666), "a")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            return None
-        return lock
+        return try_lock(self.folder / f"{check_name(name)}.lock")
 
 
 # --- what a trial trains -------------------------------------------------------------------------------
