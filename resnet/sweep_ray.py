@@ -467,8 +467,14 @@ def _inbox(ray):
     """The actor the tasks report through, on this node when it can be (a sync actor: in order)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    return ray.remote(Inbox).options(num_cpus=0, scheduling_strategy=here).remote()
+    options = {"num_cpus": 0}
+    try:  # through Ray Client (ray://) the driver may have no node of its own: then anywhere will do
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=True
+        )
+    except Exception:
+        pass
+    return ray.remote(Inbox).options(**options).remote()
 
 
 def _committed_files(run) -> dict[str, bytes]:
