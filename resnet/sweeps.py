@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resnet.config import PARAMS, ConfigError, TrainConfig, check_value, parse_bool
+from resnet.config import PARAMS, PLACEMENT_FIELDS, ConfigError, TrainConfig, check_value, parse_bool
 from resnet.plan import PlanKind, TrainingPlan, plan_training
 from resnet.runs import RUN_ID_PATTERN, Run, RunError, RunStore, try_lock, write_json
 from resnet.schedule import Segment
@@ -117,6 +117,8 @@ def check_grid(grid: dict) -> dict[str, tuple]:
         repeated = sorted({str(value) for value in values if values.count(value) > 1})
         if repeated:
             raise ConfigError(f"{name} lists {', '.join(repeated)} more than once")
+        if name in PLACEMENT_FIELDS and len(values) > 1:  # trials would share a fingerprint and one run
+            raise ConfigError(f"{name} says where trials train, not what they learn: give it one value")
         checked[name] = values
     return checked
 

@@ -112,6 +112,7 @@ def test_a_sweep_stopped_in_its_second_trial_continues_where_it_stopped(cache_di
         (["--optimizer", "adamw,lion"], "optimizer must be one of adamw, adam, sgd; got 'lion'"),
         (["--augment", "yes,maybe"], "augment must be true or false; got 'maybe'"),
         (["--seed", "1,1"], "seed lists 1 more than once"),
+        (["--gpus", "1,all"], "gpus says where trials train, not what they learn"),
         (["--batch-size", "512", "--subset", "256"], "train_subset (256) must be at least batch_size (512)"),
         (["--epochs", ",".join(map(str, range(1, 10))), "--seed", ",".join(map(str, range(8)))], "the grid has 72"),
         ([], "no sweep 'bad' yet: give values for at least one parameter"),
