@@ -32,7 +32,9 @@ def local_ray():
     ray.shutdown()
 
 
-def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continues(cache_dir, dataset_dir, local_ray, capsys):
+def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continues(
+    cache_dir, dataset_dir, local_ray, capsys
+):
     store, sweeps = RunStore(cache_dir), SweepStore(cache_dir)
     sweep = requested_sweep(sweeps, "cluster", GRID)
     pids, killed, events = {}, [], []
