@@ -39,8 +39,8 @@ def _plan_caption(plan: TrainingPlan | None, estimate: Estimate | None, precisio
     if plan is None:
         return
     sidebar.caption(plan.summary())
-    if estimate is not None and plan.trains:
-        sidebar.markdown(estimate.text(plan.epochs_to_train))
+    if estimate is not None:  # what these settings cost here, also when Start has nothing to train
+        sidebar.markdown(estimate.text(plan.epochs_to_train if plan.trains else plan.target_epochs))
     sidebar.caption(f"Precision on this machine: {precision}.")
 
 
