@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from resnet.jobs import JobAlreadyRunning, JobManager
+from resnet.jobs import JobAlreadyRunning, JobManager, LockedSnapshot
 from resnet.sweeps import Outcome, Sweep, SweepEvent, SweepStore, first_failure, run_sweep
 from resnet.wording import TextEnum
 
@@ -57,7 +57,7 @@ class SweepSnapshot:
         return self.state in (SweepState.RUNNING, SweepState.STOPPING)
 
 
-class SweepRunner:
+class SweepRunner(LockedSnapshot):
     """Runs at most one sweep at a time, every trial through ``manager``."""
 
     def __init__(self, manager: JobManager):
@@ -67,14 +67,6 @@ class SweepRunner:
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self._snapshot = SweepSnapshot()
-
-    def snapshot(self) -> SweepSnapshot:
-        with self._lock:
-            return self._snapshot
-
-    def _update(self, **changes) -> None:
-        with self._lock:
-            self._snapshot = dataclasses.replace(self._snapshot, **changes)
 
     def start(self, sweep: Sweep) -> None:
         """Train ``sweep``'s unfinished trials in the background; SweepBusy says why not."""

@@ -112,7 +112,22 @@ def _parse_line(line: str) -> tuple[str | None, dict]:
     return event, message
 
 
-class JobManager:
+class LockedSnapshot:
+    """An immutable snapshot behind ``self._lock``: readers take it whole, the worker replaces fields.
+
+    Subclasses set ``self._lock`` and ``self._snapshot`` (a frozen dataclass) in ``__init__``.
+    """
+
+    def snapshot(self):
+        with self._lock:
+            return self._snapshot
+
+    def _update(self, **changes) -> None:
+        with self._lock:
+            self._snapshot = dataclasses.replace(self._snapshot, **changes)
+
+
+class JobManager(LockedSnapshot):
     """Starts, stops and reports the single background training of this process."""
 
     def __init__(self, store: RunStore | None = None, dataset_dir=None, *, isolated: bool = True):
@@ -124,14 +139,6 @@ class JobManager:
         self._thread: threading.Thread | None = None
         self._process: subprocess.Popen | None = None
         self._snapshot = JobSnapshot()
-
-    def snapshot(self) -> JobSnapshot:
-        with self._lock:
-            return self._snapshot
-
-    def _update(self, **changes) -> None:
-        with self._lock:
-            self._snapshot = dataclasses.replace(self._snapshot, **changes)
 
     def start(self, config: TrainConfig, *, run_id: str | None = None, resume: bool = True) -> str:
         """Validate and start training in the background; returns the run id.
