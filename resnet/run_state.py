@@ -80,6 +80,16 @@ def predictions_name(epoch: int) -> str:
     return f"predictions-{epoch:04d}.npz"
 
 
+# Files the state never names (resnet/runs.py finds them by name): the feature map of every epoch, and
+# the nearest-neighbour bank of the checkpoint's epoch.
+def map_name(epoch: int) -> str:
+    return f"map-{epoch:04d}.npz"
+
+
+def features_name(epoch: int) -> str:
+    return f"features-{epoch:04d}.npz"
+
+
 @dataclass(frozen=True)
 class RunState:
     """The contents of ``state.json``."""

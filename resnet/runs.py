@@ -6,6 +6,10 @@ A run folder holds:
 - ``history.csv``: one row per completed epoch, columns ``HISTORY_COLUMNS``;
 - ``checkpoint-NNNN.keras``: model and optimizer state after epoch NNNN;
 - ``predictions-NNNN.npz``: class probabilities on the evaluation images after epoch NNNN;
+- ``map-NNNN.npz``: the evaluation images' penultimate features after epoch NNNN projected to 2-D, with
+  the predicted class and confidence (``resnet/explain.py``); kept for every epoch;
+- ``features-NNNN.npz``: the nearest-neighbour bank (penultimate features of ``BANK_SIZE`` training
+  images) for the checkpoint of epoch NNNN, written on first use (``RunStore.feature_bank``);
 - ``state.json``: the commit record (``resnet.run_state.RunState``): status, epochs done, which
   checkpoint and predictions belong to them, the learning-rate segments, and where and how the run
   was trained;
@@ -14,8 +18,8 @@ A run folder holds:
 Every file is written to a temporary name and renamed into place (``atomic_write``), and an epoch is
 committed by writing ``state.json`` last: files of an epoch that was not committed are ignored and
 cleaned up, so a crash at any instant leaves the last complete epoch readable and consistent. The
-previous epoch's checkpoint and predictions are kept until the next commit, so a reader that read the
-state just before a commit still finds its files.
+previous epoch's checkpoint and predictions (and features) are kept until the next commit, so a reader
+that read the state just before a commit still finds its files; the maps of every committed epoch stay.
 
 Everything read from a run folder is validated (``resnet/run_state.py``); a run that fails is listed as
 ``damaged`` with the reason and never breaks the listing. Parsed runs are cached by their files'
@@ -27,6 +31,7 @@ The cache folder is ``$RESNET_CACHE_DIR`` or ``cache/`` at the project root.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -52,14 +57,18 @@ from resnet.run_state import (
     RunState,
     RunStatus,
     checkpoint_name,
+    features_name,
+    map_name,
     predictions_name,
     read_history,
 )
 
 __all__ = [
+    "BANK_SIZE",
     "FORMAT_VERSION",
     "HISTORY_COLUMNS",
     "DamagedRun",
+    "FeatureBank",
     "Run",
     "RunError",
     "RunState",
@@ -71,7 +80,12 @@ __all__ = [
 ENV_VAR = "RESNET_CACHE_DIR"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # used with fullmatch
-EPOCH_FILE = re.compile(r"(checkpoint-(\d{4})\.keras|predictions-(\d{4})\.npz)")
+EPOCH_FILE = re.compile(r"(checkpoint|predictions|map|features)-(\d{4})\.(keras|npz)")
+EPOCH_FILE_SUFFIX = {"checkpoint": "keras", "predictions": "npz", "map": "npz", "features": "npz"}
+# The nearest-neighbour bank: a class-balanced subset of the run's training images, the same for every epoch.
+BANK_SIZE = 6000
+BANK_SEED = 0
+MAP_KEYS = ("coords", "explained", "indices", "predicted", "confidence", "epoch")
 
 
 def _current_umask() -> int:
@@ -228,6 +242,17 @@ class EpochFiles:
     epoch: int
     checkpoint: str
     predictions: str
+    feature_map: str | None = None  # map-NNNN.npz, when the trainer gave one
+
+
+@dataclass(frozen=True)
+class FeatureBank:
+    """Penultimate features of training images for nearest-neighbour look-ups, for one checkpoint."""
+
+    epoch: int  # the checkpoint's epoch
+    indices: np.ndarray  # int32 indices into the 60,000 training images
+    labels: np.ndarray  # uint8 their classes
+    features: np.ndarray  # float16 (n, d), rows of unit length
 
 
 class RunStore:
@@ -298,11 +323,21 @@ class RunStore:
         run.status = state.status
 
     def write_epoch_files(
-        self, run: Run, epoch: int, *, save_checkpoint, probabilities, eval_indices, eval_labels
+        self,
+        run: Run,
+        epoch: int,
+        *,
+        save_checkpoint,
+        probabilities,
+        eval_indices,
+        eval_labels,
+        feature_map: dict | None = None,
     ) -> EpochFiles:
-        """Write the checkpoint and predictions of ``epoch`` (not yet committed: see ``record_epoch``).
+        """Write the checkpoint, predictions and feature map of ``epoch`` (not yet committed: see ``record_epoch``).
 
-        ``save_checkpoint(path)`` writes the model to ``path`` (a ``.keras`` file).
+        ``save_checkpoint(path)`` writes the model to ``path`` (a ``.keras`` file). ``feature_map`` holds
+        ``coords``, ``explained``, ``predicted`` and ``confidence`` (``resnet.explain.feature_map_arrays``);
+        its ``indices`` default to ``eval_indices``.
         """
         if epoch != run.epochs_done + 1:
             raise RunError(f"run {run.run_id}: epoch {epoch} does not follow epoch {run.epochs_done}")
@@ -315,6 +350,9 @@ class RunStore:
             "epoch": np.int32(epoch),
         }
         atomic_write(run.path / files.predictions, lambda temporary: _save_npz(temporary, **arrays))
+        if feature_map is not None:
+            files = dataclasses.replace(files, feature_map=map_name(epoch))
+            self._write_feature_map(run, epoch, {"indices": eval_indices, **feature_map})
         return files
 
     def record_epoch(self, run: Run, row: dict, files: EpochFiles) -> None:
@@ -328,8 +366,18 @@ class RunStore:
         run.history = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
         self.remove_superseded_files(run)
 
-    def commit_epoch(self, run: Run, row: dict, *, save_checkpoint, probabilities, eval_indices, eval_labels) -> None:
-        """Durably record one completed epoch: checkpoint, predictions, history, then state."""
+    def commit_epoch(
+        self,
+        run: Run,
+        row: dict,
+        *,
+        save_checkpoint,
+        probabilities,
+        eval_indices,
+        eval_labels,
+        feature_map: dict | None = None,
+    ) -> None:
+        """Durably record one completed epoch: checkpoint, predictions, feature map, history, then state."""
         files = self.write_epoch_files(
             run,
             int(row["epoch"]),
@@ -337,19 +385,22 @@ class RunStore:
             probabilities=probabilities,
             eval_indices=eval_indices,
             eval_labels=eval_labels,
+            feature_map=feature_map,
         )
         self.record_epoch(run, row, files)
 
     def remove_superseded_files(self, run: Run) -> None:
-        """Delete epoch files older than the previous epoch's (those stay for readers of the last state)."""
-        for path, epoch in _epoch_files(run.path):
-            if epoch < run.epochs_done - 1:
+        """Delete epoch files older than the previous epoch's (those stay for readers of the last state);
+        feature maps are kept for every epoch."""
+        for path, epoch, kind in _epoch_files(run.path):
+            if epoch < run.epochs_done - 1 and kind != "map":
                 with contextlib.suppress(OSError):
                     path.unlink()
 
     def remove_uncommitted_files(self, run: Run) -> None:
-        """Delete checkpoints and predictions of epochs after the committed one, and temporary files."""
-        for path, epoch in _epoch_files(run.path):
+        """Delete checkpoints, predictions, maps and features of epochs after the committed one, and
+        temporary files."""
+        for path, epoch, _ in _epoch_files(run.path):
             if epoch > run.epochs_done:
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -438,6 +489,100 @@ class RunStore:
             raise DamagedRun(f"run {run.run_id}: {path.name} lacks {', '.join(sorted(missing))}")
         return arrays
 
+    # --- explanations: feature maps and the nearest-neighbour bank -------------------------------------
+    def _write_feature_map(self, run: Run, epoch: int, arrays: dict) -> dict:
+        checked = _checked_feature_map({**arrays, "epoch": np.int32(epoch)}, epoch)
+        atomic_write(run.path / map_name(epoch), lambda temporary: _save_npz(temporary, **checked))
+        return checked
+
+    def feature_map_epochs(self, run: Run) -> list[int]:
+        """The committed epochs (1 ... epochs_done) that have a map file, in order."""
+        return sorted(
+            epoch
+            for path, epoch, kind in _epoch_files(run.path)
+            if kind == "map" and 1 <= epoch <= run.epochs_done and not path.is_symlink() and path.is_file()
+        )
+
+    def load_feature_map(self, run: Run, epoch: int) -> dict[str, np.ndarray]:
+        """The map of ``epoch``: ``coords`` (n, 2) float32, ``explained`` (2,) float32, ``indices`` int32
+        (into the test set, in the order of the predictions), ``predicted`` uint8, ``confidence`` float16
+        and ``epoch``. RunError if there is none, DamagedRun if it is unreadable."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or not 1 <= epoch <= run.epochs_done:
+            raise RunError(f"run {run.run_id} has no epoch {epoch!r} (epochs 1-{run.epochs_done} are committed)")
+        path = run.path / map_name(int(epoch))
+        if path.is_symlink() or not path.is_file():
+            raise RunError(f"run {run.run_id} has no feature map for epoch {epoch}")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+            return _checked_feature_map(arrays, int(epoch))
+        except DamagedRun as error:
+            raise DamagedRun(f"run {run.run_id}: {path.name} {error}") from error
+        except Exception as error:  # a damaged zip or .npy raises many types
+            reason = str(error) or type(error).__name__
+            raise DamagedRun(f"run {run.run_id}: {path.name} is unreadable ({reason})") from error
+
+    def ensure_feature_map(self, run: Run, compute_map) -> dict[str, np.ndarray]:
+        """The map of the checkpoint's epoch (``run.epochs_done``), computed once if there is none.
+
+        For runs trained before maps were recorded (or whose map is damaged): ``compute_map()`` returns
+        ``coords``, ``explained``, ``predicted``, ``confidence`` and ``indices`` from the checkpoint
+        (``resnet.explain.feature_map_of``), and the map is written atomically for later views.
+        """
+        epoch = run.epochs_done
+        if not epoch:
+            raise RunError(f"run {run.run_id} has no checkpoint yet")
+        try:
+            return self.load_feature_map(run, epoch)
+        except RunError:  # missing or damaged: (re)compute it
+            pass
+        return self._write_feature_map(run, epoch, dict(compute_map()))
+
+    def bank_indices(self, run: Run, train_labels: np.ndarray) -> np.ndarray:
+        """The training images of the run's nearest-neighbour bank: ``BANK_SIZE`` (or all, if fewer) of the
+        images it trained on, class-balanced, chosen with a fixed seed (int32, sorted)."""
+        from data.pipeline import stratified_subset
+
+        train_labels = np.asarray(train_labels)
+        trained = stratified_subset(train_labels, run.config.train_subset, seed=run.config.seed)
+        chosen = stratified_subset(train_labels[trained], min(BANK_SIZE, len(trained)), seed=BANK_SEED)
+        return trained[chosen].astype(np.int32)
+
+    def feature_bank(self, run: Run, compute, *, train_labels: np.ndarray | None = None) -> FeatureBank:
+        """The nearest-neighbour bank of the run's checkpoint, from ``features-NNNN.npz`` or computed once.
+
+        ``compute(train_indices)`` returns the penultimate features (n, d) of those training images with
+        the checkpoint's model (``resnet.explain.penultimate_features``). ``train_labels`` are the 60,000
+        training labels (default: read with ``data.fashion_mnist.load_fashion_mnist``). A missing,
+        unreadable or stale file is (re)computed and written atomically; the file of an older epoch than
+        the previous one is removed.
+        """
+        epoch = run.epochs_done
+        if not epoch or run.config is None:
+            raise RunError(f"run {run.run_id} has no checkpoint yet")
+        if train_labels is None:
+            from data.fashion_mnist import load_fashion_mnist
+
+            train_labels = load_fashion_mnist().train_labels
+        indices = self.bank_indices(run, train_labels)
+        labels = np.asarray(train_labels)[indices].astype(np.uint8)
+        path = run.path / features_name(epoch)
+        bank = _read_bank(path, epoch, indices, labels)
+        if bank is None:
+            features = np.asarray(compute(indices), dtype=np.float32)
+            if features.ndim != 2 or len(features) != len(indices) or not np.isfinite(features).all():
+                raise RunError(f"run {run.run_id}: the bank's features have shape {features.shape} or are not finite")
+            from resnet.explain import normalise_rows
+
+            bank = FeatureBank(epoch, indices, labels, normalise_rows(features).astype(np.float16))
+            arrays = {"epoch": np.int32(epoch), "indices": indices, "labels": labels, "features": bank.features}
+            atomic_write(path, lambda temporary: _save_npz(temporary, **arrays))
+        for old, old_epoch, kind in _epoch_files(run.path):
+            if kind == "features" and old_epoch < epoch - 1:
+                with contextlib.suppress(OSError):
+                    old.unlink()
+        return bank
+
     def load_model(self, run: Run):
         """The committed checkpoint as a compiled Keras model (``safe_mode=True``: no code runs)."""
         import keras
@@ -505,11 +650,67 @@ def path_mtime(path: Path) -> float:
 
 
 def _epoch_files(folder: Path):
-    """(path, epoch) of every checkpoint and predictions file in ``folder``."""
+    """(path, epoch, kind) of every checkpoint, predictions, map and features file in ``folder``."""
     for path in folder.iterdir():
         match = EPOCH_FILE.fullmatch(path.name)
-        if match:
-            yield path, int(match.group(2) or match.group(3))
+        if match and EPOCH_FILE_SUFFIX[match.group(1)] == match.group(3):
+            yield path, int(match.group(2)), match.group(1)
+
+
+def _checked_feature_map(arrays: dict, epoch: int) -> dict[str, np.ndarray]:
+    """A map's arrays in their stored types; DamagedRun says what is wrong (missing, shapes, values)."""
+    missing = [key for key in MAP_KEYS if key not in arrays]
+    if missing:
+        raise DamagedRun(f"lacks {', '.join(missing)}")
+    coords = np.asarray(arrays["coords"])
+    count = len(coords) if coords.ndim == 2 else -1
+    checked = {
+        "coords": coords.astype(np.float32),
+        "explained": np.asarray(arrays["explained"]).astype(np.float32),
+        "indices": np.asarray(arrays["indices"]).astype(np.int32),
+        "predicted": np.asarray(arrays["predicted"]).astype(np.uint8),
+        "confidence": np.asarray(arrays["confidence"]).astype(np.float16),
+        "epoch": np.int32(np.asarray(arrays["epoch"])) if np.asarray(arrays["epoch"]).shape == () else None,
+    }
+    shapes = {
+        "coords": (count, 2),
+        "explained": (2,),
+        "indices": (count,),
+        "predicted": (count,),
+        "confidence": (count,),
+    }
+    for key, shape in shapes.items():
+        if checked[key].shape != shape:
+            raise DamagedRun(f"has {key} of shape {checked[key].shape}, expected {shape}")
+    if checked["epoch"] is None or int(checked["epoch"]) != epoch:
+        raise DamagedRun(f"belongs to epoch {arrays['epoch']!r}, not {epoch}")
+    if not (np.isfinite(checked["coords"]).all() and np.isfinite(checked["explained"]).all()):
+        raise DamagedRun("has coordinates that are not finite")
+    return checked
+
+
+def _read_bank(path: Path, epoch: int, indices: np.ndarray, labels: np.ndarray) -> FeatureBank | None:
+    """The bank stored at ``path`` if it is readable and of these images and epoch, else None."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in ("epoch", "indices", "labels", "features")}
+    except Exception:  # unreadable or incomplete: recomputed
+        return None
+    features = arrays["features"]
+    if (
+        arrays["epoch"].shape != ()
+        or int(arrays["epoch"]) != epoch
+        or not np.array_equal(arrays["indices"], indices)
+        or not np.array_equal(arrays["labels"], labels)
+        or features.dtype != np.float16
+        or features.ndim != 2
+        or len(features) != len(indices)
+        or not np.isfinite(features).all()
+    ):
+        return None
+    return FeatureBank(epoch, indices, labels, features)
 
 
 def _file_stamps(folder: Path, state: RunState | None) -> tuple:
