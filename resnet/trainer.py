@@ -6,8 +6,10 @@ then trains the plan's epochs; each epoch is three steps:
 
 1. ``train_epoch``: one ``model.fit`` pass over the shuffled training images, the learning rate set
    before every batch from the run's ``SegmentSchedule``;
-2. ``evaluate``: probabilities, loss and accuracy on the evaluation images;
-3. ``commit_epoch``: checkpoint and predictions, then the history row and state (``resnet/runs.py``).
+2. ``evaluate_with_features``: probabilities, loss and accuracy on the evaluation images, and their
+   penultimate features from the same forward pass;
+3. ``commit_epoch``: checkpoint, predictions and the epoch's feature map (those features projected to
+   2-D, ``resnet/explain.py``), then the history row and state (``resnet/runs.py``).
    The epoch's time is taken after the files are written, so it is the whole time a user waits.
 
 Where it trains is ``config.gpus``: the model is built (or its checkpoint loaded), compiled and trained
@@ -41,6 +43,7 @@ import numpy as np
 
 from data.fashion_mnist import FashionMNIST, load_fashion_mnist
 from resnet.config import TrainConfig
+from resnet.explain import feature_map_arrays
 from resnet.hardware import Placement, resolve_precision, training_placement, training_strategy
 from resnet.plan import TrainingPlan, plan_training
 from resnet.runs import ACTIVE_RUNS, Run, RunStatus, RunStore
@@ -279,18 +282,35 @@ def train_epoch(model, prepared: PreparedTraining, schedule: SegmentSchedule, ep
     )
 
 
-def evaluate(model, dataset: FashionMNIST, indices: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Probabilities, cross-entropy loss (no label smoothing) and accuracy on the evaluation images."""
+@dataclass(frozen=True)
+class Evaluation:
+    """What one pass over the evaluation images gives."""
+
+    probabilities: np.ndarray  # (n, classes) float32
+    features: np.ndarray  # (n, d) float32 penultimate features, from the same forward pass
+    loss: float  # cross-entropy, no label smoothing
+    accuracy: float
+
+
+def evaluate_with_features(model, dataset: FashionMNIST, indices: np.ndarray) -> Evaluation:
+    """Probabilities and penultimate features of the evaluation images in one forward pass, loss and accuracy."""
     from data.pipeline import eval_dataset
+    from resnet.explain import predict_with_features
 
     labels = dataset.test_labels[indices]
-    probabilities = model.predict(
-        eval_dataset(dataset.test_images[indices], labels, batch_size=EVAL_BATCH_SIZE), verbose=0
-    ).astype(np.float32)
+    probabilities, features = predict_with_features(
+        model, eval_dataset(dataset.test_images[indices], labels, batch_size=EVAL_BATCH_SIZE)
+    )
     true_class_probability = probabilities[np.arange(len(labels)), labels]
     loss = float(-np.mean(np.log(np.clip(true_class_probability, 1e-7, 1.0))))
     accuracy = float(np.mean(probabilities.argmax(axis=1) == labels))
-    return probabilities, loss, accuracy
+    return Evaluation(probabilities, features, loss, accuracy)
+
+
+def evaluate(model, dataset: FashionMNIST, indices: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Probabilities, cross-entropy loss (no label smoothing) and accuracy on the evaluation images."""
+    evaluation = evaluate_with_features(model, dataset, indices)
+    return evaluation.probabilities, evaluation.loss, evaluation.accuracy
 
 
 def evaluate_and_commit(model, prepared: PreparedTraining, epoch: int, training: EpochTraining, *, started, report):
@@ -298,7 +318,8 @@ def evaluate_and_commit(model, prepared: PreparedTraining, epoch: int, training:
     store, run = prepared.store, prepared.run
     progress = {"epoch": epoch, "target_epochs": prepared.target_epochs}
     report(EpochProgress(phase=Phase.EVALUATING, **progress))
-    probabilities, test_loss, test_accuracy = evaluate(model, prepared.dataset, prepared.eval_indices)
+    evaluation = evaluate_with_features(model, prepared.dataset, prepared.eval_indices)
+    test_loss, test_accuracy = evaluation.loss, evaluation.accuracy
     measured = (training.loss, training.accuracy, test_loss, test_accuracy)
     if not all(math.isfinite(value) for value in measured):
         raise FloatingPointError(diverged_message(epoch))
@@ -307,9 +328,11 @@ def evaluate_and_commit(model, prepared: PreparedTraining, epoch: int, training:
         run,
         epoch,
         save_checkpoint=model.save,
-        probabilities=probabilities,
+        probabilities=evaluation.probabilities,
         eval_indices=prepared.eval_indices,
         eval_labels=prepared.dataset.test_labels[prepared.eval_indices],
+        # The epoch's map of the evaluation images (PCA of their features), kept for every epoch.
+        feature_map=feature_map_arrays(evaluation.features, evaluation.probabilities),
     )
     epoch_seconds = time.perf_counter() - started  # training, evaluation and saving: what the user waited
     row = {
