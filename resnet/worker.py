@@ -12,7 +12,9 @@ Protocol (one JSON object per line):
   the pipe or died) also stops: completed epochs are kept, as with the Stop button.
 - stdout: ``{"event": "progress", ...EpochProgress fields}`` while training, then exactly one
   ``{"event": "finished", "status": ..., "message": ...}`` or ``{"event": "failed", "error": ...}``.
-  Everything else the child or TensorFlow prints goes to stderr, so it cannot corrupt the protocol.
+  Everything else the child or TensorFlow prints goes to stderr, so it cannot corrupt the protocol;
+  TensorFlow's start-up chatter is captured there (data/quiet.py, shown with ``RESNET_VERBOSE=1``), and
+  an error's traceback is printed there too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import json
 import os
 import sys
 import threading
+import traceback
 
 
 def _protocol_stream():
@@ -65,13 +68,15 @@ def main() -> int:
         return 2
     threading.Thread(target=_watch_input, args=(cancel,), name="stdin-watch", daemon=True).start()
 
-    from resnet.config import TrainConfig
-    from resnet.runs import RunStore
-    from resnet.trainer import prepare_training, train_prepared
-
-    store = RunStore(request["store"])
     prepared = None
     try:
+        # Imported here, inside the try: if TensorFlow cannot start, the parent hears why (and what
+        # TensorFlow printed meanwhile goes to stderr, data/quiet.py), not just an exit code.
+        from resnet.config import TrainConfig
+        from resnet.runs import RunStore
+        from resnet.trainer import prepare_training, train_prepared
+
+        store = RunStore(request["store"])
         config = TrainConfig.from_dict(request["config"])
         prepared = prepare_training(
             config, store=store, run_id=request["run_id"], resume=False, dataset_dir=request.get("dataset_dir")
@@ -82,6 +87,8 @@ def main() -> int:
         send(event="finished", status=run.status.value, message=run.message)
         return 0
     except BaseException as error:  # the parent must always hear how the run ended
+        if not isinstance(error, (FloatingPointError, KeyboardInterrupt)):  # a diverged run is an outcome
+            traceback.print_exc()  # to stderr: the server's log keeps where it happened
         message = prepared.run.message if prepared is not None else ""
         send(event="failed", error=f"{type(error).__name__}: {error}", message=message)
         return 1
