@@ -1,8 +1,11 @@
 """What this machine offers for training: GPUs, CPU bfloat16 support, the precision and the devices to use.
 
-``auto`` precision: mixed_float16 on a GPU with tensor cores (compute capability 7.0 or newer);
-mixed_bfloat16 on a CPU with AMX or AVX512-BF16 (elsewhere bfloat16 is emulated and can be many times
-slower than float32); float32 everywhere else.
+``auto`` precision is measured, not guessed (``resnet/precision.py``): the hardware only says which
+mixed policy is worth timing against float32 (``claimed_mixed_precision``): mixed_float16 on a GPU with
+tensor cores (compute capability 7.0 or newer), mixed_bfloat16 on a CPU with AMX or AVX512-BF16
+(elsewhere bfloat16 is emulated and can be many times slower than float32), none everywhere else.
+``resolve_precision`` answers what ``auto`` uses: the remembered measurement when there is one, else
+float32 where nothing is claimed, else the claimed policy, marked as not measured yet.
 
 Devices (``TrainConfig.gpus``): ``"1"`` trains on TensorFlow's default device, the first GPU or else the
 CPU; ``"all"`` trains data-parallel on every GPU when there are two or more (``tf.distribute``'s
@@ -14,12 +17,16 @@ decides and words it; ``training_strategy`` is the strategy a model is built and
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# The CPU features worth naming when saying where a run trains (what TensorFlow's kernels use).
+SHOWN_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 
 @dataclass(frozen=True)
@@ -28,12 +35,34 @@ class Hardware:
     gpu_compute_capability: tuple[int, int] | None  # of the first GPU
     cpu_name: str
     cpu_bf16: bool  # AMX or AVX512-BF16 present
+    cpu_cores: int = 0  # cores this process may use (0: unknown)
+    cpu_features: tuple[str, ...] = ()  # of SHOWN_CPU_FLAGS, those present
+    cpu_flags_hash: str = ""  # of every CPU flag: tells CPUs of one model name apart (precision.py)
 
     @property
     def device_label(self) -> str:
+        """The device as runs record it (``RunState.device``; speed estimates match on it)."""
         if self.gpus:
             return f"GPU: {self.gpus[0]}" + (f" (+{len(self.gpus) - 1} more)" if len(self.gpus) > 1 else "")
         return f"CPU: {self.cpu_name}" + (" (bfloat16 units)" if self.cpu_bf16 else "")
+
+    @property
+    def device_text(self) -> str:
+        """The device label with the CPU's cores and features: "CPU: AMD EPYC, 2 cores, AVX2 FMA"."""
+        if self.gpus:
+            return self.device_label
+        details = self.cpu_text[len(self.cpu_name) :]
+        return self.device_label + details
+
+    @property
+    def cpu_text(self) -> str:
+        """The CPU in words: "AMD EPYC, 2 cores, AVX2 FMA"."""
+        parts = [self.cpu_name]
+        if self.cpu_cores:
+            parts.append(f"{self.cpu_cores} core{'s' if self.cpu_cores != 1 else ''}")
+        if self.cpu_features:
+            parts.append(" ".join(flag.upper() for flag in self.cpu_features))
+        return ", ".join(parts)
 
 
 def cpu_flags() -> set[str]:
@@ -56,37 +85,84 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 0
+
+
 @functools.lru_cache(maxsize=1)
 def detect_hardware() -> Hardware:
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    names, capability = [], None
-    for gpu in gpus:
-        try:  # take GPU memory as needed, so a CLI training and the app can share a GPU
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised: too late to change, and harmless
-            pass
-        details = tf.config.experimental.get_device_details(gpu)
-        names.append(details.get("device_name", gpu.name))
-        capability = capability or details.get("compute_capability")
+    from data import quiet
+
+    # The first probe initialises CUDA, which prints "failed call to cuInit" and the like on a machine
+    # without it: captured (data/quiet.py), shown only with --verbose.
+    with quiet.captured("the device probe"):
+        gpus = tf.config.list_physical_devices("GPU")
+        names, capability = [], None
+        for gpu in gpus:
+            try:  # take GPU memory as needed, so a CLI training and the app can share a GPU
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:  # already initialised: too late to change, and harmless
+                pass
+            details = tf.config.experimental.get_device_details(gpu)
+            names.append(details.get("device_name", gpu.name))
+            capability = capability or details.get("compute_capability")
+    flags = cpu_flags()
     return Hardware(
         gpus=tuple(names),
         gpu_compute_capability=tuple(capability) if capability else None,
         cpu_name=cpu_name(),
-        cpu_bf16=bool(cpu_flags() & set(BF16_CPU_FLAGS)),
+        cpu_bf16=bool(flags & set(BF16_CPU_FLAGS)),
+        cpu_cores=usable_cores(),
+        cpu_features=tuple(flag for flag in SHOWN_CPU_FLAGS if flag in flags),
+        cpu_flags_hash=hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:12] if flags else "",
     )
 
 
-def resolve_precision(requested: str, hardware: Hardware | None = None) -> str:
-    """Turn ``auto`` into a concrete Keras dtype policy name for this machine."""
-    if requested != "auto":
-        return requested
-    hardware = hardware or detect_hardware()
+def claimed_mixed_precision(hardware: Hardware) -> str | None:
+    """The mixed policy this hardware claims to run faster than float32, or None.
+
+    On a GPU: mixed_float16 with tensor cores (compute capability 7.0 or newer). On a CPU:
+    mixed_bfloat16 with AMX or AVX512-BF16. Only a claim: ``resnet.precision`` measures it.
+    """
     if hardware.gpus:
         capability = hardware.gpu_compute_capability
-        return "mixed_float16" if capability and capability >= (7, 0) else "float32"
-    return "mixed_bfloat16" if hardware.cpu_bf16 else "float32"
+        return "mixed_float16" if capability and tuple(capability) >= (7, 0) else None
+    return "mixed_bfloat16" if hardware.cpu_bf16 else None
+
+
+def resolve_precision(
+    requested: str,
+    hardware: Hardware | None = None,
+    *,
+    depth: int | None = None,
+    batch_size: int | None = None,
+    gpus: str = "1",
+    cache_dir=None,
+):
+    """What ``requested`` trains with on this machine: a Keras dtype policy name (a ``str``).
+
+    The answer is a ``resnet.precision.Precision``, a ``str`` that also says how it was decided
+    (``.source``, ``.text``): a precision other than ``auto`` is itself; ``auto`` is float32 where the
+    hardware claims no mixed policy (nothing to measure), else the measurement remembered in the cache
+    folder for this machine, ``depth`` and ``batch_size`` (when given), else the claimed mixed policy,
+    marked as not measured yet. Reads at most a small JSON file: measuring is
+    ``resnet.precision.choose_precision``'s, when a run is prepared.
+    """
+    from resnet.precision import remembered_precision
+
+    return remembered_precision(
+        requested,
+        hardware if hardware is not None or requested != "auto" else detect_hardware(),
+        depth=depth,
+        batch_size=batch_size,
+        gpus=gpus,
+        cache_dir=cache_dir,
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +181,16 @@ class Placement:
 def _check_gpus(gpus: str) -> None:
     if gpus not in ("1", "all"):
         raise ValueError(f"gpus must be '1' or 'all'; got {gpus!r}")
+
+
+def training_text(placement: Placement, hardware: Hardware | None = None) -> str:
+    """Where a run trains, said once and plainly: "Training on CPU (AMD EPYC, 2 cores, AVX2 FMA)"."""
+    hardware = hardware or detect_hardware()
+    if hardware.gpus:
+        text = f"Training on {placement.label}"
+        return f"{text} ({placement.note})" if placement.note and placement.replicas < 2 else text
+    text = f"Training on CPU ({hardware.cpu_text})"
+    return f"{text} ({placement.note})" if placement.note else text
 
 
 def training_placement(gpus: str, hardware: Hardware | None = None) -> Placement:

@@ -156,8 +156,15 @@ class JobManager(LockedSnapshot):
             self._cancel.clear()
             self._process = None
         try:
+            # Isolated, the child trains the run, and it measures auto precision if that is still to be
+            # done (resnet/precision.py): this process (the app's server) builds no model.
             prepared = prepare_training(
-                config, store=self.store, run_id=run_id, resume=resume, dataset_dir=self.dataset_dir
+                config,
+                store=self.store,
+                run_id=run_id,
+                resume=resume,
+                dataset_dir=self.dataset_dir,
+                measure=not self.isolated,
             )
             with self._lock:  # under the lock: a stop() pressed meanwhile must not be overwritten
                 self._snapshot = dataclasses.replace(

@@ -300,8 +300,8 @@ class _Driver:
 
         def prepare(plan) -> str:
             run_id = plan.run.run_id if plan.run else None
-            prepared["run"] = prepare_training(
-                trial.config, store=self.store, run_id=run_id, resume=False, dataset_dir=self.dataset_dir
+            prepared["run"] = prepare_training(  # the task measures auto precision, on its machine
+                trial.config, store=self.store, run_id=run_id, resume=False, dataset_dir=self.dataset_dir, measure=False
             )
             return prepared["run"].run.run_id
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import math
 import os
 import socket
@@ -44,13 +45,16 @@ import numpy as np
 from data.fashion_mnist import FashionMNIST, load_fashion_mnist
 from resnet.config import TrainConfig
 from resnet.explain import feature_map_arrays
-from resnet.hardware import Placement, resolve_precision, training_placement, training_strategy
+from resnet.hardware import Placement, resolve_precision, training_placement, training_strategy, training_text
 from resnet.plan import TrainingPlan, plan_training
+from resnet.precision import choose_precision
 from resnet.runs import ACTIVE_RUNS, Run, RunStatus, RunStore
 from resnet.schedule import SegmentSchedule
 from resnet.wording import TextEnum, complete_message, diverged_message, failed_message, stopped_message
 
 EVAL_BATCH_SIZE = 500
+
+log = logging.getLogger(__name__)
 
 
 class Phase(TextEnum):
@@ -148,12 +152,18 @@ def prepare_training(
     run_id: str | None = None,
     resume: bool = True,
     dataset_dir: str | os.PathLike | None = None,
+    measure: bool = True,
 ) -> PreparedTraining:
     """Validate everything and pick the run to train; raises ConfigError, DatasetError or RunError.
 
     What is trained is ``resnet.plan.plan_training``'s answer: with ``run_id``, that run continues to
     ``config.epochs``; else, with ``resume``, the newest run of the same settings does; else a new run.
     A continued run keeps its settings but trains where ``config`` asks (``config.gpus``).
+
+    Precision ``auto`` is measured here, the first time on this machine (``resnet.precision``), before
+    a new run records it; and for a run without a checkpoint yet, in the process that trains it.
+    ``measure=False`` is for a process that only creates the run for another to train (the app's
+    server): it records the remembered or claimed answer, and the training process decides.
     """
     config.validate()
     store = store or RunStore()
@@ -164,11 +174,12 @@ def prepare_training(
     if plan.config.gpus != config.gpus:  # where to train is this request's, not the run's (not in its fingerprint)
         plan = dataclasses.replace(plan, config=plan.config.replace(gpus=config.gpus))
     placement = training_placement(config.gpus)
-    precision = resolve_precision(config.precision)
+    log.info("%s", training_text(placement))
     train_indices = _subset(dataset.train_labels, config.train_subset, config.seed)
     eval_indices = _subset(dataset.test_labels, config.eval_subset, config.seed)
     run = plan.run
     if run is None:
+        precision = str(choose_precision(plan.config, cache_dir=store.root, measure=measure))
         run = store.create(
             config,
             precision=precision,
@@ -176,8 +187,14 @@ def prepare_training(
             train_images=len(train_indices),
             eval_images=len(eval_indices),
         )
+    elif measure and not run.epochs_done and plan.config.precision == "auto":
+        # No checkpoint fixes its precision yet: the process that trains it decides (and measures).
+        precision = str(choose_precision(plan.config, cache_dir=store.root))
+        if precision != run.state.precision:
+            store.update_state(run, precision=precision)
     else:
-        precision = run.state.precision or precision  # a checkpoint keeps its precision
+        precision = run.state.precision or str(resolve_precision(config.precision))  # a checkpoint keeps its precision
+        log.info("precision: %s (run %s's own)", precision, run.run_id)
     return PreparedTraining(plan, run, store, dataset, train_indices, eval_indices, precision, placement)
 
 

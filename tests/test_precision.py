@@ -1,0 +1,203 @@
+"""``auto`` precision, measured (resnet/precision.py): the candidates per hardware, the margin rule, the
+early stop, and a real measurement that is remembered, reused, and survives a damaged record."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from resnet import precision
+from resnet.config import TrainConfig
+from resnet.hardware import Hardware, resolve_precision
+from resnet.precision import (
+    FLOAT32,
+    MIXED_MARGIN,
+    Measurement,
+    Source,
+    _stop_rule,
+    _Timing,
+    budget_seconds,
+    candidates_for,
+    decide,
+    default_steps,
+    read_record,
+    record_path,
+)
+
+
+def hardware(*, gpus=(), capability=None, bf16=False) -> Hardware:
+    return Hardware(gpus=gpus, gpu_compute_capability=capability, cpu_name="Test CPU", cpu_bf16=bf16)
+
+
+def test_the_candidates_are_float32_and_the_mixed_policy_the_hardware_claims():
+    assert candidates_for(hardware()) == ("float32",)  # AVX2 only: bfloat16 would be emulated
+    assert candidates_for(hardware(bf16=True)) == ("float32", "mixed_bfloat16")  # AVX512-BF16 or AMX
+    assert candidates_for(hardware(gpus=("NVIDIA H200",), capability=(9, 0))) == ("float32", "mixed_float16")
+    assert candidates_for(hardware(gpus=("Tesla K80",), capability=(3, 7))) == ("float32",)  # no tensor cores
+    # A GPU machine with a bfloat16 CPU trains on the GPU: its claim is the GPU's.
+    assert candidates_for(hardware(gpus=("NVIDIA H200",), capability=(9, 0), bf16=True))[1] == "mixed_float16"
+
+
+def test_without_a_claim_auto_is_float32_and_says_there_is_nothing_to_measure(tmp_path):
+    answer = resolve_precision("auto", hardware(), depth=50, batch_size=128, cache_dir=tmp_path)
+    assert answer == "float32" and answer.source == Source.NOTHING_TO_MEASURE
+    assert answer.text == "float32 (this CPU has no bfloat16/float16 hardware support; nothing to measure)"
+    gpu = resolve_precision("auto", hardware(gpus=("Tesla K80",), capability=(3, 7)))
+    assert gpu == "float32" and "no float16 tensor cores" in gpu.text
+    assert not record_path(tmp_path).exists()
+
+
+def test_a_claim_not_measured_yet_is_the_claimed_policy_marked_so(tmp_path):
+    answer = resolve_precision("auto", hardware(bf16=True), depth=50, batch_size=128, cache_dir=tmp_path)
+    assert answer == "mixed_bfloat16" and answer.source == Source.NOT_MEASURED
+    assert "not measured yet for ResNet-50 at batch 128" in answer.text
+    explicit = resolve_precision("float32", hardware(bf16=True))
+    assert explicit == "float32" and explicit.source == Source.REQUESTED
+
+
+@pytest.mark.parametrize(
+    ("speeds", "chosen"),
+    [
+        ({"float32": 370.9, "mixed_bfloat16": 370.6}, "float32"),  # Zen 5 with AVX512-BF16: nothing gained
+        ({"float32": 125.0, "mixed_bfloat16": 203.0}, "mixed_bfloat16"),  # AMX Xeon
+        ({"float32": 100.0, "mixed_bfloat16": 8.3}, "float32"),  # AVX2: bfloat16 emulated, 12x slower
+        ({"float32": 100.0, "mixed_float16": 109.9}, "float32"),  # faster, but less than 10%
+        ({"float32": 100.0, "mixed_float16": 110.0}, "mixed_float16"),  # exactly 10% faster
+        ({"float32": 100.0, "mixed_bfloat16": None}, "float32"),  # the mixed one could not be timed
+        ({"float32": None, "mixed_bfloat16": 500.0}, "float32"),  # nothing to compare with
+    ],
+)
+def test_a_mixed_policy_must_be_at_least_ten_percent_faster(speeds, chosen):
+    assert MIXED_MARGIN == 1.10
+    assert decide(speeds) == chosen
+
+
+def test_a_hopeless_candidate_is_stopped_and_the_budget_is_kept():
+    # float32: compiling step 5 s, one warm step and 8 timed steps of 1 s each (128 images: 128 img/s).
+    baseline = _Timing(times=[6.0, 1.0] + [1.0] * 8)
+    budget = budget_seconds(128.0)  # 5% of 60,000 images at 128 img/s
+    assert budget == pytest.approx(0.05 * 60_000 / 128)
+
+    def rule(times, spent_before=baseline.after_first, planned=10):
+        timing = _Timing(times=list(times))
+        return _stop_rule(timing, baseline, budget, spent_before, planned)()
+
+    assert rule([6.5]) == ""  # compiling a little slower: go on
+    assert "longer than float32's" in rule([6.0 + 12.0])  # emulated: one step is 12 of float32's
+    assert "warm step took 3.0x" in rule([6.0, 3.0])
+    assert rule([6.0, 1.5, 1.2]) == ""
+    assert "longer than float32's whole timing" in rule([6.0, 1.5, 9.0])
+    # The budget (23.4 s here): float32's steps took 9 s, so 14.4 s remain for the mixed one's steps.
+    assert rule([6.0] + [1.0] * 13, planned=30) == ""  # 13 s spent, the next one fits
+    assert "budget" in rule([6.0] + [1.0] * 14, planned=30)  # 14 s spent, the next one would pass it
+    assert rule([6.0] + [1.0] * 14, planned=15) == ""  # the last planned step: nothing more to run
+
+
+def test_float32_gets_at_most_forty_percent_of_the_budgets_images():
+    assert default_steps(128) == 8  # (2 warm-up + 8) x 128 = 1,280 images, 1 of them compiling
+    for batch in (8, 32, 64, 128, 256):
+        steps = default_steps(batch)
+        assert 2 <= steps <= 10 and (steps + 1) * batch <= 0.4 * 0.05 * 60_000  # the steps after compiling
+    assert default_steps(2048) == 2  # a batch beyond the budget still gets 2 timed steps
+
+
+def _entry(**changes) -> dict:
+    values = {
+        "precision": "float32",
+        "speeds": {"float32": 370.9, "mixed_bfloat16": 370.6},
+        "stopped": {},
+        "seconds": 14.0,
+        "step_seconds": 6.0,
+        "setup_seconds": {"float32": 3.0, "mixed_bfloat16": 5.0},
+        "budget_seconds": 8.1,
+        "measured_at": "2026-11-29T12:00:00+00:00",
+        "depth": 50,
+        "batch_size": 128,
+        "steps": 8,
+    }
+    return values | changes
+
+
+def test_the_record_keeps_valid_entries_and_ignores_damaged_ones(tmp_path):
+    path = record_path(tmp_path)
+    entries = {
+        "good": _entry(),
+        "negative speed": _entry(speeds={"float32": -1.0, "mixed_bfloat16": 2.0}),
+        "unknown precision": _entry(precision="float8"),
+        "choice not measured": _entry(precision="mixed_float16"),
+        "no date": _entry(measured_at=None),
+        "bad date": _entry(measured_at="yesterday"),
+        "not a dict": [1, 2],
+    }
+    path.write_text(json.dumps({"version": 1, "entries": entries}))
+    record = read_record(path)
+    assert list(record) == ["good"]
+    assert record["good"].text() == "float32 371 img/s, mixed_bfloat16 371 img/s -> float32 (measured 2026-11-29, 14 s)"
+    for damaged in (b"{not json", b"[]", json.dumps({"version": 99, "entries": entries}).encode(), b"\xff\xfe"):
+        path.write_bytes(damaged)
+        assert read_record(path) == {}
+
+
+def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(tmp_path):
+    config = TrainConfig(depth=18, batch_size=16, train_subset=1000)
+    candidates = ("float32", "mixed_bfloat16")
+    path = record_path(tmp_path)
+    path.write_text('{"version": 1, "entries": {"truncated')  # a damaged record: ignored, never fatal
+
+    built = precision.MODELS_BUILT
+    measurement = precision.measure_precision(config, cache_dir=tmp_path, candidates=candidates, steps=2)
+    assert measurement.fresh and precision.MODELS_BUILT == built + 2
+    assert set(measurement.speeds) == set(candidates) and measurement.speeds["float32"] > 0
+    assert measurement.precision in candidates and (measurement.depth, measurement.batch_size) == (18, 16)
+    assert measurement.seconds >= measurement.step_seconds > 0 and measurement.budget_seconds > 0
+    assert measurement.budget_seconds == pytest.approx(budget_seconds(measurement.speeds["float32"]))
+    if measurement.speeds["mixed_bfloat16"] is not None and "mixed_bfloat16" not in measurement.stopped:
+        assert measurement.precision == decide(measurement.speeds)
+    else:
+        assert measurement.precision == FLOAT32
+
+    stored = json.loads(path.read_text())  # rewritten whole, valid
+    assert stored["version"] == 1 and len(stored["entries"]) == 1
+    [(key, entry)] = stored["entries"].items()
+    assert "ResNet-18 | batch 16 | float32 vs mixed_bfloat16" in key and "TensorFlow " in key
+    assert Measurement.from_dict(entry) == measurement
+
+    again = precision.measure_precision(config, cache_dir=tmp_path, candidates=candidates, steps=2)
+    assert not again.fresh and again == measurement and precision.MODELS_BUILT == built + 2  # nothing built
+
+    # A machine like this one whose CPU claimed bfloat16 would read this very measurement for auto.
+    from resnet.hardware import detect_hardware
+
+    claiming = dataclasses.replace(detect_hardware(), cpu_bf16=True)
+    chosen = precision.choose_precision(config, cache_dir=tmp_path, hardware=claiming)
+    assert chosen.source == Source.MEASURED and chosen == measurement.precision and chosen.measurement == measurement
+    assert chosen.text.startswith("float32 ") and "(measured " in chosen.text
+    assert resolve_precision("auto", claiming, depth=18, batch_size=16, cache_dir=tmp_path) == measurement.precision
+    # Another batch size is not measured yet.
+    assert (
+        resolve_precision("auto", claiming, depth=18, batch_size=32, cache_dir=tmp_path).source == Source.NOT_MEASURED
+    )
+    # An explicit precision is never measured.
+    explicit = precision.choose_precision(
+        config.replace(precision="mixed_bfloat16"), cache_dir=tmp_path, hardware=claiming
+    )
+    assert explicit == "mixed_bfloat16" and explicit.source == Source.REQUESTED
+    assert precision.MODELS_BUILT == built + 2
+
+
+def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measures_nothing(cache_dir, dataset_dir):
+    from resnet.runs import RunStore
+    from resnet.trainer import prepare_training
+
+    store = RunStore(cache_dir)
+    built = precision.MODELS_BUILT
+    config = TrainConfig(epochs=1, batch_size=32, train_subset=200, eval_subset=200, depth=18)
+    explicit = prepare_training(config.replace(precision="mixed_bfloat16"), store=store)
+    assert explicit.precision == "mixed_bfloat16" and explicit.run.state.precision == "mixed_bfloat16"
+    auto = prepare_training(config, store=store, resume=False)
+    assert auto.run.state.precision == resolve_precision("auto")
+    assert precision.MODELS_BUILT == built
+    if resolve_precision("auto").source == Source.NOTHING_TO_MEASURE:  # this machine claims no mixed policy
+        assert auto.precision == "float32" and not record_path(cache_dir).exists()
