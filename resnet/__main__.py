@@ -9,12 +9,14 @@
     python -m resnet sweeps
 
 Ctrl-C during training stops after the current batch and keeps every completed epoch (press it twice
-to quit at once). The app shows every run written here.
+to quit at once). The app shows every run written here. ``--verbose`` (train, sweep) also shows what
+TensorFlow prints while it starts (hidden by default: data/quiet.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import time
@@ -55,6 +57,15 @@ def config_from_flags(args: argparse.Namespace, config_class: type = TrainConfig
     return config_class(**{spec.name: getattr(args, spec.name) for spec in param_specs(config_class)}).validate()
 
 
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show what TensorFlow prints while it starts (CUDA probing, oneDNN and CPU notes); "
+        "the same as RESNET_VERBOSE=1",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m resnet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache-dir", help="run cache folder (default: $RESNET_CACHE_DIR or cache/)")
@@ -67,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset-dir",
         help="folder with the Fashion-MNIST files (default: $FASHION_MNIST_DIR, the Keras cache, or download)",
     )
+    add_verbose_flag(train)
     commands.add_parser("runs", help="list cached runs")
     show = commands.add_parser("show", help="print one run's configuration and per-epoch table")
     show.add_argument("run_id")
@@ -224,6 +236,7 @@ def add_sweep_commands(commands) -> None:
         help="with --ray: CPUs each trial asks for; TensorFlow uses that many threads (default 1)",
     )
     sweep.add_argument("--dataset-dir", help="folder with the Fashion-MNIST files (as for train)")
+    add_verbose_flag(sweep)
     commands.add_parser("sweeps", help="list sweeps with their progress")
 
 
@@ -284,6 +297,10 @@ def command_sweep(args, store: RunStore) -> int:
     print(f"sweep {sweep.name}: {total} trials ({sweep.describe_grid()}), {done} done", file=sys.stderr)
     if args.ray is None or args.preset:
         print(estimate_text(sweep, runs), file=sys.stderr)
+    if args.ray is None and sweep.trials:  # trained here: say on what, once
+        from resnet.hardware import training_placement, training_text
+
+        print(training_text(training_placement(sweep.trials[0].config.gpus)), file=sys.stderr)
     cancel = threading.Event()
     printer = SweepPrinter()
     with sweeps.locked(sweep.name), _StopOnInterrupt(cancel):
@@ -368,8 +385,25 @@ def command_sweeps(store: RunStore) -> int:
     return 0
 
 
+def _show_engine_messages() -> None:
+    """Where a run trains and how its precision was chosen (the engine logs them) go to stderr as lines."""
+    logger = logging.getLogger("resnet")
+    if not any(getattr(handler, "resnet_cli", False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.resnet_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        from data import quiet
+
+        quiet.set_verbose(True)  # before TensorFlow is imported; child processes inherit it
+    if args.command == "train":  # a sweep says where it trains once, not per trial
+        _show_engine_messages()
     store = RunStore(args.cache_dir)
     started = time.time()
     try:
