@@ -39,13 +39,13 @@ def main() -> None:
     st.set_page_config(page_title="ResNet on Fashion-MNIST", page_icon=":material/checkroom:", layout="wide")
     manager = services.get_manager()
 
-    sidebar.hardware_ui(services.device_label(), services.uses_gpu())
+    sidebar.hardware_ui(services.device_text(), services.uses_gpu())
     values, url_problems = settings_ui()
     config, config_error = params.config_from_values(values)
     runs = manager.runs()  # one listing per rerun, shared by every part of the page
     snapshot = manager.snapshot()
     shown = state.pick_shown_run(runs, state.active_run_id(snapshot))
-    precision = services.concrete_precision(values["precision"])
+    precision = services.concrete_precision(values["precision"], config)
     guess = None
     if config is not None:
         guess = estimate_time(config, runs, device=services.device_label(), precision=precision)

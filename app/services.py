@@ -14,8 +14,10 @@ import streamlit as st
 
 from app.actions import Outcome
 from data.fashion_mnist import DatasetError, resolve_dataset_dir
+from resnet.config import TrainConfig
 from resnet.hardware import detect_hardware, resolve_precision
 from resnet.jobs import JobManager
+from resnet.precision import Precision
 from resnet.runs import RunStore, default_cache_dir
 
 
@@ -33,12 +35,30 @@ def device_label() -> str:
     return detect_hardware().device_label
 
 
+def device_text() -> str:
+    """The device in the sidebar's words: the label runs record, with a CPU's cores and features."""
+    return detect_hardware().device_text
+
+
 def uses_gpu() -> bool:
     return bool(detect_hardware().gpus)
 
 
-def concrete_precision(requested: str) -> str:
-    return resolve_precision(requested)
+def concrete_precision(requested: str, config: TrainConfig | None = None) -> Precision:
+    """What ``requested`` trains with here, for ``config``'s depth and batch size when it is valid.
+
+    ``auto``: the measurement remembered in the cache folder (read from its small JSON file, parsed
+    again only when the file changes), or what a Start would do. Nothing is measured in this process.
+    """
+    if config is None:
+        return resolve_precision(requested)
+    return resolve_precision(
+        requested,
+        depth=config.depth,
+        batch_size=config.batch_size,
+        gpus=config.gpus,
+        cache_dir=default_cache_dir(),
+    )
 
 
 def dataset_problem() -> Outcome | None:

@@ -17,6 +17,7 @@ from resnet.config import LIMITS, TrainConfig
 from resnet.estimate import Estimate
 from resnet.jobs import JobManager, JobSnapshot
 from resnet.plan import PlanKind, TrainingPlan
+from resnet.precision import BUDGET_SHARE, MIXED_MARGIN, Source
 from resnet.runs import Run, RunError, RunStatus
 from resnet.schedule import continues_a_cycle
 
@@ -27,6 +28,28 @@ EXTEND_STEP = 10  # a finished run's default extension, in epochs
 def hardware_ui(device: str, gpu: bool) -> None:
     where = ":green[GPU in use]" if gpu else ":orange[no GPU found: training runs on the CPU]"
     st.sidebar.markdown(f"**Hardware:** {device}  \n{where}")
+
+
+def precision_caption(precision: str) -> str:
+    """What precision Start trains with, and how ``auto`` got there (``resnet.precision.Precision``)."""
+    source = getattr(precision, "source", None)
+    if source == Source.MEASURED:
+        measured = precision.measurement
+        return (
+            f"Precision (auto): {precision}, measured on this machine on {measured.date}: "
+            f"{measured.speeds_text()} (the measurement took {measured.seconds:.0f} s)."
+        )
+    if source == Source.NOT_MEASURED:
+        return (
+            f"Precision (auto): not measured yet for this depth and batch size. Start first times float32 "
+            f"against {precision} (a few steps each, about {BUDGET_SHARE:.0%} of an epoch's time) and trains "
+            f"with {precision} only if it is at least {MIXED_MARGIN - 1:.0%} faster."
+        )
+    if source == Source.NOTHING_TO_MEASURE:
+        return f"Precision (auto): {precision}: {precision.detail}."
+    if source == Source.REQUESTED:
+        return f"Precision: {precision}, as chosen."
+    return f"Precision on this machine: {precision}."
 
 
 def _use_quick_settings() -> None:
@@ -41,7 +64,7 @@ def _plan_caption(plan: TrainingPlan | None, estimate: Estimate | None, precisio
     sidebar.caption(plan.summary())
     if estimate is not None:  # what these settings cost here, also when Start has nothing to train
         sidebar.markdown(estimate.text(plan.epochs_to_train if plan.trains else plan.target_epochs))
-    sidebar.caption(f"Precision on this machine: {precision}.")
+    sidebar.caption(precision_caption(precision))
 
 
 def controls_ui(

@@ -201,3 +201,22 @@ def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measur
     assert precision.MODELS_BUILT == built
     if resolve_precision("auto").source == Source.NOTHING_TO_MEASURE:  # this machine claims no mixed policy
         assert auto.precision == "float32" and not record_path(cache_dir).exists()
+
+
+def test_the_sidebar_says_what_auto_will_do_or_what_was_measured():
+    from app.sidebar import precision_caption
+
+    measured = Measurement.from_dict(_entry())
+    caption = precision_caption(precision.Precision("float32", Source.MEASURED, measurement=measured))
+    assert caption == (
+        "Precision (auto): float32, measured on this machine on 2026-11-29: float32 371 img/s, "
+        "mixed_bfloat16 371 img/s (the measurement took 14 s)."
+    )
+    claimed = resolve_precision("auto", hardware(bf16=True), depth=50, batch_size=128)
+    assert precision_caption(claimed).startswith("Precision (auto): not measured yet for this depth and batch size.")
+    assert "times float32 against mixed_bfloat16" in precision_caption(claimed)
+    nothing = resolve_precision("auto", hardware())
+    assert precision_caption(nothing) == (
+        "Precision (auto): float32: this CPU has no bfloat16/float16 hardware support; nothing to measure."
+    )
+    assert precision_caption(resolve_precision("mixed_float16")) == "Precision: mixed_float16, as chosen."
