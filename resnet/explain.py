@@ -313,6 +313,25 @@ def normalise_rows(features: np.ndarray) -> np.ndarray:
     return features / np.maximum(norms, EPSILON)
 
 
+_FLOAT32_BANK: list = [None, None]  # [weak reference to the last read-only bank, its float32 copy]
+_FLOAT32_BANK_LOCK = threading.Lock()
+
+
+def _as_float32(bank: np.ndarray) -> np.ndarray:
+    """``bank`` in float32; the copy of a read-only bank (``RunStore.feature_bank``'s) is kept for the next
+    query, as converting 6,000 x 2,048 float16 values costs several times the product itself."""
+    if bank.dtype == np.float32:
+        return bank
+    if bank.flags.writeable:  # could change under a cached copy
+        return bank.astype(np.float32)
+    with _FLOAT32_BANK_LOCK:
+        reference, converted = _FLOAT32_BANK
+        if reference is None or reference() is not bank:
+            converted = bank.astype(np.float32)
+            _FLOAT32_BANK[:] = [weakref.ref(bank), converted]
+        return converted
+
+
 def nearest_neighbours(bank: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` rows of ``bank`` (unit vectors, e.g. float16) most cosine-similar to ``query`` (d,).
 
@@ -323,7 +342,7 @@ def nearest_neighbours(bank: np.ndarray, query: np.ndarray, k: int) -> tuple[np.
     if bank.ndim != 2 or bank.shape[1] != len(query):
         raise ValueError(f"bank of shape {bank.shape} and query of length {len(query)} do not match")
     k = max(0, min(int(k), len(bank)))
-    similarities = np.clip(bank.astype(np.float32) @ query, -1.0, 1.0)
+    similarities = np.clip(_as_float32(bank) @ query, -1.0, 1.0)
     if k == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     candidates = np.argpartition(-similarities, k - 1)[:k] if k < len(bank) else np.arange(len(bank))

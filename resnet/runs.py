@@ -252,7 +252,7 @@ class FeatureBank:
     epoch: int  # the checkpoint's epoch
     indices: np.ndarray  # int32 indices into the 60,000 training images
     labels: np.ndarray  # uint8 their classes
-    features: np.ndarray  # float16 (n, d), rows of unit length
+    features: np.ndarray  # float16 (n, d), rows of unit length (read-only)
 
 
 class RunStore:
@@ -574,7 +574,7 @@ class RunStore:
                 raise RunError(f"run {run.run_id}: the bank's features have shape {features.shape} or are not finite")
             from resnet.explain import normalise_rows
 
-            bank = FeatureBank(epoch, indices, labels, normalise_rows(features).astype(np.float16))
+            bank = FeatureBank(epoch, indices, labels, _read_only(normalise_rows(features).astype(np.float16)))
             arrays = {"epoch": np.int32(epoch), "indices": indices, "labels": labels, "features": bank.features}
             atomic_write(path, lambda temporary: _save_npz(temporary, **arrays))
         for old, old_epoch, kind in _epoch_files(run.path):
@@ -710,7 +710,12 @@ def _read_bank(path: Path, epoch: int, indices: np.ndarray, labels: np.ndarray) 
         or not np.isfinite(features).all()
     ):
         return None
-    return FeatureBank(epoch, indices, labels, features)
+    return FeatureBank(epoch, indices, labels, _read_only(features))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False  # shared by every view of the run (and cached as float32 by explain)
+    return array
 
 
 def _file_stamps(folder: Path, state: RunState | None) -> tuple:

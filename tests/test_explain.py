@@ -232,6 +232,13 @@ def test_nearest_neighbours_are_the_most_cosine_similar_first():
     assert indices.tolist() == [0, 3, 2]  # equal similarities keep bank order
     assert similarities[0] == pytest.approx(similarities[1]) and similarities[0] > similarities[2]
     assert len(explain.nearest_neighbours(bank, np.array([1.0, 0.0]), k=50)[0]) == 5
+    # A read-only bank (as RunStore.feature_bank gives) is converted to float32 once, with the same answers.
+    bank.flags.writeable = False
+    again = explain.nearest_neighbours(bank, np.array([2.0, 0.1]), k=3)
+    converted = explain._FLOAT32_BANK[1]
+    assert np.array_equal(again[0], indices) and np.array_equal(again[1], similarities)
+    explain.nearest_neighbours(bank, np.array([0.0, 1.0]), k=1)
+    assert explain._FLOAT32_BANK[1] is converted and explain._FLOAT32_BANK[0]() is bank
     assert explain.nearest_neighbours(bank, np.array([1.0, 0.0]), k=0)[0].tolist() == []
 
 
@@ -389,6 +396,7 @@ def test_the_feature_bank_is_written_once_then_reused(trained, copied):
     stamp = path.stat().st_mtime_ns
     assert calls == [512]  # the run trained on 512 images, fewer than BANK_SIZE: all of them
     assert bank.epoch == 2 and bank.features.dtype == np.float16 and bank.features.shape == (512, 512)
+    assert not bank.features.flags.writeable
     assert np.allclose(np.linalg.norm(bank.features.astype(np.float32), axis=1), 1.0, atol=1e-2)
     assert bank.indices.dtype == np.int32 and np.array_equal(bank.labels, dataset.train_labels[bank.indices])
     assert np.bincount(bank.labels, minlength=10).tolist() == [52, 52] + [51] * 8  # class-balanced
