@@ -290,3 +290,33 @@ def sweep_curves_chart(frame: pd.DataFrame, *, color_title: str, x_axis: str) ->
             tooltip=["run:N", x_tooltip, alt.Tooltip("test_accuracy:Q", format=".2%", title="test accuracy")],
         )
     )
+
+
+MAP_REGION = "region"  # name of the feature map's brush selection (a rectangle in projection space)
+MISTAKE_SHAPES = alt.Scale(domain=["correct", "mistake"], range=["circle", "cross"])
+
+
+def feature_map_chart(frame: pd.DataFrame, *, class_order, title: str, axis_titles: tuple[str, str]) -> alt.Chart:
+    """Scatter of a feature-space projection: colour = true class, a cross = a mistake, a brush to select.
+
+    ``frame`` has x, y, true, predicted, confidence, test_index and outcome ("correct"/"mistake").
+    """
+    region = alt.selection_interval(name=MAP_REGION, encodings=["x", "y"])
+    return (
+        alt.Chart(frame, title=title, height=420)
+        .mark_point(filled=True, size=22)
+        .encode(
+            x=alt.X("x:Q", title=axis_titles[0], axis=alt.Axis(labels=False, ticks=False)),
+            y=alt.Y("y:Q", title=axis_titles[1], axis=alt.Axis(labels=False, ticks=False)),
+            color=alt.Color("true:N", title="True class", sort=list(class_order), scale=alt.Scale(scheme="tableau10")),
+            shape=alt.Shape("outcome:N", title=None, scale=MISTAKE_SHAPES),
+            opacity=alt.condition(region, alt.value(0.75), alt.value(0.15)),
+            tooltip=[
+                alt.Tooltip("test_index:Q", title="test image"),
+                "true:N",
+                "predicted:N",
+                alt.Tooltip("confidence:Q", format=".0%"),
+            ],
+        )
+        .add_params(region)
+    )

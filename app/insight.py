@@ -1,4 +1,8 @@
-"""Understanding the predictions of a run's last epoch: confusion matrix, per-class accuracy, image grids."""
+"""Understanding the predictions of a run's last epoch: confusion matrix, per-class accuracy, image grids.
+
+Each grid image has a "Why?" button that opens its explanation (``app.explain_ui``) below that grid; the
+feature-space map closes the tab.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, state
+from app import charts, explain_ui, state
 from data.fashion_mnist import CLASS_NAMES, DatasetError, load_fashion_mnist
 from resnet.analysis import (
     confusion_frame,
@@ -33,8 +37,11 @@ def test_images() -> np.ndarray | None:
         return None
 
 
-def image_grid(rows: pd.DataFrame, images: np.ndarray | None, *, limit: int) -> None:
-    """Images with true class, prediction and confidence, ``GRID_COLUMNS`` to a row."""
+def image_grid(rows: pd.DataFrame, images: np.ndarray | None, *, limit: int, grid: str | None = None) -> None:
+    """Images with true class, prediction and confidence, ``GRID_COLUMNS`` to a row.
+
+    With a ``grid`` name, each image gets a "Why?" button that opens its explanation below the grid.
+    """
     if rows.empty:
         st.caption("No images match.")
         return
@@ -50,9 +57,11 @@ def image_grid(rows: pd.DataFrame, images: np.ndarray | None, *, limit: int) -> 
             column.image(picture, width=28 * SCALE)
             mark = ":green[✓]" if record["correct"] else ":red[✗]"
             column.caption(f"{mark} **{record['predicted']}** {record['confidence']:.0%}  \ntrue: {record['true']}")
+            if grid is not None:
+                explain_ui.why_button(column, grid, record["test_index"])
 
 
-def confusion_ui(frame: pd.DataFrame, images: np.ndarray | None) -> None:
+def confusion_ui(manager: JobManager, run: Run, frame: pd.DataFrame, images: np.ndarray | None) -> None:
     counts = confusion_matrix(frame["true_index"], frame["predicted_index"])
     left, right = st.columns([3, 2])
     with left:
@@ -95,10 +104,12 @@ def confusion_ui(frame: pd.DataFrame, images: np.ndarray | None) -> None:
     what = "correctly classified" if true_index == predicted_index else "misclassified"
     images_word = "image" if len(rows) == 1 else "images"
     st.caption(f"{len(rows)} {true_name} {images_word} {what} as {predicted_name}, most confident first.")
-    image_grid(rows, images, limit=2 * GRID_COLUMNS)
+    image_grid(rows, images, limit=2 * GRID_COLUMNS, grid="pair")
+    if images is not None:
+        explain_ui.explanation_below("pair", manager, run, frame, images)
 
 
-def predictions_grid_ui(frame: pd.DataFrame, images: np.ndarray | None) -> None:
+def predictions_grid_ui(manager: JobManager, run: Run, frame: pd.DataFrame, images: np.ndarray | None) -> None:
     st.subheader("Sample predictions")
     columns = st.columns([2, 2, 2, 2, 1])
     mistakes = columns[0].toggle("Misclassified only", value=True, key="grid_mistakes")
@@ -119,7 +130,9 @@ def predictions_grid_ui(frame: pd.DataFrame, images: np.ndarray | None) -> None:
         most_confident_first=order == "Most confident first",
     )
     st.caption(f"{len(rows)} of {len(frame)} evaluated test images match; showing up to {limit}.")
-    image_grid(rows, images, limit=int(limit))
+    image_grid(rows, images, limit=int(limit), grid="sample")
+    if images is not None:
+        explain_ui.explanation_below("sample", manager, run, frame, images)
 
 
 def understanding_ui(manager: JobManager, run: Run | None) -> None:
@@ -143,5 +156,6 @@ def understanding_ui(manager: JobManager, run: Run | None) -> None:
     )
     images = test_images()
     st.subheader("Confusion matrix and per-class accuracy")
-    confusion_ui(frame, images)
-    predictions_grid_ui(frame, images)
+    confusion_ui(manager, run, frame, images)
+    predictions_grid_ui(manager, run, frame, images)
+    explain_ui.feature_map_ui(manager, run, predictions, images)

@@ -27,6 +27,10 @@ SWEEP_FLASH = "sweep_flash"  # an actions.Outcome to show in the Sweep tab on th
 SWEEP_SHOWN = "sweep_shown"  # the sweep whose results this session looks at (selectbox)
 SWEEP_COLOUR = "sweep_colour"  # the setting the sweep's curves are coloured by
 SWEEP_X_AXIS = "sweep_x_axis"  # the curves' x axis: "epoch" or "time"
+EXPLAIN = "explain"  # (grid, test index) of the image whose explanation is open below that grid
+EXPLAIN_STAGE = "explain_stage"  # the stage Grad-CAM is computed on
+MAP_EPOCH = "map_epoch"  # the feature map's epoch
+MAP_COMPARE = "map_compare"  # the epoch the feature map is compared with ("none" for one map)
 
 
 def sweep_key(field: str) -> str:
@@ -80,3 +84,11 @@ def take_flash(key: str = FLASH):
         st.session_state.pop(key, None)
         return None
     return outcome
+
+
+def explain_image(grid: str, test_index: int) -> None:
+    st.session_state[EXPLAIN] = (grid, int(test_index))
+
+
+def close_explanation() -> None:
+    st.session_state.pop(EXPLAIN, None)

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from resnet.config import TrainConfig
 from resnet.plan import TrainingPlan, plan_training
 from resnet.runs import Run, RunError, RunStatus, RunStore
@@ -237,6 +239,36 @@ class JobManager(LockedSnapshot):
 
     def checkpoint_bytes(self, run: Run) -> bytes:
         return self.store.checkpoint_bytes(run)
+
+    # --- explanations (resnet/explain.py over the run's checkpoint and its recorded feature maps) -------
+    def load_model(self, run: Run):
+        """The committed checkpoint as a Keras model (RunError/DamagedRun if there is none to load)."""
+        return self.store.load_model(run)
+
+    def feature_map_epochs(self, run: Run) -> list[int]:
+        return self.store.feature_map_epochs(run)
+
+    def feature_map(self, run: Run, epoch: int) -> dict:
+        return self.store.load_feature_map(run, epoch)
+
+    def ensure_feature_map(self, run: Run, model, test_images) -> dict:
+        """The map of the checkpoint's epoch, computed from ``model`` once for runs that recorded none."""
+        from resnet.explain import feature_map_of
+
+        def compute() -> dict:
+            indices = self.store.load_predictions(run)["indices"]
+            return feature_map_of(model, np.asarray(test_images)[indices], indices)
+
+        return self.store.ensure_feature_map(run, compute)
+
+    def feature_bank(self, run: Run, model, train_images, train_labels=None):
+        """The nearest-neighbour bank of the checkpoint (``RunStore.feature_bank``), computed with ``model``."""
+        from resnet.explain import penultimate_features
+
+        images = np.asarray(train_images)
+        return self.store.feature_bank(
+            run, lambda indices: penultimate_features(model, images[indices]), train_labels=train_labels
+        )
 
     def delete(self, run_id: str) -> None:
         """Delete a run; RunError while this job or another process trains it."""

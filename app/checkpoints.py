@@ -1,0 +1,52 @@
+"""Checkpoints loaded once per server process, and what the explanations compute from them.
+
+Keyed by the checkpoint's path and modification time: a checkpoint is loaded once, not on every rerun,
+and a new epoch's checkpoint (a new name) or a rewritten one (a new time) is loaded afresh. At most two
+models are held, so looking through many runs does not pile them up in memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from resnet import explain
+from resnet.jobs import JobManager
+from resnet.runs import FeatureBank, Run, RunError, path_mtime
+
+
+def _checkpoint_key(run: Run) -> tuple[str, float]:
+    path = run.checkpoint_path
+    if path is None or not path.is_file():
+        raise RunError(f"run {run.run_id} has no checkpoint for epoch {run.epochs_done}")
+    return str(path), path_mtime(path)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _model_at(path: str, mtime: float, _manager: JobManager, _run: Run):
+    return _manager.load_model(_run)
+
+
+def checkpoint_model(manager: JobManager, run: Run):
+    """The run's committed checkpoint as a Keras model; RunError (or DamagedRun) if there is none to load."""
+    return _model_at(*_checkpoint_key(run), manager, run)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _heatmaps_at(path, mtime, test_index, classes, stage, _model, _image) -> list[explain.Heatmap]:
+    return explain.grad_cam(_model, _image, classes, stage=stage)
+
+
+def heatmaps(run: Run, model, test_index: int, image: np.ndarray, classes, stage: str) -> list[explain.Heatmap]:
+    """Grad-CAM heatmaps of one test image for ``classes``, cached per checkpoint, image and stage."""
+    return _heatmaps_at(*_checkpoint_key(run), int(test_index), tuple(int(c) for c in classes), stage, model, image)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _bank_at(path: str, mtime: float, _manager: JobManager, _run: Run, _model, _images, _labels) -> FeatureBank:
+    return _manager.feature_bank(_run, _model, _images, _labels)
+
+
+def feature_bank(manager: JobManager, run: Run, model, train_images: np.ndarray, train_labels) -> FeatureBank:
+    """The run's nearest-neighbour bank (from its features file, or computed once and written there)."""
+    return _bank_at(*_checkpoint_key(run), manager, run, model, train_images, train_labels)

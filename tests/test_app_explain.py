@@ -1,0 +1,118 @@
+"""The explanation views under AppTest: a "Why?" button opens the Grad-CAM heatmaps and the nearest training
+images, the feature-space map shows any recorded epoch (and two side by side), an old run without maps
+gets one from its checkpoint, and a damaged checkpoint gets a message instead of a crash.
+
+A real 2-epoch ResNet-18 (basic blocks) is trained once through the trainer into a module cache; each
+test copies it into its own ``cache_dir`` so the app's JobManager reads it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import pytest
+from test_app import assert_no_exception, charts, new_app, texts
+
+from resnet.config import TrainConfig
+from resnet.runs import RunStore, features_name, map_name
+
+RUN = TrainConfig(epochs=2, batch_size=32, train_subset=300, eval_subset=200, depth=18)
+
+
+@pytest.fixture(scope="module")
+def trained_run(dataset_dir, tmp_path_factory):
+    from resnet.trainer import prepare_training, train_prepared
+
+    store = RunStore(tmp_path_factory.mktemp("explain-app") / "cache")
+    run = train_prepared(prepare_training(RUN, store=store, dataset_dir=dataset_dir))
+    assert run.epochs_done == 2, run
+    return run
+
+
+@pytest.fixture
+def run_in_cache(trained_run, cache_dir):
+    """The trained run copied into this test's cache (the one the app reads); its folder."""
+    folder = cache_dir / trained_run.run_id
+    shutil.copytree(trained_run.path, folder)
+    return folder
+
+
+def open_page():
+    at = new_app()
+    at.run()
+    assert_no_exception(at)
+    return at
+
+
+def why_buttons(at, grid: str):
+    return [button for button in at.button if str(button.key or "").startswith(f"why_{grid}_")]
+
+
+def test_why_opens_two_heatmaps_and_the_nearest_training_images(run_in_cache):
+    at = open_page()
+    buttons = why_buttons(at, "sample")
+    assert buttons, "the sample grid has no Why? buttons"
+    test_index = int(buttons[0].key.rsplit("_", 1)[1])
+    buttons[0].click().run()
+    assert_no_exception(at)
+
+    markdown = "\n".join(texts(at.markdown))
+    assert f"Test image {test_index:,}" in markdown
+    assert "nearest training images" in markdown
+    captions = "\n".join(texts(at.caption))
+    # A mistake (the grid shows mistakes first): one heatmap for the predicted class, one for the true one.
+    assert "(predicted," in captions and "(true," in captions
+    assert "similarity" in captions
+    # The Grad-CAM stage can be changed; the heatmaps are recomputed on it without an error.
+    at.segmented_control(key="explain_stage").set_value("conv2").run()
+    assert_no_exception(at)
+    assert "(predicted," in "\n".join(texts(at.caption))
+    # The nearest-neighbour bank was written beside the checkpoint, for the checkpoint's epoch.
+    assert (run_in_cache / features_name(2)).is_file()
+
+    at.button(key="close_sample").click().run()
+    assert_no_exception(at)
+    assert f"Test image {test_index:,}" not in "\n".join(texts(at.markdown))
+
+
+def test_feature_map_for_each_epoch_and_side_by_side(run_in_cache):
+    at = open_page()
+    maps = charts(at)
+    assert any(title and title.startswith("Epoch 2:") for title in maps), list(maps)
+    # The default compares with epoch 1: both maps are drawn, each point a test image.
+    assert any(title and title.startswith("Epoch 1:") for title in maps), list(maps)
+    frames = next(frames for title, frames in maps.items() if title and title.startswith("Epoch 2:"))
+    assert len(frames[0]) == RUN.eval_subset
+    assert set(frames[0]["outcome"]) <= {"correct", "mistake"}
+
+    at.selectbox(key="map_compare").set_value("none").run()
+    assert_no_exception(at)
+    titles = [title for title in charts(at) if title and title.startswith("Epoch")]
+    assert len(titles) == 1 and titles[0].startswith("Epoch 2:"), titles
+    at.selectbox(key="map_epoch").set_value(1).run()
+    titles = [title for title in charts(at) if title and title.startswith("Epoch")]
+    assert titles and titles[0].startswith("Epoch 1:"), titles
+
+
+def test_an_old_run_without_maps_gets_one_from_its_checkpoint(run_in_cache):
+    for epoch in (1, 2):
+        (run_in_cache / map_name(epoch)).unlink()
+    at = open_page()
+    assert "No feature map yet" in "\n".join(texts(at.info))
+    at.button(key="compute_map").click().run()
+    assert_no_exception(at)
+    assert (run_in_cache / map_name(2)).is_file()
+    assert any(title and title.startswith("Epoch 2:") for title in charts(at))
+
+
+def test_a_damaged_checkpoint_gets_a_message_not_a_crash(run_in_cache):
+    # A zip (so the run itself still reads as intact) whose contents Keras cannot load.
+    with zipfile.ZipFile(run_in_cache / "checkpoint-0002.keras", "w") as archive:
+        archive.writestr("config.json", '{"class_name": "Nothing"}')
+        archive.writestr("metadata.json", "{}")
+    at = open_page()
+    why_buttons(at, "sample")[0].click().run()
+    assert_no_exception(at)
+    warnings = "\n".join(texts(at.warning))
+    assert "Cannot explain this prediction" in warnings and "not a loadable Keras model" in warnings
