@@ -56,10 +56,10 @@ def main() -> int:
     print(f"float32 epoch of {precision.EPOCH_IMAGES:,} images at {float32:.1f} img/s: {epoch:.0f} s")
     print(
         f"budget (5% of that epoch): {measurement.budget_seconds:.1f} s; steps after each first step: "
-        f"{measurement.step_seconds:.1f} s; building and compiling: {measurement.seconds - measurement.step_seconds:.1f} s"
+        f"{measurement.step_seconds:.1f} s; the rest: {measurement.seconds - measurement.step_seconds:.1f} s"
     )
     for name, seconds in measurement.setup_seconds.items():
-        print(f"  {name}: building the model and its first (compiling) step {seconds:.1f} s")
+        print(f"  {name}: building it, its first (compiling) step and freeing it: {seconds:.1f} s")
     print(
         f"whole measurement: {measurement.seconds:.1f} s = {100 * measurement.seconds / epoch:.1f}% of an epoch "
         f"(this script: {wall:.1f} s with the TensorFlow start-up)"

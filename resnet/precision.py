@@ -106,7 +106,7 @@ class Measurement:
     stopped: dict[str, str]  # candidates stopped early, and why
     seconds: float  # the whole measurement, wall clock: building, compiling and the steps
     step_seconds: float  # of which the steps after each candidate's first (compiling) one
-    setup_seconds: dict[str, float]  # per candidate: building its model and its first, compiling step
+    setup_seconds: dict[str, float]  # per candidate: the rest, mostly building its model and its first, compiling step
     budget_seconds: float  # 5% of a full-data epoch at the float32 speed measured
     measured_at: str  # ISO 8601, UTC
     depth: int
@@ -424,7 +424,7 @@ def measure_precision(
 class _Timing:
     """One candidate's steps: wall seconds of each, in order (the first one compiles)."""
 
-    build_seconds: float = 0.0
+    block_seconds: float = 0.0  # everything: building, compiling, the steps, freeing the model
     times: list[float] = field(default_factory=list)
     stopped: str = ""
 
@@ -475,12 +475,11 @@ def _measure(config, candidates: Sequence[str], steps: int) -> Measurement:
     for name in ordered:
         timing = _Timing()
         timings[name] = timing
+        block_started = time.perf_counter()
         keras.backend.clear_session(free_memory=True)
-        built = time.perf_counter()
         with training_strategy(config.gpus, devices=placement.devices).scope():
             model = build_compiled_model(config, name)
         MODELS_BUILT += 1
-        timing.build_seconds = time.perf_counter() - built
         spent_before = sum(other.after_first for other in timings.values() if other is not timing)
         check = None if baseline is None else _stop_rule(timing, baseline, budget, spent_before, WARM_STEPS + steps)
         try:
@@ -497,6 +496,7 @@ def _measure(config, candidates: Sequence[str], steps: int) -> Measurement:
             del model
             keras.backend.clear_session(free_memory=True)
             gc.collect()
+        timing.block_seconds = time.perf_counter() - block_started
         if baseline is None:
             baseline = timing
             budget = budget_seconds(_speed(timing, batch, None))
@@ -511,9 +511,7 @@ def _measure(config, candidates: Sequence[str], steps: int) -> Measurement:
         stopped=stopped,
         seconds=time.perf_counter() - started,
         step_seconds=sum(timing.after_first for timing in timings.values()),
-        setup_seconds={
-            name: timing.build_seconds + timing.times[0] for name, timing in timings.items() if timing.times
-        },
+        setup_seconds={name: timing.block_seconds - timing.after_first for name, timing in timings.items()},
         budget_seconds=budget,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
         depth=config.depth,

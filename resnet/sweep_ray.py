@@ -178,8 +178,10 @@ def _train_in_private_store(folder, config_values, run_id, files, dataset_files,
     run = store.load(run_id)
     if run.damaged:
         raise RunError(f"run {run_id} arrived damaged on the worker ({run.problem})")
-    if not run.epochs_done:  # no checkpoint fixes the precision yet: this machine's hardware does
-        store.update_state(run, precision=resolve_precision(config.precision), device=detect_hardware().device_label)
+    if not run.epochs_done:  # no checkpoint fixes the precision yet: this machine decides (prepare_training measures)
+        store.update_state(
+            run, precision=str(resolve_precision(config.precision)), device=detect_hardware().device_label
+        )
     prepared = prepare_training(config, store=store, run_id=run_id, dataset_dir=data)
     run = train_prepared(prepared, report=_progress_sender(send))
     return {"status": run.status.value, "message": run.message}
