@@ -21,7 +21,7 @@ How a trial runs, and why the cache needs no shared filesystem:
    store and calls ``prepare_training`` + ``train_prepared``, the same trainer as everywhere, with
    TensorFlow's threads set to the CPUs the task was given.
 3. The private store relays every commit: after each epoch the task sends the history row, the
-   checkpoint bytes and the predictions bytes to an inbox actor (placed on the driver's node when it
+   checkpoint, predictions and feature-map bytes to an inbox actor (placed on the driver's node when it
    can be), and its state changes (running, complete, failed...). The driver takes them in order and
    commits each epoch with the run store's own atomic writes (``write_epoch_files`` +
    ``record_epoch``), so ``state.json`` is written last, as always.
@@ -122,7 +122,14 @@ class RelayingRunStore(RunStore):
             super().record_epoch(run, row, files)
         finally:
             self._recording = False
-        self.send("epoch", row, (run.path / files.checkpoint).read_bytes(), (run.path / files.predictions).read_bytes())
+        feature_map = (run.path / files.feature_map).read_bytes() if files.feature_map else None
+        self.send(
+            "epoch",
+            row,
+            (run.path / files.checkpoint).read_bytes(),
+            (run.path / files.predictions).read_bytes(),
+            feature_map,
+        )
 
 
 def _set_threads(cpus: int) -> None:
@@ -362,10 +369,10 @@ class _Driver:
         elif kind == "state":
             self._apply_state(trial, payload[0])
         elif kind == "epoch":
-            row, checkpoint, predictions = payload
+            row, checkpoint, predictions, feature_map = payload
             if int(row["epoch"]) != run.epochs_done + 1:  # after a lost message of a killed worker
                 return
-            _commit_epoch(self.store, run, row, checkpoint, predictions)
+            _commit_epoch(self.store, run, row, checkpoint, predictions, feature_map)
             self._event("epoch", index, run.run_id, epoch=int(row["epoch"]), target_epochs=target, row=row)
         elif kind == "progress":
             progress = payload[0]
@@ -495,10 +502,16 @@ def _committed_files(run) -> dict[str, bytes]:
     return files
 
 
-def _commit_epoch(store: RunStore, run, row: dict, checkpoint: bytes, predictions: bytes) -> None:
+def _commit_epoch(
+    store: RunStore, run, row: dict, checkpoint: bytes, predictions: bytes, feature_map: bytes | None = None
+) -> None:
     """Commit one epoch a worker trained: its files first, then history and state (the commit)."""
     with np.load(io.BytesIO(predictions), allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
+    map_arrays = None
+    if feature_map is not None:  # the epoch's map (resnet/explain.py), checked again as the store writes it
+        with np.load(io.BytesIO(feature_map), allow_pickle=False) as archive:
+            map_arrays = {key: archive[key] for key in archive.files if key != "epoch"}
     files = store.write_epoch_files(
         run,
         int(row["epoch"]),
@@ -506,6 +519,7 @@ def _commit_epoch(store: RunStore, run, row: dict, checkpoint: bytes, prediction
         probabilities=arrays["probabilities"],
         eval_indices=arrays["indices"],
         eval_labels=arrays["labels"],
+        feature_map=map_arrays,
     )
     store.record_epoch(run, row, files)
 

@@ -61,6 +61,7 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
         assert run.history.columns.tolist() == list(HISTORY_COLUMNS)
         assert run.history["epoch"].tolist() == list(range(1, run.epochs_done + 1))
         assert run.checkpoint_path.is_file() and store.load_predictions(run)["probabilities"].shape == (200, 10)
+        assert store.feature_map_epochs(run) == list(range(1, run.epochs_done + 1))  # every epoch's map relayed
         assert run.state.device and run.state.precision == resolve_precision("auto") and run.state.pid == os.getpid()
     stamps = [(run.path / "history.csv").stat().st_mtime_ns for run in runs[:3]]
     first_row = runs[3].history.iloc[0].to_dict()
@@ -85,5 +86,6 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
     assert [run.epochs_done for run in runs] == [1, 1, 2, 2] and all(run.status == "complete" for run in runs)
     assert [(run.path / "history.csv").stat().st_mtime_ns for run in runs[:3]] == stamps  # not retrained
     assert runs[3].history.iloc[0].to_dict() == first_row  # continued from the epoch the driver had
+    assert store.feature_map_epochs(runs[3]) == [1, 2]  # the maps of both epochs, from both workers
     assert out.err.count("already trained") == 3 and "Continuing run" in out.err
     assert runs[3].run_id in out.out and "Pareto front" in out.out
