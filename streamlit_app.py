@@ -29,7 +29,7 @@ def settings_ui() -> tuple[dict, list[str]]:
 def welcome_ui(cache_root) -> None:
     st.info(
         "**No training runs yet.** Choose settings in the sidebar and press **Start**; for a first look, "
-        "press **Use quick-try settings** (ResNet-18 on 1,000 images for 3 epochs). Progress, learning "
+        "press **Quick try** (ResNet-18 on 1,000 images for 3 epochs). Progress, learning "
         "curves and predictions appear here as it trains, and every run is kept in "
         f"`{cache_root}` to compare later."
     )

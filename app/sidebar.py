@@ -13,7 +13,7 @@ import streamlit as st
 from app import state
 from app.actions import Action
 from app.params import key
-from resnet.config import LIMITS, TrainConfig
+from resnet.config import LIMITS, RECIPES, TrainConfig
 from resnet.estimate import Estimate
 from resnet.jobs import JobManager, JobSnapshot
 from resnet.plan import PlanKind, TrainingPlan
@@ -21,7 +21,6 @@ from resnet.precision import BUDGET_SHARE, MIXED_MARGIN, Source
 from resnet.runs import Run, RunError, RunStatus
 from resnet.schedule import continues_a_cycle
 
-QUICK_TRY = {"epochs": 3, "batch_size": 64, "train_subset": 1000, "eval_subset": 1000, "depth": 18}
 EXTEND_STEP = 10  # a finished run's default extension, in epochs
 
 
@@ -52,9 +51,25 @@ def precision_caption(precision: str) -> str:
     return f"Precision on this machine: {precision}."
 
 
-def _use_quick_settings() -> None:
-    for field, value in QUICK_TRY.items():
+def _use_recipe(name: str) -> None:
+    for field, value in RECIPES[name].settings.items():
         st.session_state[key(field)] = value
+
+
+def recipes_ui() -> None:
+    """One button per named recipe (``resnet.config.RECIPES``): it fills the settings above."""
+    columns = st.sidebar.columns(len(RECIPES))
+    for column, (name, recipe) in zip(columns, RECIPES.items(), strict=True):
+        column.button(
+            recipe.title,
+            key=f"recipe_{name}",
+            on_click=_use_recipe,
+            args=(name,),
+            width="stretch",
+            help=f"{recipe.description} Sets: "
+            + ", ".join(f"{field} {value}" for field, value in recipe.settings.items())
+            + "; the other settings stay.",
+        )
 
 
 def _plan_caption(plan: TrainingPlan | None, estimate: Estimate | None, precision: str) -> None:
@@ -101,13 +116,7 @@ def controls_ui(
         width="stretch",
         help="Stop after the current batch; completed epochs are kept.",
     )
-    if shown is None:  # no runs yet
-        sidebar.button(
-            "Use quick-try settings",
-            key="quick_try",
-            on_click=_use_quick_settings,
-            help="ResNet-18, 1,000 training and 1,000 test images, batch 64, 3 epochs: a few minutes on a CPU.",
-        )
+    recipes_ui()
     further = train_further_ui(manager, snapshot, shown)
     if start:
         return Action("start", resume=resume)

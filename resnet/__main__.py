@@ -22,7 +22,7 @@ import sys
 import time
 
 from data.fashion_mnist import DatasetError
-from resnet.config import ConfigError, TrainConfig, param_specs, parse_bool
+from resnet.config import RECIPES, ConfigError, TrainConfig, param_specs, parse_bool
 from resnet.runs import RunError, RunStore
 
 
@@ -66,12 +66,21 @@ def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
+    """The CLI; with a ``recipe`` its settings are the train flags' defaults (flags given still win)."""
     parser = argparse.ArgumentParser(prog="python -m resnet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache-dir", help="run cache folder (default: $RESNET_CACHE_DIR or cache/)")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a run (or continue one) and print the per-epoch table")
     add_config_flags(train)
+    train.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        help="start from named settings; flags given as well override them. "
+        + " ".join(f"{name}: {recipe.description}" for name, recipe in RECIPES.items()),
+    )
+    if recipe is not None:
+        train.set_defaults(**RECIPES[recipe].settings)
     train.add_argument("--run-id", help="continue this run to --epochs (its other settings are reused)")
     train.add_argument("--new", action="store_true", help="start a new run even if the same configuration exists")
     train.add_argument(
@@ -398,6 +407,8 @@ def _show_engine_messages() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "recipe", None):
+        args = build_parser(args.recipe).parse_args(argv)
     if getattr(args, "verbose", False):
         from data import quiet
 

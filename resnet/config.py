@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -273,3 +274,45 @@ PARAMS = MappingProxyType({spec.name: spec for spec in param_specs(TrainConfig)}
 LIMITS = MappingProxyType({name: spec.limits for name, spec in PARAMS.items() if spec.limits is not None})
 CHOICES = MappingProxyType({name: spec.choices for name, spec in PARAMS.items() if spec.choices is not None})
 FIELD_HELP = MappingProxyType({name: spec.help for name, spec in PARAMS.items()})
+
+
+# Measured on all 60,000 images (docs/benchmarks.md section 12): the defaults plus augmentation.
+TEN_EPOCH_RECIPE_TEXT = (
+    "ResNet-50 on all images for 10 epochs with augmentation (shifts, flips, random erasing): the defaults "
+    "overfit by then (train 0.983, test 0.923), augmentation trades 3-5 points at 3 epochs for fewer "
+    "mistakes at 10."
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Named settings: a starting point for the sidebar and ``train --recipe``; fields not named keep theirs."""
+
+    title: str
+    settings: Mapping[str, object]
+    description: str
+
+
+RECIPES = MappingProxyType(
+    {
+        "quick-try": Recipe(
+            "Quick try",
+            MappingProxyType({"epochs": 3, "batch_size": 64, "train_subset": 1000, "eval_subset": 1000, "depth": 18}),
+            "ResNet-18, 1,000 training and 1,000 test images, batch 64, 3 epochs: a few minutes on a CPU.",
+        ),
+        "ten-epochs": Recipe(
+            "Best 10 epochs",
+            MappingProxyType(
+                {"epochs": 10, "augment": True, "train_subset": TRAIN_SIZE, "eval_subset": TEST_SIZE, "depth": 50}
+            ),
+            TEN_EPOCH_RECIPE_TEXT,
+        ),
+    }
+)
+
+
+def recipe_config(name: str, base: TrainConfig | None = None) -> TrainConfig:
+    """``base`` (default: the defaults) with recipe ``name``'s settings; ConfigError for an unknown name."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}")
+    return (base or TrainConfig()).replace(**RECIPES[name].settings)

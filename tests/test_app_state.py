@@ -66,3 +66,17 @@ def test_a_picked_confusion_pair_sets_the_selectboxes_without_a_duplicate_value_
     finally:
         logger.removeHandler(recorder)
     assert not [message for message in recorder.messages if "Session State API" in message], recorder.messages
+
+
+def test_a_recipe_button_fills_the_settings_it_names_and_keeps_the_others():
+    from resnet.config import RECIPES
+
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.number_input(key="cfg_seed").set_value(7).run()
+    at.button(key="recipe_ten-epochs").click().run()
+    assert not at.exception
+    for field, value in RECIPES["ten-epochs"].settings.items():
+        assert at.session_state[f"cfg_{field}"] == value, field
+    assert at.toggle(key="cfg_augment").value is True and at.slider(key="cfg_epochs").value == 10
+    assert at.number_input(key="cfg_seed").value == 7

@@ -232,3 +232,19 @@ def test_auto_precision_follows_the_hardware():
     assert resolve_precision("auto", hardware(gpus=("H100",), capability=(9, 0))) == "mixed_float16"
     assert resolve_precision("auto", hardware(gpus=("K80",), capability=(3, 7))) == "float32"
     assert resolve_precision("float32", hardware(bf16=True)) == "float32"
+
+
+def test_every_recipe_is_a_valid_configuration_and_flags_override_it():
+    from resnet.__main__ import build_parser, config_from_flags
+    from resnet.config import RECIPES, recipe_config
+
+    for name, recipe in RECIPES.items():
+        config = recipe_config(name)
+        for field, value in recipe.settings.items():
+            assert getattr(config, field) == value, (name, field)
+    argv = ["train", "--recipe", "ten-epochs", "--epochs", "12"]
+    args = build_parser(build_parser().parse_args(argv).recipe).parse_args(argv)
+    config = config_from_flags(args)
+    assert (config.epochs, config.augment, config.depth) == (12, True, 50)  # the flag given wins
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        recipe_config("fastest")
