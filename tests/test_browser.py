@@ -235,3 +235,54 @@ def test_tiny_sweep_in_the_browser(server, cache_dir):
             page.screenshot(path=str(SWEEP_SCREENSHOT), full_page=True)
         finally:
             browser.close()
+
+
+EXPLAIN_SCREENSHOT = ROOT / "docs" / "explain.png"
+MAP_SCREENSHOT = ROOT / "docs" / "feature-map.png"
+
+
+def test_explaining_a_mistake_in_the_browser(server, cache_dir, dataset_dir):
+    """A trained tiny run: Why? under a misclassified image shows its heatmaps and nearest training images,
+    and the feature-space maps of both epochs are drawn; both are saved as screenshots for the README."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from resnet.config import TrainConfig
+    from resnet.runs import RunStore
+    from resnet.trainer import prepare_training, train_prepared
+
+    config = TrainConfig(epochs=2, batch_size=32, train_subset=512, eval_subset=500, depth=18)
+    run = train_prepared(prepare_training(config, store=RunStore(cache_dir), dataset_dir=dataset_dir))
+    assert run.epochs_done == 2
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(server)
+            why = page.get_by_role("button", name="Why?")
+            expect(why.first).to_be_visible(timeout=90_000)
+            why.first.click()
+            close = page.get_by_role("button", name="Close")
+            expect(close).to_be_visible(timeout=120_000)
+            # The innermost block holding both the Close button and the neighbours: the bordered panel.
+            panel = page.get_by_test_id("stVerticalBlock").filter(has=close).filter(has_text="nearest training images")
+            panel = panel.last
+            expect(panel).to_be_visible(timeout=120_000)
+            expect(panel.get_by_text("Evidence for", exact=False).first).to_be_visible()
+            expect(panel.get_by_text("similarity", exact=False).first).to_be_visible()
+            assert panel.get_by_test_id("stImage").count() >= 2 + 8  # image, heatmaps, 8 neighbours
+
+            maps = page.locator('[data-testid="stVegaLiteChart"][aria-label^="Feature-space map of epoch"]')
+            expect(maps).to_have_count(2, timeout=60_000)
+            expect(maps.nth(1).locator("svg")).to_be_visible(timeout=30_000)
+            assert page.get_by_test_id("stException").count() == 0
+
+            panel.scroll_into_view_if_needed()
+            page.wait_for_timeout(1000)
+            panel.screenshot(path=str(EXPLAIN_SCREENSHOT))
+            row = page.get_by_test_id("stHorizontalBlock").filter(has=maps.first)
+            row.scroll_into_view_if_needed()
+            page.wait_for_timeout(2000)  # let the charts lay out
+            row.last.screenshot(path=str(MAP_SCREENSHOT))
+        finally:
+            browser.close()
