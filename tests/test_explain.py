@@ -264,13 +264,12 @@ def test_project_2d_is_deterministic_with_the_right_shape(trained):
 
 def test_project_2d_finds_the_main_directions_with_fixed_signs():
     rng = np.random.default_rng(1)
-    n, d = 1500, 700  # both sides over 512: the randomized solver
+    n, d = 800, 600  # both sides over 512: the randomized solver
     directions = np.linalg.qr(rng.standard_normal((d, 2)))[0].T
     latent = rng.standard_normal((n, 2)) * [10.0, 5.0]
     features = (latent @ directions + 0.5 * rng.standard_normal((n, d)) + 3.0).astype(np.float32)
     projection = explain.project_2d(features)
-    exact = explain.project_2d(features[:, :512])  # the exact path on a similar matrix, for the ratios' order
-    assert projection.explained[0] > projection.explained[1] > 0 and exact.explained[0] > exact.explained[1]
+    assert projection.explained[0] > projection.explained[1] > 0
     for axis in range(2):  # each axis recovers its latent direction (up to sign)
         correlation = np.corrcoef(projection.coords[:, axis], latent[:, axis])[0, 1]
         assert abs(correlation) > 0.99
