@@ -74,6 +74,8 @@ def test_history_checkpoint_and_predictions_exist_after_each_epoch(cache_dir):
         "checkpoint-0002.keras",
         "config.json",
         "history.csv",
+        "map-0001.npz",  # the feature maps of every epoch stay (resnet/explain.py)
+        "map-0002.npz",
         "predictions-0001.npz",
         "predictions-0002.npz",
         "state.json",
