@@ -381,15 +381,21 @@ def test_an_old_run_gets_a_map_of_its_checkpoint_once(trained, copied):
     assert np.allclose(computed["coords"], written["coords"], atol=1e-3 * np.abs(written["coords"]).max())
 
 
-def test_the_feature_bank_is_written_once_then_reused(trained, copied):
-    _, _, model, dataset = trained
-    store, run = copied
+def counted_features(model, dataset):
+    """A bank's ``compute`` that records how many images each call was asked for: (calls, compute)."""
     calls = []
 
     def compute(indices):
         calls.append(len(indices))
         return explain.penultimate_features(model, dataset.train_images[indices])
 
+    return calls, compute
+
+
+def test_the_feature_bank_is_written_once_then_reused(trained, copied):
+    _, _, model, dataset = trained
+    store, run = copied
+    calls, compute = counted_features(model, dataset)
     bank = store.feature_bank(run, compute, train_labels=dataset.train_labels)
     path = run.path / "features-0002.npz"
     stamp = path.stat().st_mtime_ns
@@ -412,12 +418,7 @@ def test_the_feature_bank_is_written_once_then_reused(trained, copied):
 def test_a_corrupted_feature_bank_is_recomputed(trained, copied):
     _, _, model, dataset = trained
     store, run = copied
-    calls = []
-
-    def compute(indices):
-        calls.append(len(indices))
-        return explain.penultimate_features(model, dataset.train_images[indices])
-
+    calls, compute = counted_features(model, dataset)
     first = store.feature_bank(run, compute, train_labels=dataset.train_labels)
     path = run.path / "features-0002.npz"
     data = bytearray(path.read_bytes())
