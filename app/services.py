@@ -15,7 +15,7 @@ import streamlit as st
 from app.actions import Outcome
 from data.fashion_mnist import DatasetError, resolve_dataset_dir
 from resnet.config import TrainConfig
-from resnet.hardware import detect_hardware, resolve_precision
+from resnet.hardware import config_precision, detect_hardware, resolve_precision
 from resnet.jobs import JobManager
 from resnet.precision import Precision
 from resnet.runs import RunStore, default_cache_dir
@@ -52,13 +52,7 @@ def concrete_precision(requested: str, config: TrainConfig | None = None) -> Pre
     """
     if config is None:
         return resolve_precision(requested)
-    return resolve_precision(
-        requested,
-        depth=config.depth,
-        batch_size=config.batch_size,
-        gpus=config.gpus,
-        cache_dir=default_cache_dir(),
-    )
+    return config_precision(config.replace(precision=requested), default_cache_dir())
 
 
 def dataset_problem() -> Outcome | None:

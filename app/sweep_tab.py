@@ -136,7 +136,7 @@ def request_summary_ui(sweep: Sweep, runs: list[Run], sweeps: SweepStore) -> Non
         what = f"**{total} runs** ({sweep.describe_grid()}; the other settings from the sidebar), at most {MAX_TRIALS}."
     st.markdown(what)
     if done < total:  # nothing left to train: no estimate to give
-        st.markdown(estimate_text(sweep, runs))
+        st.markdown(estimate_text(sweep, runs, sweeps.root))
 
 
 # --- start / stop -------------------------------------------------------------------------------------

@@ -305,7 +305,7 @@ def command_sweep(args, store: RunStore) -> int:
     done, total = sweep_progress(sweep, runs)
     print(f"sweep {sweep.name}: {total} trials ({sweep.describe_grid()}), {done} done", file=sys.stderr)
     if args.ray is None or args.preset:
-        print(estimate_text(sweep, runs), file=sys.stderr)
+        print(estimate_text(sweep, runs, store.root), file=sys.stderr)
     if args.ray is None and sweep.trials:  # trained here: say on what, once
         from resnet.hardware import training_placement, training_text
 

@@ -165,6 +165,14 @@ def resolve_precision(
     )
 
 
+def config_precision(config, cache_dir=None):
+    """What a run of ``config`` (a ``TrainConfig``) trains with here: ``resolve_precision`` for its precision,
+    depth, batch size and devices, with the measurement remembered in ``cache_dir`` (default: the cache)."""
+    return resolve_precision(
+        config.precision, depth=config.depth, batch_size=config.batch_size, gpus=config.gpus, cache_dir=cache_dir
+    )
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where a run trains: the devices of its replicas and that, in words."""

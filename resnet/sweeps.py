@@ -774,10 +774,14 @@ def _number(value) -> str:
 
 
 # --- time ----------------------------------------------------------------------------------------------
-def estimate_text(sweep: Sweep, runs: list[Run]) -> str:
-    """How long the trials' remaining epochs would take on this machine, from earlier runs' speed."""
+def estimate_text(sweep: Sweep, runs: list[Run], cache_dir=None) -> str:
+    """How long the trials' remaining epochs would take on this machine, from earlier runs' speed.
+
+    Each trial's precision is what Start would train it with (``config_precision``: for ``auto``, the
+    measurement remembered in ``cache_dir`` for its depth and batch size), as the sidebar's estimate uses.
+    """
     from resnet.estimate import estimate_time
-    from resnet.hardware import detect_hardware, resolve_precision
+    from resnet.hardware import config_precision, detect_hardware
 
     device = detect_hardware().device_label
     by_id = {run.run_id: run for run in runs}
@@ -787,7 +791,8 @@ def estimate_text(sweep: Sweep, runs: list[Run]) -> str:
         remaining = max(0, trial.config.epochs - done)
         if not remaining:
             continue
-        estimate = estimate_time(trial.config, runs, device=device, precision=resolve_precision(trial.config.precision))
+        precision = config_precision(trial.config, cache_dir)
+        estimate = estimate_time(trial.config, runs, device=device, precision=precision)
         if estimate.epoch_seconds is None:
             unknown.append(number)
             continue
