@@ -23,7 +23,9 @@ from resnet.runs import RunStore, default_cache_dir
 
 @st.cache_resource(show_spinner=False)
 def _manager_for(cache_dir: str) -> JobManager:
-    return JobManager(RunStore(cache_dir))
+    manager = JobManager(RunStore(cache_dir))
+    manager.prepare_spare()  # a training child that has imported TensorFlow before the first Start
+    return manager
 
 
 def get_manager() -> JobManager:

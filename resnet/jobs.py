@@ -20,6 +20,7 @@ Where the training itself runs:
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
@@ -114,6 +115,113 @@ def _parse_line(line: str) -> tuple[str | None, dict]:
     return event, message
 
 
+# What a training child reads while it starts (TensorFlow's and the linker's settings, Python's paths, the
+# verbosity of its start-up output): a spare started under other values is not used. Everything else of the
+# environment travels with the request and is applied when the job arrives (resnet/worker.py).
+IMPORT_TIME_VARIABLES = tuple("TF_ XLA_ CUDA NVIDIA LD_ PYTHON KERAS OMP_ MKL KMP_ RESNET_VERBOSE".split())
+
+
+def worker_environment() -> dict[str, str]:
+    """The environment of a training child: this process's, with the project on its Python path."""
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        path for path in (str(PROJECT_ROOT), environment.get("PYTHONPATH")) if path
+    )
+    return environment
+
+
+def _import_settings(environment: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in environment.items() if name.startswith(IMPORT_TIME_VARIABLES)}
+
+
+class SpareWorker:
+    """One training child started ahead of need, shared by every JobManager of this process.
+
+    Without it, every Start waits for a fresh ``python -m resnet.worker`` to import TensorFlow before its
+    first batch. The spare has imported it (and read the dataset if it is on disk) and waits for its
+    request. It holds no GPU (TensorFlow initialises devices only once a job asks) and no lock (it knows no
+    run yet), and it exits when its input closes: when this process ends, or when it is given up because
+    the settings it started under changed (``IMPORT_TIME_VARIABLES``). ``take`` hands it out, or starts a
+    child at once if there is none; the job manager asks for the next spare (``prepare``) when its job
+    evaluates its last epoch (so a sweep's next trial finds it ready) and when the job's child exits.
+    Not earlier: a spare importing TensorFlow beside a job that builds its model and traces its first
+    step slowed that job's first batch from 4.6 to 7.5 s on two cores (docs/benchmarks.md, section 4),
+    more than the spare saves.
+    """
+
+    def __init__(self, *, keep_spare: bool = True):
+        self.keep_spare = keep_spare  # False: every job starts its own child (as before spares; benchmarks compare)
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._settings: dict[str, str] | None = None
+        self._closing_registered = False
+
+    def take(self) -> tuple[subprocess.Popen, dict[str, str]]:
+        """A training child waiting for its request, and the environment to send with it."""
+        environment = worker_environment()
+        with self._lock:
+            process, settings = self._process, self._settings
+            self._process = self._settings = None
+        if process is not None and process.poll() is None and settings == _import_settings(environment):
+            return process, environment
+        if process is not None:
+            _give_up(process)
+        return self._start(environment), environment
+
+    def prepare(self) -> None:
+        """Start a spare unless a live one under the current settings is waiting."""
+        if not self.keep_spare:
+            return
+        environment = worker_environment()
+        with self._lock:
+            process = self._process
+            if process is not None and process.poll() is None and self._settings == _import_settings(environment):
+                return
+            self._process, self._settings = None, None
+        if process is not None:
+            _give_up(process)
+        spare = self._start(environment)
+        with self._lock:
+            if self._process is None:
+                self._process, self._settings = spare, _import_settings(environment)
+                return
+        _give_up(spare)  # another thread prepared one meanwhile
+
+    def close(self) -> None:
+        """End the spare (at exit; it would also end on its own once this process is gone)."""
+        with self._lock:
+            process, self._process, self._settings = self._process, None, None
+        if process is not None:
+            _give_up(process)
+
+    def _start(self, environment: dict[str, str]) -> subprocess.Popen:
+        if not self._closing_registered:
+            self._closing_registered = True
+            atexit.register(self.close)
+        return subprocess.Popen(
+            [sys.executable, "-m", "resnet.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=PROJECT_ROOT,
+            env=environment,
+            text=True,
+        )
+
+
+def _give_up(process: subprocess.Popen) -> None:
+    """End a child that has no job yet: it holds nothing (no run, no lock, no device), so a kill loses nothing."""
+    process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
+
+
+SPARE_WORKER = SpareWorker()  # this process's spare training child
+
+
 class LockedSnapshot:
     """An immutable snapshot behind ``self._lock``: readers take it whole, the worker replaces fields.
 
@@ -132,10 +240,18 @@ class LockedSnapshot:
 class JobManager(LockedSnapshot):
     """Starts, stops and reports the single background training of this process."""
 
-    def __init__(self, store: RunStore | None = None, dataset_dir=None, *, isolated: bool = True):
+    def __init__(
+        self,
+        store: RunStore | None = None,
+        dataset_dir=None,
+        *,
+        isolated: bool = True,
+        spares: SpareWorker | None = None,
+    ):
         self.store = store or RunStore()
         self.dataset_dir = dataset_dir
         self.isolated = isolated
+        self._spares = spares or SPARE_WORKER
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
@@ -299,24 +415,14 @@ class JobManager(LockedSnapshot):
             )
 
     def _spawn(self, prepared: PreparedTraining) -> subprocess.Popen:
-        """Start ``python -m resnet.worker`` for the prepared run and send it the request."""
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(
-            path for path in (str(PROJECT_ROOT), environment.get("PYTHONPATH")) if path
-        )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "resnet.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=PROJECT_ROOT,
-            env=environment,
-            text=True,
-        )
+        """Hand the prepared run to a training child (the spare, when one is ready) and send it the request."""
+        process, environment = self._spares.take()
         request = {
             "store": str(prepared.store.root),
             "run_id": prepared.run.run_id,
             "config": prepared.config.to_dict(),
             "dataset_dir": None if self.dataset_dir is None else str(self.dataset_dir),
+            "environment": environment,  # this process's, now: the spare may have been started before a change
         }
         process.stdin.write(json.dumps(request) + "\n")
         process.stdin.flush()
@@ -330,7 +436,10 @@ class JobManager(LockedSnapshot):
             for line in process.stdout:
                 event, message = _parse_line(line)
                 if event == "progress":
-                    self._report(EpochProgress(**message))
+                    progress = EpochProgress(**message)
+                    if progress.phase is Phase.EVALUATING and progress.epoch == progress.target_epochs:
+                        self._spares.prepare()  # its last evaluation: the next child imports while this one ends
+                    self._report(progress)
                 elif event == "finished" and message.get("status") in FINAL_STATES:
                     outcome = (event, message)
                 elif event == "failed":
@@ -343,6 +452,7 @@ class JobManager(LockedSnapshot):
         finally:
             code = process.wait()
             self._close_input(process)
+            self._spares.prepare()  # for the next job: it imports now, not beside this one's training
         if outcome is None:
             outcome = ("failed", {"error": f"the training process ended unexpectedly (exit code {code})"})
             self._record_crash(prepared.run.run_id, outcome[1]["error"])
@@ -381,6 +491,11 @@ class JobManager(LockedSnapshot):
             process.stdin.close()
         except OSError:
             pass
+
+    def prepare_spare(self) -> None:
+        """Start the spare training child now (the app's server does at start-up), if this manager uses children."""
+        if self.isolated:
+            self._spares.prepare()
 
     def stop(self) -> bool:
         """Ask the running training to stop after the current batch; False if nothing runs."""

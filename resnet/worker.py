@@ -7,12 +7,19 @@ grows with every run. A child that exits after its run gives all of it back.
 
 Protocol (one JSON object per line):
 
-- stdin, first line: the request ``{"store": ..., "run_id": ..., "config": {...}, "dataset_dir": ...}``;
-  afterwards the line ``stop`` asks for a stop after the current batch. End of input (the parent closed
-  the pipe or died) also stops: completed epochs are kept, as with the Stop button.
+- stdin, first line: the request ``{"store": ..., "run_id": ..., "config": {...}, "dataset_dir": ...,
+  "environment": {...}}``; afterwards the line ``stop`` asks for a stop after the current batch. End of
+  input (the parent closed the pipe or died) also stops: completed epochs are kept, as with the Stop button.
+  End of input before any request ends the child at once, having done nothing.
 - stdout: ``{"event": "progress", ...EpochProgress fields}`` while training, then exactly one
   ``{"event": "finished", "status": ..., "message": ...}`` or ``{"event": "failed", "error": ...}``.
-  Everything else the child or TensorFlow prints goes to stderr, so it cannot corrupt the protocol;
+  The child imports TensorFlow and the trainer (and reads the dataset, if it is on disk) *before* it reads
+its request, so a child started ahead of need (``resnet.jobs.SpareWorker``) starts training the moment a
+job arrives. Until then it holds no run, no lock and no device. The request's ``environment`` (the
+parent's when it sent the job) replaces the one the child was started with: the cache and dataset
+folders may have changed meanwhile; what TensorFlow read at import may not (the parent checks that).
+
+Everything else the child or TensorFlow prints goes to stderr, so it cannot corrupt the protocol;
   TensorFlow's start-up chatter is captured there (data/quiet.py, shown with ``RESNET_VERBOSE=1``), and
   an error's traceback is printed there too.
 """
@@ -42,8 +49,23 @@ def _watch_input(cancel: threading.Event) -> None:
     cancel.set()  # end of input: the parent is gone or gave up on us
 
 
+def _import_training() -> BaseException | None:
+    """Import what training needs before the request comes; the error, if that fails (told with the job)."""
+    try:
+        import resnet.trainer  # noqa: F401  (TensorFlow and Keras: the slow part of a start)
+        from data.fashion_mnist import DatasetError, load_fashion_mnist
+    except BaseException as error:  # told to the parent once it sends a job
+        return error
+    try:
+        load_fashion_mnist(download=False)  # kept in memory for the job; never downloaded before one asks
+    except (DatasetError, OSError):
+        pass  # the job names its dataset and says what is wrong with it
+    return None
+
+
 def main() -> int:
     protocol = _protocol_stream()
+    import_error = _import_training()
     send_lock = threading.Lock()
     cancel = threading.Event()
 
@@ -61,17 +83,25 @@ def main() -> int:
                 except OSError:
                     pass
 
+    line = sys.stdin.readline()
+    if not line:  # given up before any job (a spare no longer needed, or the parent is gone)
+        return 0
     try:
-        request = json.loads(sys.stdin.readline())
+        request = json.loads(line)
+        if not isinstance(request, dict):
+            raise ValueError(f"expected a JSON object, got {type(request).__name__}")
     except ValueError as error:
         send(event="failed", error=f"bad request to the training process: {error}", message="")
         return 2
+    if isinstance(request.get("environment"), dict):
+        os.environ.clear()
+        os.environ.update({str(name): str(value) for name, value in request["environment"].items()})
     threading.Thread(target=_watch_input, args=(cancel,), name="stdin-watch", daemon=True).start()
 
     prepared = None
     try:
-        # Imported here, inside the try: if TensorFlow cannot start, the parent hears why (and what
-        # TensorFlow printed meanwhile goes to stderr, data/quiet.py), not just an exit code.
+        if import_error is not None:  # TensorFlow could not start: the parent hears why, not just an exit code
+            raise import_error
         from resnet.config import TrainConfig
         from resnet.runs import RunStore
         from resnet.trainer import prepare_training, train_prepared
