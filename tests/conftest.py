@@ -9,11 +9,19 @@ exists. Tests are skipped only when no copy exists at all; a $FASHION_MNIST_DIR 
 incomplete folder is an error, not a skip.
 
 Runs are written into a temporary cache folder (``cache_dir``), never into the project's cache/.
+
+Train once, use often: ``trained(config)`` trains each distinct tiny run the suite needs once per session
+(into a session-wide cache) and returns it; tests copy it into their own cache with
+``support.copy_run``. The session cache also keeps the session's precision record: on a machine whose
+CPU or GPU claims a mixed policy, ``auto`` precision is measured the first time a depth and batch size
+is trained (resnet/precision.py, ~20 s), and every test's ``cache_dir`` starts with what the tests before
+it measured, as a user's cache does after its first run; what a test measures is kept for the next.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,10 +65,52 @@ def dataset(dataset_dir):
     return load_fashion_mnist(dataset_dir)
 
 
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """The session's run cache: the runs ``trained`` trains once, and the session's precision record."""
+    return tmp_path_factory.mktemp("session") / "cache"
+
+
 @pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    """A fresh, empty run cache, also exported as RESNET_CACHE_DIR for code that reads the default."""
+def cache_dir(tmp_path, monkeypatch, session_cache):
+    """A fresh run cache, exported as RESNET_CACHE_DIR for code that reads the default.
+
+    It holds no runs; it starts with the session's precision record (if anything was measured), and what
+    this test measures is added to that record afterwards.
+    """
+    from resnet.precision import read_record, record_path, remember
+
     folder = tmp_path / "cache"
     folder.mkdir()
+    shared = record_path(session_cache)
+    if shared.is_file():
+        shutil.copy2(shared, record_path(folder))
     monkeypatch.setenv("RESNET_CACHE_DIR", str(folder))
-    return folder
+    yield folder
+    known = read_record(shared)
+    for key, measurement in read_record(record_path(folder)).items():
+        if key not in known:
+            remember(shared, key, measurement)
+
+
+@pytest.fixture(scope="session")
+def trained(session_cache, dataset_dir):
+    """``trained(config)``: the Run of ``config`` trained to its epochs, once per session (in this process).
+
+    The run's folder is the session's: copy it into a test's cache (``support.copy_run``) before changing
+    anything in it.
+    """
+    from resnet.runs import RunStore
+    from resnet.trainer import prepare_training, train_prepared
+
+    store, runs = RunStore(session_cache), {}
+
+    def train(config):
+        key = tuple(sorted(config.to_dict().items()))
+        if key not in runs:
+            run = train_prepared(prepare_training(config, store=store, resume=False, dataset_dir=dataset_dir))
+            assert run.status == "complete", run.message
+            runs[key] = run
+        return store.load(runs[key].run_id)
+
+    return train

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
+from support import run_folders, written
 
 APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
 TIMEOUT = 120  # seconds per script run (the first one imports TensorFlow)
@@ -179,7 +180,7 @@ def test_dataset_missing_is_explained(cache_dir, manager, tmp_path, monkeypatch)
     assert_no_exception(at)
     assert any(text.startswith("Not started:") and "FASHION_MNIST_DIR" in text for text in texts(at.error))
     assert not manager.snapshot().active
-    assert not any(cache_dir.iterdir())  # no run was created
+    assert not written(cache_dir)  # no run was created
 
 
 def test_tiny_training_fills_every_view_then_extend_and_delete(cache_dir, manager, dataset_dir):
@@ -243,7 +244,7 @@ def test_tiny_training_fills_every_view_then_extend_and_delete(cache_dir, manage
     at.number_input(key="cfg_train_subset").set_value(TINY["train_subset"]).run()
     at.button(key="start").click().run()
     assert any("already has 1 epoch" in text for text in texts(at.info)), texts(at.info)
-    assert [path.name for path in cache_dir.iterdir()] == [run_id]
+    assert run_folders(cache_dir) == [run_id]
 
     # Extend trains the same run on (default: 10 more epochs); here to 2 epochs.
     extend = at.number_input(key=f"extend_to_{run_id}")
@@ -257,7 +258,7 @@ def test_tiny_training_fills_every_view_then_extend_and_delete(cache_dir, manage
     at.run()
     assert_no_exception(at)
     assert at.dataframe[0].value["epoch"].tolist() == [1, 2]
-    assert [path.name for path in cache_dir.iterdir()] == [run_id]
+    assert run_folders(cache_dir) == [run_id]
 
     # Delete needs a confirmation.
     at.button(key="delete_run").click().run()
@@ -280,7 +281,7 @@ def test_two_sessions_share_one_job(cache_dir, manager, dataset_dir):
     assert_no_exception(second)
     refusals = [text for text in texts(second.warning) if "already running" in text]
     assert refusals and manager.snapshot().run_id in refusals[0]
-    assert len(list(cache_dir.iterdir())) == 1  # exactly one training
+    assert len(run_folders(cache_dir)) == 1  # exactly one training
     # The second tab sees the same job.
     assert any(f"Training run {manager.snapshot().run_id}" in text for text in texts(second.markdown))
     assert second.button(key="stop").disabled is False

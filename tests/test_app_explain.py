@@ -2,40 +2,27 @@
 images, the feature-space map shows any recorded epoch (and two side by side), an old run without maps
 gets one from its checkpoint, and a damaged checkpoint gets a message instead of a crash.
 
-A real 2-epoch ResNet-18 (basic blocks) is trained once through the trainer into a module cache; each
-test copies it into its own ``cache_dir`` so the app's JobManager reads it.
+A real 2-epoch ResNet-18 (basic blocks; ``support.EXPLAINED``) is trained once per session through the
+trainer; each test copies it into its own ``cache_dir`` so the app's JobManager reads it.
 """
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 
 import pytest
+from support import EXPLAINED, copy_run, own_file
 from test_app import assert_no_exception, charts, new_app, texts
 
-from resnet.config import TrainConfig
-from resnet.runs import RunStore, features_name, map_name
+from resnet.runs import features_name, map_name
 
-RUN = TrainConfig(epochs=2, batch_size=32, train_subset=300, eval_subset=200, depth=18)
-
-
-@pytest.fixture(scope="module")
-def trained_run(dataset_dir, tmp_path_factory):
-    from resnet.trainer import prepare_training, train_prepared
-
-    store = RunStore(tmp_path_factory.mktemp("explain-app") / "cache")
-    run = train_prepared(prepare_training(RUN, store=store, dataset_dir=dataset_dir))
-    assert run.epochs_done == 2, run
-    return run
+RUN = EXPLAINED
 
 
 @pytest.fixture
-def run_in_cache(trained_run, cache_dir):
+def run_in_cache(trained, cache_dir):
     """The trained run copied into this test's cache (the one the app reads); its folder."""
-    folder = cache_dir / trained_run.run_id
-    shutil.copytree(trained_run.path, folder)
-    return folder
+    return copy_run(trained(RUN).path, cache_dir)
 
 
 def open_page():
@@ -108,7 +95,7 @@ def test_an_old_run_without_maps_gets_one_from_its_checkpoint(run_in_cache):
 
 def test_a_damaged_checkpoint_gets_a_message_not_a_crash(run_in_cache):
     # A zip (so the run itself still reads as intact) whose contents Keras cannot load.
-    with zipfile.ZipFile(run_in_cache / "checkpoint-0002.keras", "w") as archive:
+    with zipfile.ZipFile(own_file(run_in_cache / "checkpoint-0002.keras"), "w") as archive:
         archive.writestr("config.json", '{"class_name": "Nothing"}')
         archive.writestr("metadata.json", "{}")
     at = open_page()

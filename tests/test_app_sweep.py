@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from support import run_folders, written
 from test_app import TRAINING_TIMEOUT, assert_no_exception, charts, new_app, texts
 
 from app import state
@@ -78,7 +79,7 @@ def test_bad_values_are_named_and_nothing_starts(cache_dir, runner):
     assert "Sweep name: invalid sweep name 'bad name!'" in errors(at)
     assert at.button(key="sweep_start").disabled is True
     assert not runner.snapshot().active and not runner.manager.snapshot().active
-    assert not (cache_dir / ".sweeps").exists() and not any(cache_dir.iterdir())
+    assert not (cache_dir / ".sweeps").exists() and not written(cache_dir)
     assert any("No sweeps yet" in text for text in texts(at.info))
 
 
@@ -122,7 +123,7 @@ def test_a_tiny_sweep_from_the_tab_is_one_training_at_a_time_and_shows_its_answe
     assert (snapshot.state, snapshot.done, snapshot.total, snapshot.failed) == ("finished", 2, 2, 0), snapshot
     record = SweepStore(cache_dir).load("tiny")
     run_ids = [trial.run_id for trial in record.trials]
-    assert sorted(path.name for path in cache_dir.iterdir() if path.name != ".sweeps") == sorted(run_ids)
+    assert run_folders(cache_dir) == sorted(run_ids)
     assert [trial.config.seed for trial in record.trials] == [1, 2]
     assert all(trial.config.depth == 18 and trial.config.train_subset == 256 for trial in record.trials)
 

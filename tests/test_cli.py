@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import run_folders, written
 from test_config import SketchConfig  # hypothetical new hyperparameters, each declared once
 
 from resnet.__main__ import add_config_flags, build_parser, config_from_flags
@@ -112,7 +113,8 @@ def test_a_tiny_training_prints_the_table_and_writes_a_run(cache_dir):
     assert lines[0].split()[:4] == ["epoch", "train", "acc", "test"]
     assert [line.split()[0] for line in lines[1:3]] == ["1", "2"]
     assert "complete: trained 2 epochs" in result.stdout
-    (run_folder,) = [path for path in cache_dir.iterdir()]
+    (run_id,) = run_folders(cache_dir)
+    run_folder = cache_dir / run_id
     assert (run_folder / "history.csv").read_text().splitlines()[0].startswith("epoch,train_loss,train_accuracy")
 
     listing = run_cli("runs", cache_dir=cache_dir)
@@ -125,7 +127,7 @@ def test_bad_parameters_are_rejected_with_a_message(cache_dir):
     assert "error: epochs must be between 1 and 500; got 0" in result.stderr
     result = run_cli("train", "--batch-size", "many", cache_dir=cache_dir)
     assert result.returncode == 2 and "invalid int value: 'many'" in result.stderr
-    assert list(cache_dir.iterdir()) == []
+    assert written(cache_dir) == []
 
 
 def test_a_missing_dataset_is_explained(cache_dir, tmp_path):

@@ -28,13 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import FINISHED
 
 from resnet.config import ConfigError, TrainConfig
 from resnet.hardware import Hardware, Placement, training_placement, training_strategy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Two epochs of 4 steps: seconds per epoch on two CPU cores, enough steps for the loss to fall by a third.
-CONFIG = TrainConfig(epochs=2, batch_size=64, train_subset=256, eval_subset=200, depth=18, augment=False)
+# The suite's "finished run" (tests/support.py): the one-device side is trained once per session.
+CONFIG = FINISHED
 LOGICAL_CPUS = ("/cpu:0", "/cpu:1")
 TWO_CPUS = Placement(LOGICAL_CPUS, "CPU: 2 logical devices, data-parallel", "on 2 CPUs, data-parallel")
 LOSS_TOLERANCE = 0.05  # relative, per epoch (see the module docstring)
@@ -119,17 +121,20 @@ def test_the_sidebar_says_how_many_gpus_there_are_and_offers_all_only_with_two(c
 
 # --- two replicas against one device ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, dataset_dir):
-    """(one-device run, two-replica run, the child's report), trained once for this module's tests."""
-    from resnet.runs import RunStore
-    from resnet.trainer import prepare_training, train_prepared
+def two_runs(trained, tmp_path_factory, dataset_dir):
+    """(one-device run, two-replica run, the child's report): the two-replica run trained once for this module.
 
-    one_store = RunStore(tmp_path_factory.mktemp("one-device"))
-    one = train_prepared(prepare_training(CONFIG, store=one_store))
+    It trains with the one-device run's precision: ``auto`` is measured per placement, and the two runs
+    must compute alike to be compared.
+    """
+    from resnet.runs import RunStore
+
+    one = trained(CONFIG)
     two_cache = tmp_path_factory.mktemp("two-replicas")
     environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "FASHION_MNIST_DIR": str(dataset_dir)}
+    arguments = [str(two_cache), str(one.checkpoint_path), str(one.predictions_path), one.state.precision]
     result = subprocess.run(
-        [sys.executable, __file__, str(two_cache), str(one.checkpoint_path), str(one.predictions_path)],
+        [sys.executable, __file__, *arguments],
         cwd=PROJECT_ROOT,
         env=environment,
         capture_output=True,
@@ -147,8 +152,8 @@ def relative_differences(one, two, column: str) -> list[float]:
     return (np.abs(other - reference) / np.abs(reference)).tolist()
 
 
-def test_two_replicas_follow_the_one_device_loss_trajectory(trained):
-    one, two, report = trained
+def test_two_replicas_follow_the_one_device_loss_trajectory(two_runs):
+    one, two, report = two_runs
     assert report["replicas"] == [2]  # the run's model was built under a two-replica strategy
     assert one.status == two.status == "complete"
     assert one.history["epoch"].tolist() == two.history["epoch"].tolist() == [1, 2]
@@ -160,10 +165,10 @@ def test_two_replicas_follow_the_one_device_loss_trajectory(trained):
     assert two.history["learning_rate"].tolist() == pytest.approx(one.history["learning_rate"].tolist(), rel=1e-5)
 
 
-def test_two_replicas_take_the_same_steps_at_the_same_learning_rates(trained):
+def test_two_replicas_take_the_same_steps_at_the_same_learning_rates(two_runs):
     from resnet.runs import RunStore
 
-    one, two, _ = trained
+    one, two, _ = two_runs
     steps = 2 * (CONFIG.train_subset // CONFIG.batch_size)  # a split global batch: 4 steps per epoch
     optimizers = [RunStore(run.path.parent).load_model(run).optimizer for run in (one, two)]
     assert [int(optimizer.iterations.numpy()) for optimizer in optimizers] == [steps, steps]
@@ -172,11 +177,11 @@ def test_two_replicas_take_the_same_steps_at_the_same_learning_rates(trained):
     assert learning_rates[1] == pytest.approx(learning_rates[0], rel=1e-6) and learning_rates[0] > 0
 
 
-def test_checkpoints_load_and_predict_alike_on_one_device_and_on_two(trained, dataset):
+def test_checkpoints_load_and_predict_alike_on_one_device_and_on_two(two_runs, dataset):
     from resnet.runs import RunStore
     from resnet.trainer import evaluate
 
-    one, two, report = trained
+    one, two, report = two_runs
     # Two replicas -> one device: the mirrored run's checkpoint predicts what the mirrored run predicted.
     store = RunStore(two.path.parent)
     saved = store.load_predictions(two)
@@ -188,8 +193,8 @@ def test_checkpoints_load_and_predict_alike_on_one_device_and_on_two(trained, da
 
 
 # --- the child process ----------------------------------------------------------------------------------------
-def _train_on_two_cpus(cache: str, one_device_checkpoint: str, one_device_predictions: str) -> dict:
-    """Train CONFIG on two logical CPUs into ``cache``; load the one-device checkpoint on them as well."""
+def _train_on_two_cpus(cache: str, one_device_checkpoint: str, one_device_predictions: str, precision: str) -> dict:
+    """Train CONFIG (with ``precision``) on two logical CPUs into ``cache``; load the one-device checkpoint on them too."""
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -208,7 +213,8 @@ def _train_on_two_cpus(cache: str, one_device_checkpoint: str, one_device_predic
         return model
 
     trainer.build_compiled_model = build_and_note_replicas
-    prepared = trainer.prepare_training(CONFIG.replace(gpus="all"), store=RunStore(cache), resume=False)
+    config = CONFIG.replace(gpus="all", precision=precision)
+    prepared = trainer.prepare_training(config, store=RunStore(cache), resume=False)
     run = trainer.train_prepared(dataclasses.replace(prepared, placement=TWO_CPUS))
 
     strategy = training_strategy("all", devices=LOGICAL_CPUS)
@@ -226,4 +232,4 @@ def _train_on_two_cpus(cache: str, one_device_checkpoint: str, one_device_predic
 
 
 if __name__ == "__main__":
-    print(json.dumps(_train_on_two_cpus(*sys.argv[1:4])))
+    print(json.dumps(_train_on_two_cpus(*sys.argv[1:5])))

@@ -1,8 +1,9 @@
 """Explaining a mistake: Grad-CAM, penultimate features, the nearest-training-image bank and the per-epoch map.
 
-A real tiny run is trained once for this module (ResNet-18, 2 epochs on 512 images, through the trainer,
-so its map files are the trainer's own), and a ResNet-50 is trained for a few steps for the bottleneck
-blocks. Tests that change a run work on a copy of its folder.
+A real tiny run is trained once per session (``support.EXPLAINED``: ResNet-18, 2 epochs on 512 images,
+through the trainer, so its map files are the trainer's own) and copied into this module's own cache; a
+ResNet-50 is trained for a few steps for the bottleneck blocks. Tests that change a run work on a further
+copy of its folder.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import shutil
 
 import numpy as np
 import pytest
+from support import EXPLAINED, copy_run
 
 from resnet import explain
 from resnet.config import TrainConfig
@@ -19,17 +21,16 @@ from resnet.model import build_resnet, stage_output_names
 from resnet.run_state import HISTORY_COLUMNS
 from resnet.runs import BANK_SIZE, DamagedRun, RunError, RunStore
 
-RUN = TrainConfig(epochs=2, batch_size=32, train_subset=512, eval_subset=200, depth=18, augment=False)
+RUN = EXPLAINED
 
 
 @pytest.fixture(scope="module")
-def trained(dataset_dir, tmp_path_factory):
+def explained(trained, dataset_dir, tmp_path_factory):
     """(store, run, model, dataset): a 2-epoch ResNet-18 run trained for real, and its checkpoint loaded."""
     from data.fashion_mnist import load_fashion_mnist
-    from resnet.trainer import prepare_training, train_prepared
 
     store = RunStore(tmp_path_factory.mktemp("explain") / "cache")
-    run = train_prepared(prepare_training(RUN, store=store, dataset_dir=dataset_dir))
+    run = store.load(copy_run(trained(RUN).path, store.root).name)
     assert run.status == "complete" and run.epochs_done == 2, run
     return store, run, store.load_model(run), load_fashion_mnist(dataset_dir)
 
@@ -46,9 +47,9 @@ def resnet50(dataset):
 
 
 @pytest.fixture
-def copied(trained, tmp_path):
+def copied(explained, tmp_path):
     """A copy of the trained run in a fresh cache: (store, run)."""
-    store, run, _, _ = trained
+    store, run, _, _ = explained
     cache = tmp_path / "copy"
     cache.mkdir()
     shutil.copytree(run.path, cache / run.run_id)
@@ -96,8 +97,8 @@ def test_spatial_stages_are_the_stage_outputs_larger_than_1x1(depth):
 
 # --- Grad-CAM -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("stage", ["conv2", "conv3", "conv4"])
-def test_grad_cam_gives_the_stage_map_non_negative_with_max_1(trained, stage):
-    _, _, model, dataset = trained
+def test_grad_cam_gives_the_stage_map_non_negative_with_max_1(explained, stage):
+    _, _, model, dataset = explained
     size = {"conv2": 7, "conv3": 4, "conv4": 2}[stage]
     image, label = dataset.test_images[0], int(dataset.test_labels[0])
     heatmaps = explain.grad_cam(model, image, [label, (label + 1) % 10, 3], stage=stage)
@@ -114,10 +115,10 @@ def test_grad_cam_gives_the_stage_map_non_negative_with_max_1(trained, stage):
         explain.grad_cam(model, image, 10)
 
 
-def test_grad_cam_heat_moves_with_the_object(trained):
+def test_grad_cam_heat_moves_with_the_object(explained):
     """The same garment, shrunk into the top-left corner and then into the bottom-right one: the heat of
     the class predicted for it moves down and right with it (over 16 test images, robust to a few)."""
-    _, _, model, dataset = trained
+    _, _, model, dataset = explained
     moves = []
     for index in range(16):
         image = dataset.test_images[index]
@@ -141,8 +142,8 @@ def test_grad_cam_works_on_a_bottleneck_resnet50(resnet50, dataset):
     assert any(heatmap.has_evidence for heatmap in heatmaps)
 
 
-def test_a_mixed_bfloat16_model_gives_finite_float32_heat(trained):
-    _, _, model, dataset = trained
+def test_a_mixed_bfloat16_model_gives_finite_float32_heat(explained):
+    _, _, model, dataset = explained
     low = build_resnet(18, precision="mixed_bfloat16")
     low.set_weights(model.get_weights())
     image = dataset.test_images[2]
@@ -153,8 +154,8 @@ def test_a_mixed_bfloat16_model_gives_finite_float32_heat(trained):
     assert features.dtype == np.float32 and np.isfinite(features).all()
 
 
-def test_an_all_black_image_never_gives_nan(trained):
-    _, _, model, _ = trained
+def test_an_all_black_image_never_gives_nan(explained):
+    _, _, model, _ = explained
     black = np.zeros((28, 28), dtype=np.uint8)
     for stage in ("conv2", "conv3", "conv4"):
         for heatmap in explain.grad_cam(model, black, list(range(10)), stage=stage):
@@ -170,8 +171,8 @@ def test_no_positive_evidence_gives_zeros_not_nan():
     assert evidence and heat.tolist() == [[1.0, 0.0], [0.5, 0.0]]
 
 
-def test_the_grad_cam_function_is_built_and_traced_once_per_model_and_stage(trained):
-    _, _, model, dataset = trained
+def test_the_grad_cam_function_is_built_and_traced_once_per_model_and_stage(explained):
+    _, _, model, dataset = explained
     for index in range(3):
         explain.grad_cam(model, dataset.test_images[index], [index, 5])
     explain.grad_cam(model, dataset.test_images[3], 1)  # another number of classes: no new trace
@@ -204,8 +205,8 @@ def test_overlay_blends_the_grey_image_with_the_colour_map():
 
 
 # --- features and neighbours --------------------------------------------------------------------------------
-def test_penultimate_features_are_the_evaluation_pass_features(trained):
-    _, _, model, dataset = trained
+def test_penultimate_features_are_the_evaluation_pass_features(explained):
+    _, _, model, dataset = explained
     images = dataset.test_images[:300]
     features = explain.penultimate_features(model, images, batch_size=128)
     assert features.shape == (300, 512) and features.dtype == np.float32
@@ -252,8 +253,8 @@ def test_neighbour_summary_counts_classes_in_words():
 
 
 # --- the 2-D map --------------------------------------------------------------------------------------------
-def test_project_2d_is_deterministic_with_the_right_shape(trained):
-    _, _, model, dataset = trained
+def test_project_2d_is_deterministic_with_the_right_shape(explained):
+    _, _, model, dataset = explained
     features = explain.penultimate_features(model, dataset.test_images[:250])
     first, second = explain.project_2d(features), explain.project_2d(features.copy())
     assert first.coords.shape == (250, 2) and first.coords.dtype == np.float32
@@ -288,8 +289,8 @@ def test_project_2d_of_degenerate_inputs_is_zeros():
 
 
 # --- files in the run ---------------------------------------------------------------------------------------
-def test_the_trainer_writes_a_map_for_every_epoch(trained):
-    store, run, _, _ = trained
+def test_the_trainer_writes_a_map_for_every_epoch(explained):
+    store, run, _, _ = explained
     run = store.load(run.run_id)  # as read after the run ended
     assert store.feature_map_epochs(run) == [1, 2]
     predictions = store.load_predictions(run)
@@ -360,8 +361,8 @@ def test_a_damaged_or_missing_map_is_a_clear_error(copied):
         store.load_feature_map(run, 2)
 
 
-def test_an_old_run_gets_a_map_of_its_checkpoint_once(trained, copied):
-    _, original, model, dataset = trained
+def test_an_old_run_gets_a_map_of_its_checkpoint_once(explained, copied):
+    _, original, model, dataset = explained
     store, run = copied
     written = store.load_feature_map(run, 2)
     (run.path / "map-0002.npz").unlink()  # as a run trained before maps existed
@@ -392,8 +393,8 @@ def counted_features(model, dataset):
     return calls, compute
 
 
-def test_the_feature_bank_is_written_once_then_reused(trained, copied):
-    _, _, model, dataset = trained
+def test_the_feature_bank_is_written_once_then_reused(explained, copied):
+    _, _, model, dataset = explained
     store, run = copied
     calls, compute = counted_features(model, dataset)
     bank = store.feature_bank(run, compute, train_labels=dataset.train_labels)
@@ -415,8 +416,8 @@ def test_the_feature_bank_is_written_once_then_reused(trained, copied):
     assert nearest[0] == position and similarities[0] == pytest.approx(1.0, abs=2e-3)
 
 
-def test_a_corrupted_feature_bank_is_recomputed(trained, copied):
-    _, _, model, dataset = trained
+def test_a_corrupted_feature_bank_is_recomputed(explained, copied):
+    _, _, model, dataset = explained
     store, run = copied
     calls, compute = counted_features(model, dataset)
     first = store.feature_bank(run, compute, train_labels=dataset.train_labels)
@@ -473,8 +474,8 @@ def test_features_of_older_epochs_go_when_superseded(tmp_path, dataset):
     assert sorted(path.name for path in run.path.glob("features-*")) == ["features-0003.npz", "features-0004.npz"]
 
 
-def test_delete_removes_maps_and_features(trained, copied):
-    _, _, model, dataset = trained
+def test_delete_removes_maps_and_features(explained, copied):
+    _, _, model, dataset = explained
     store, run = copied
     store.feature_bank(
         run, lambda indices: explain.penultimate_features(model, dataset.train_images[indices]),

@@ -16,13 +16,13 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from support import STARTED, copy_run, own_file, written
 
-from resnet.config import TrainConfig
 from resnet.jobs import JobAlreadyRunning, JobManager
 from resnet.runs import DamagedRun, RunStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TINY = TrainConfig(epochs=1, batch_size=64, train_subset=256, eval_subset=200, depth=18, augment=False)
+TINY = STARTED  # tests/support.py
 TINY_FLAGS = ["--subset", "256", "--eval-subset", "200", "--batch-size", "64", "--depth", "18", "--augment", "false"]
 
 
@@ -91,14 +91,16 @@ def test_sigkill_mid_epoch_keeps_completed_epochs_and_the_run_extends(cache_dir,
 
 
 EPOCH_REPEATS = 200_000  # each checkpoint of WRITER holds str(epoch) this many times
-WRITER = textwrap.dedent(
-    """
+EPOCH_LIMIT = 400  # a run holds at most 500 epochs: a fast machine commits that many within the kills
+WRITER = (
+    textwrap.dedent(
+        """
     import sys, zipfile, numpy as np
     from resnet.config import TrainConfig
     from resnet.runs import HISTORY_COLUMNS, RunStore
 
     store = RunStore(sys.argv[1])
-    runs = store.list_runs()
+    runs = [run for run in store.list_runs() if run.epochs_done < EPOCH_LIMIT]
     run = runs[0] if runs else store.create(TrainConfig(epochs=500, train_subset=100, batch_size=8),
                                               precision="float32", device="test", train_images=100, eval_images=100)
     def checkpoint_writer(epoch):
@@ -107,13 +109,16 @@ WRITER = textwrap.dedent(
                 archive.writestr("epoch.txt", str(epoch) * EPOCH_REPEATS)  # big enough to be caught mid-write
         return write
     print("ready", flush=True)
-    while True:
+    while run.epochs_done < EPOCH_LIMIT:
         epoch = run.epochs_done + 1
         row = {column: float(epoch) for column in HISTORY_COLUMNS}
         store.commit_epoch(run, row, save_checkpoint=checkpoint_writer(epoch), probabilities=np.full((100, 10), epoch),
                            eval_indices=np.arange(100), eval_labels=np.zeros(100))
     """
-).replace("EPOCH_REPEATS", str(EPOCH_REPEATS))
+    )
+    .replace("EPOCH_REPEATS", str(EPOCH_REPEATS))
+    .replace("EPOCH_LIMIT", str(EPOCH_LIMIT))
+)
 
 
 def test_killing_a_writer_at_random_instants_never_leaves_a_trusted_torn_file(cache_dir):
@@ -121,7 +126,7 @@ def test_killing_a_writer_at_random_instants_never_leaves_a_trusted_torn_file(ca
     rng = random.Random(1234)
     store = RunStore(cache_dir)
     environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    last_epochs = 0
+    last_epochs = {}  # run id -> epochs committed when last looked
     for _ in range(15):
         process = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(cache_dir)], env=environment, stdout=subprocess.PIPE, text=True
@@ -130,25 +135,23 @@ def test_killing_a_writer_at_random_instants_never_leaves_a_trusted_torn_file(ca
         time.sleep(rng.random() * 0.4)  # then kill anywhere inside the commit loop
         process.send_signal(signal.SIGKILL)
         process.wait()
-        (run,) = store.list_runs()
-        assert run.status != "damaged", run.problem
-        k = run.epochs_done
-        assert k >= last_epochs
-        last_epochs = k
-        assert run.history["epoch"].tolist() == list(range(1, k + 1))
-        if k:
-            with zipfile.ZipFile(run.checkpoint_path) as archive:
-                assert archive.read("epoch.txt").decode() == str(k) * EPOCH_REPEATS  # the whole of epoch k's file
-            assert float(store.load_predictions(run)["probabilities"][0, 0]) == k
-    assert last_epochs > 0
+        for run in store.list_runs():  # a new run once one has EPOCH_LIMIT epochs
+            assert run.status != "damaged", run.problem
+            k = run.epochs_done
+            assert k >= last_epochs.get(run.run_id, 0)
+            last_epochs[run.run_id] = k
+            assert run.history["epoch"].tolist() == list(range(1, k + 1))
+            if k:
+                with zipfile.ZipFile(run.checkpoint_path) as archive:
+                    assert archive.read("epoch.txt").decode() == str(k) * EPOCH_REPEATS  # the whole of epoch k's file
+                assert float(store.load_predictions(run)["probabilities"][0, 0]) == k
+    assert sum(last_epochs.values()) > 0
 
 
-def test_a_checkpoint_that_is_not_a_keras_model_is_reported_and_not_loaded(cache_dir, dataset_dir):
+def test_a_checkpoint_that_is_not_a_keras_model_is_reported_and_not_loaded(cache_dir, trained):
     store = RunStore(cache_dir)
-    from resnet.trainer import prepare_training, train_prepared
-
-    run = train_prepared(prepare_training(TINY, store=store))
-    with zipfile.ZipFile(run.checkpoint_path, "w") as archive:  # a zip, but not a Keras model
+    run = store.load(copy_run(trained(TINY).path, cache_dir).name)  # trained once per session
+    with zipfile.ZipFile(own_file(run.checkpoint_path), "w") as archive:  # a zip, but not a Keras model
         archive.writestr("config.json", "{}")
     with pytest.raises(DamagedRun, match="checkpoint-0001.keras is not a loadable Keras model"):
         store.load_model(store.load(run.run_id))
@@ -170,7 +173,7 @@ def test_a_truncated_dataset_file_is_named_by_the_cli(cache_dir, tmp_path, datas
     _, errors = process.communicate(timeout=300)
     assert process.returncode == 2
     assert "train-images-idx3-ubyte.gz' is truncated or corrupt" in errors and "FASHION_MNIST_DIR" in errors
-    assert list(cache_dir.iterdir()) == []
+    assert written(cache_dir) == []
 
 
 def test_simultaneous_starts_run_exactly_one_training(cache_dir, dataset_dir):

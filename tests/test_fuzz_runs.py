@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support import FINISHED
 
 from resnet.config import TrainConfig
 from resnet.run_state import HISTORY_COLUMNS, RunStatus
@@ -49,7 +50,7 @@ SEED = 20240611
 APP_SEED = 7_000_000
 PREDICTION_SEED = 5_000_000
 APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
-TINY = TrainConfig(epochs=2, batch_size=64, train_subset=256, eval_subset=200, depth=18)
+TINY = FINISHED  # tests/support.py
 PREDICTION_KEYS = {"probabilities", "indices", "labels", "epoch"}
 
 
@@ -141,17 +142,9 @@ sys.addaudithook(RECORDER.hook)
 
 # --- the real run, and copies of it -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory):
-    """A run folder trained for real: (folder, run id)."""
-    from data.fashion_mnist import DatasetError, resolve_dataset_dir
-    from resnet.trainer import prepare_training, train_prepared
-
-    try:
-        dataset_dir = resolve_dataset_dir(download=False)
-    except DatasetError as error:
-        pytest.skip(f"Fashion-MNIST is not available here (set FASHION_MNIST_DIR): {error}")
-    store = RunStore(tmp_path_factory.mktemp("fuzz-trained") / "cache")
-    run = train_prepared(prepare_training(TINY, store=store, dataset_dir=dataset_dir))
+def real_run(trained):
+    """A run folder trained for real (the suite's finished run, trained once per session): (folder, run id)."""
+    run = trained(TINY)
     assert run.status is RunStatus.COMPLETE and run.epochs_done == 2, run
     names = {path.name for path in run.path.iterdir()}
     assert {"state.json", "config.json", "history.csv", "checkpoint-0002.keras", "predictions-0002.npz"} <= names

@@ -132,17 +132,28 @@ def _process_state(pid: int) -> str:
         return "gone"
 
 
-def test_twenty_consecutive_runs_do_not_grow_the_server_process(cache_dir):
-    """Issue 5, scenario 8. In-process training grew ~200 MB per run (benchmarks/memory_runs.py)."""
+CONSECUTIVE_RUNS = 6
+GROWTH_PER_RUN_MB = 5.5  # what the test with 20 runs allowed: 100 MB over runs 2-20
+
+
+def test_consecutive_runs_do_not_grow_the_server_process(cache_dir):
+    """Issue 5, scenario 8. In-process training grew ~200 MB per run (benchmarks/memory_runs.py).
+
+    Six runs, not twenty: the growth from run 2 to run 6 may be at most 5.5 MB per run (22 MB), the same per-run
+    sensitivity as 100 MB over runs 2-20, and 36 times less than in-process training grows.
+    """
     manager = JobManager(RunStore(cache_dir))
     resident = []
-    for seed in range(20):
+    for seed in range(CONSECUTIVE_RUNS):
         manager.start(TrainConfig(epochs=1, batch_size=64, train_subset=128, eval_subset=100, depth=18, seed=seed))
         assert manager.wait(timeout=600) and manager.snapshot().state == "complete", manager.snapshot()
         resident.append(resident_mb())
     growth = resident[-1] - resident[1]
-    print(f"server resident MB after runs 1-20: {[round(value) for value in resident]}; growth 2->20: {growth:.0f} MB")
-    assert growth < 100, f"the server grew {growth:.0f} MB over 18 runs: {resident}"
+    allowed = GROWTH_PER_RUN_MB * (CONSECUTIVE_RUNS - 2)
+    print(
+        f"server resident MB after runs 1-{CONSECUTIVE_RUNS}: {[round(value) for value in resident]}; growth: {growth:.0f} MB"
+    )
+    assert growth < allowed, f"the server grew {growth:.0f} MB over {CONSECUTIVE_RUNS - 2} runs: {resident}"
 
 
 def test_stray_or_malformed_lines_from_the_child_are_ignored():

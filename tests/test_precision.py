@@ -187,20 +187,27 @@ def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(t
     assert precision.MODELS_BUILT == built + 2
 
 
-def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measures_nothing(cache_dir, dataset_dir):
+def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measures_nothing(tmp_path, dataset_dir):
+    from resnet.hardware import config_precision
     from resnet.runs import RunStore
     from resnet.trainer import prepare_training
 
-    store = RunStore(cache_dir)
+    store = RunStore(tmp_path / "cache")  # no precision record yet
     built = precision.MODELS_BUILT
     config = TrainConfig(epochs=1, batch_size=32, train_subset=200, eval_subset=200, depth=18)
     explicit = prepare_training(config.replace(precision="mixed_bfloat16"), store=store)
     assert explicit.precision == "mixed_bfloat16" and explicit.run.state.precision == "mixed_bfloat16"
+    assert precision.MODELS_BUILT == built and not record_path(store.root).exists()
+    claim = resolve_precision("auto")
     auto = prepare_training(config, store=store, resume=False)
-    assert auto.run.state.precision == resolve_precision("auto")
-    assert precision.MODELS_BUILT == built
-    if resolve_precision("auto").source == Source.NOTHING_TO_MEASURE:  # this machine claims no mixed policy
-        assert auto.precision == "float32" and not record_path(cache_dir).exists()
+    assert auto.run.state.precision == auto.precision == config_precision(config, store.root)
+    if claim.source == Source.NOTHING_TO_MEASURE:  # this machine claims no mixed policy: nothing measured
+        assert auto.precision == "float32" and precision.MODELS_BUILT == built
+        assert not record_path(store.root).exists()
+    else:  # it claims one: measured once, then remembered
+        assert precision.MODELS_BUILT == built + 2 and record_path(store.root).exists()
+        again = prepare_training(config, store=store, resume=False)
+        assert again.precision == auto.precision and precision.MODELS_BUILT == built + 2
 
 
 def test_the_sidebar_says_what_auto_will_do_or_what_was_measured():

@@ -15,6 +15,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from support import written
 
 from resnet.__main__ import main
 from resnet.config import ConfigError, TrainConfig
@@ -94,7 +95,7 @@ def test_a_sweep_stopped_in_its_second_trial_continues_where_it_stopped(cache_di
     listing = capsys.readouterr().out
     assert "study" in listing and "4/4" in listing and "complete" in listing
     later = requested_sweep(sweeps, "later", {**TINY, "epochs": "3", "batch_size": "64", "seed": "7"})
-    assert estimate_text(later, store.list_runs()).startswith("Estimated time on this machine: ")
+    assert estimate_text(later, store.list_runs(), cache_dir).startswith("Estimated time on this machine: ")
     stamps = [history_stamp(run) for run in runs]
     assert main(["--cache-dir", str(cache_dir), "sweep", "--name", "study"]) == 0  # all done: nothing trains
     assert capsys.readouterr().err.count("already trained") == 4
@@ -121,7 +122,7 @@ def test_a_sweep_stopped_in_its_second_trial_continues_where_it_stopped(cache_di
 def test_bad_grids_are_refused_naming_the_field_and_nothing_is_written(cache_dir, capsys, flags, message):
     assert main(["--cache-dir", str(cache_dir), "sweep", "--name", "bad", *flags]) == 2
     assert message in capsys.readouterr().err
-    assert list(cache_dir.iterdir()) == []
+    assert written(cache_dir) == []
 
 
 def test_unknown_fields_and_names_are_refused(cache_dir, capsys):
@@ -138,7 +139,7 @@ def test_unknown_fields_and_names_are_refused(cache_dir, capsys):
     assert "unrecognized arguments: --colour" in capsys.readouterr().err
     assert main(["--cache-dir", str(cache_dir), "sweep", "--name", "../up", "--epochs", "1"]) == 2
     assert "invalid sweep name '../up'" in capsys.readouterr().err
-    assert list(cache_dir.iterdir()) == []
+    assert written(cache_dir) == []
 
 
 def test_a_name_taken_by_other_settings_is_refused_and_a_damaged_record_is_reported(cache_dir, capsys):
@@ -166,7 +167,7 @@ def test_without_ray_the_cluster_path_says_how_to_install_it(cache_dir, capsys, 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the optional extra were not installed
     assert main(["--cache-dir", str(cache_dir), "sweep", "--name", "r", "--epochs", "1,2", "--ray"]) == 2
     assert "pip install -r requirements-cluster.txt" in capsys.readouterr().err
-    assert list(cache_dir.iterdir()) == []
+    assert written(cache_dir) == []
 
 
 def test_the_table_of_a_sweep_not_yet_run():
@@ -257,4 +258,4 @@ def test_the_seed_study_preset_trains_one_run_per_epoch_budget(cache_dir):
     smaller = requested_sweep(sweeps, "seed", {"batch_size": "64"}, preset="seed-study")  # flags override it
     assert {config.batch_size for config in smaller.configs} == {64}
     assert estimate_text(sweep, []).startswith("Time on this machine: unknown")
-    assert list(cache_dir.iterdir()) == []  # asking writes nothing
+    assert written(cache_dir) == []  # asking writes nothing

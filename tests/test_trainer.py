@@ -8,16 +8,17 @@ import time
 
 import numpy as np
 import pytest
+from support import STARTED, copy_run, written
 
 from resnet.config import ConfigError, TrainConfig
-from resnet.hardware import resolve_precision
+from resnet.hardware import config_precision
 from resnet.jobs import JobAlreadyRunning, JobManager
 from resnet.runs import RunError, RunStore
 from resnet.schedule import Segment
 from resnet.trainer import prepare_training, train_prepared
 
-# Small enough for seconds per epoch on two CPU cores.
-TINY = TrainConfig(epochs=1, batch_size=64, train_subset=256, eval_subset=200, depth=18, augment=False)
+# Small enough for seconds per epoch on two CPU cores: the suite's one-epoch run (tests/support.py).
+TINY = STARTED
 
 
 def test_two_epochs_of_resnet50_lower_the_training_loss(cache_dir):
@@ -37,7 +38,9 @@ def test_two_epochs_of_resnet50_lower_the_training_loss(cache_dir):
     history = run.history
     assert history["epoch"].tolist() == [1, 2]
     assert history["train_loss"][1] < history["train_loss"][0]
-    assert run.status == "complete" and run.state.precision == resolve_precision("auto")
+    # auto precision: what this machine resolves for ResNet-50 at batch 64 (measured if its hardware claims a
+    # mixed policy, float32 if it claims none).
+    assert run.status == "complete" and run.state.precision == config_precision(config, cache_dir)
     assert all(history["images_per_second"] > 0)
     assert history["cumulative_seconds"].tolist() == pytest.approx(history["epoch_seconds"].cumsum().tolist())
     # Without label smoothing the optimised loss is the plain cross-entropy, which is also recorded.
@@ -116,9 +119,9 @@ def test_stop_during_epoch_two_keeps_epoch_one_and_extending_continues(cache_dir
     assert run.history["cumulative_seconds"].is_monotonic_increasing
 
 
-def test_extending_a_finished_run_trains_only_the_new_epochs(cache_dir):
+def test_extending_a_finished_run_trains_only_the_new_epochs(cache_dir, trained):
     store = RunStore(cache_dir)
-    first = train_prepared(prepare_training(TINY, store=store))
+    first = store.load(copy_run(trained(STARTED).path, cache_dir).name)  # TINY, trained once per session
     first_row = first.history.iloc[0].to_dict()
     with pytest.raises(RunError, match="already has 1 epoch "):
         prepare_training(TINY, store=store)
@@ -153,7 +156,7 @@ def test_invalid_configs_raise_before_anything_starts(cache_dir):
     with pytest.raises(ConfigError, match="batch_size must be between 8 and 2048"):
         manager.start(TrainConfig(batch_size=4))
     assert manager.snapshot().state == "idle"
-    assert list(cache_dir.iterdir()) == []
+    assert written(cache_dir) == []
 
 
 class SlowSavingStore(RunStore):
@@ -186,18 +189,19 @@ def _stop_after_epoch_one(cancel):
     return report
 
 
-def test_a_resumed_run_trains_exactly_like_an_uninterrupted_one(cache_dir, tmp_path):
+def test_a_resumed_run_trains_exactly_like_an_uninterrupted_one(cache_dir):
     config = TINY.replace(epochs=3, augment=True)
-    whole_store = RunStore(tmp_path / "whole")
-    whole = whole_store.load(train_prepared(prepare_training(config, store=whole_store)).run_id)  # as written
+    store = RunStore(cache_dir)  # both runs in one cache: the same precision (auto is measured once per cache)
+    whole = store.load(train_prepared(prepare_training(config, store=store, resume=False)).run_id)  # as written
 
-    store = RunStore(cache_dir)
     cancel = threading.Event()
-    first = train_prepared(prepare_training(config, store=store), cancel=cancel, report=_stop_after_epoch_one(cancel))
+    first = train_prepared(
+        prepare_training(config, store=store, resume=False), cancel=cancel, report=_stop_after_epoch_one(cancel)
+    )
     assert (first.status, first.epochs_done) == ("stopped", 1)
     # Resumed in a fresh training process, as the app does (no random state left over from epoch 1).
     manager = JobManager(store)
-    assert manager.start(config) == first.run_id
+    assert manager.start(config, run_id=first.run_id) == first.run_id
     assert manager.wait(timeout=600) and manager.snapshot().state == "complete", manager.snapshot()
     resumed = store.load(first.run_id)
 
@@ -207,12 +211,13 @@ def test_a_resumed_run_trains_exactly_like_an_uninterrupted_one(cache_dir, tmp_p
     assert resumed.history[columns].to_numpy() == pytest.approx(whole.history[columns].to_numpy(), rel=1e-4)
 
 
-def test_a_diverged_epoch_fails_the_run_says_what_works_and_keeps_the_completed_epochs(cache_dir):
+def test_a_diverged_epoch_fails_the_run_says_what_works_and_keeps_the_completed_epochs(cache_dir, trained):
     store = RunStore(cache_dir)
-    run = train_prepared(prepare_training(TINY, store=store))
+    run = store.load(copy_run(trained(STARTED).path, cache_dir).name)  # TINY, trained once per session
     model = store.load_model(run)  # poison the weights as a diverged optimiser step would
     logits = model.get_layer("logits")
     logits.kernel.assign(np.full(logits.kernel.shape, np.nan, dtype=np.float32))
+    run.checkpoint_path.unlink()  # a hard link to the session's run: replaced, not written through
     model.save(run.checkpoint_path)
     with pytest.raises(FloatingPointError, match="training diverged in epoch 2"):
         train_prepared(prepare_training(TINY.replace(epochs=2), store=store, run_id=run.run_id))

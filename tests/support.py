@@ -1,0 +1,61 @@
+"""What many tests share: the tiny runs they train (once per session, conftest's ``trained``), copying a
+trained run into a test's own cache, and reading what a cache holds.
+
+The canonical runs are the smallest that still show what the tests check: ResNet-18 on 256 training
+images in batches of 64 (4 steps an epoch) and 200 evaluation images. ``FINISHED`` is "a finished run"
+for every test that only needs one (its checkpoint, predictions, maps and history); ``STARTED`` is its
+first epoch alone, for tests that continue, extend or damage a run. ``EXPLAINED`` has learned enough
+(2 epochs of 16 steps on 512 images) for its heatmaps, neighbours and maps to mean something: the
+explanation tests, the explanation page and the browser's explanation share it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from resnet.config import TrainConfig
+from resnet.precision import RECORD_NAME
+
+FINISHED = TrainConfig(epochs=2, batch_size=64, train_subset=256, eval_subset=200, depth=18, augment=False)
+STARTED = FINISHED.replace(epochs=1)
+EXPLAINED = TrainConfig(epochs=2, batch_size=32, train_subset=512, eval_subset=200, depth=18, augment=False)
+
+
+def copy_run(source: Path, cache: Path) -> Path:
+    """The run folder ``source`` copied into ``cache`` (same run id); returns the copy.
+
+    Checkpoints are hard links (a ResNet-18 checkpoint is 130 MB): the product never edits a file in
+    place, it writes a new one and renames it over the old, so the original stays as it was. A test that
+    damages a checkpoint in place must first give its copy its own file (``own_file``).
+    """
+    source, target = Path(source), Path(cache) / Path(source).name
+    target.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.name == ".lock" or not path.is_file():
+            continue
+        if path.suffix == ".keras":
+            os.link(path, target / path.name)
+        else:
+            shutil.copy2(path, target / path.name)
+    return target
+
+
+def own_file(path: Path) -> Path:
+    """Replace a hard link by a private copy of its contents, so editing it in place leaves the original alone."""
+    path = Path(path)
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data)
+    return path
+
+
+def run_folders(cache: Path) -> list[str]:
+    """The run folders in ``cache``, sorted (the cache also holds ``.sweeps`` and the precision record)."""
+    return sorted(path.name for path in Path(cache).iterdir() if path.is_dir() and not path.name.startswith("."))
+
+
+def written(cache: Path) -> list[str]:
+    """Everything in ``cache`` but the precision record that conftest gives every test's cache (sorted)."""
+    return sorted(path.name for path in Path(cache).iterdir() if path.name != RECORD_NAME)
