@@ -142,7 +142,7 @@ def _set_threads(cpus: int) -> None:
         pass
 
 
-def train_trial_task(index, config_values, run_id, files, dataset_files, inbox, cpus) -> dict:
+def train_trial_task(index, config_values, run_id, files, dataset_files, inbox, cpus, measurements=None) -> dict:
     """The body of a trial's Ray task: train ``run_id`` in a private store, relaying every commit.
 
     Messages go to the driver's ``inbox`` actor without waiting for them (a task blocked in ``ray.get``
@@ -162,15 +162,16 @@ def train_trial_task(index, config_values, run_id, files, dataset_files, inbox, 
     send("hello", {"pid": os.getpid(), "host": socket.gethostname()})
     folder = Path(tempfile.mkdtemp(prefix="resnet-trial-"))
     try:
-        return _train_in_private_store(folder, config_values, run_id, files, dataset_files, send)
+        return _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, measurements)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         ray.get(sent)
 
 
-def _train_in_private_store(folder, config_values, run_id, files, dataset_files, send) -> dict:
+def _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, measurements=None) -> dict:
     from resnet.config import TrainConfig
     from resnet.hardware import detect_hardware, resolve_precision
+    from resnet.precision import Measurement, read_record, record_path, remember
     from resnet.trainer import prepare_training, train_prepared
 
     config = TrainConfig.from_dict(config_values)
@@ -180,6 +181,11 @@ def _train_in_private_store(folder, config_values, run_id, files, dataset_files,
         (data / name).write_bytes(content)
     store = RelayingRunStore(folder / "cache", send=send)
     (store.root / run_id).mkdir(parents=True)
+    known = dict(measurements or {})  # the driver's auto-precision measurements: a machine like it measures none
+    for key, values in known.items():
+        measurement = Measurement.from_dict(values)
+        if measurement is not None:
+            remember(record_path(store.root), key, measurement)
     for name, content in files.items():
         (store.root / run_id / name).write_bytes(content)
     run = store.load(run_id)
@@ -190,6 +196,9 @@ def _train_in_private_store(folder, config_values, run_id, files, dataset_files,
             run, precision=str(resolve_precision(config.precision)), device=detect_hardware().device_label
         )
     prepared = prepare_training(config, store=store, run_id=run_id, dataset_dir=data)
+    measured = {key: value.to_dict() for key, value in read_record(record_path(store.root)).items() if key not in known}
+    if measured:  # a measurement made here: the driver remembers it for the next trial on such a machine
+        send("precision", measured)
     run = train_prepared(prepared, report=_progress_sender(send))
     return {"status": run.status.value, "message": run.message}
 
@@ -332,7 +341,7 @@ class _Driver:
             return start.sweep
         ref = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
             index, trial.config.to_dict(), prepared.run.run_id, _committed_files(prepared.run), self.dataset,
-            self.inbox, self.cpus,
+            self.inbox, self.cpus, _measurements(self.store.root),
         )  # fmt: skip
         self.running[ref] = _Running(index, prepared, lock, submitted)
         self._event("queued", index, prepared.run.run_id, f"queued: {prepared.plan.summary()}")
@@ -368,6 +377,8 @@ class _Driver:
             self._event("start", index, run.run_id, text, target_epochs=target, pid=payload[0]["pid"])
         elif kind == "state":
             self._apply_state(trial, payload[0])
+        elif kind == "precision":
+            _remember_measurements(self.store.root, payload[0])
         elif kind == "epoch":
             row, checkpoint, predictions, feature_map = payload
             if int(row["epoch"]) != run.epochs_done + 1:  # after a lost message of a killed worker
@@ -484,6 +495,25 @@ def _inbox(ray):
     except Exception:
         pass
     return ray.remote(Inbox).options(**options).remote()
+
+
+def _measurements(cache_root) -> dict[str, dict]:
+    """The auto-precision measurements remembered in the driver's cache (``resnet.precision``), for a task."""
+    from resnet.precision import read_record, record_path
+
+    return {key: measurement.to_dict() for key, measurement in read_record(record_path(cache_root)).items()}
+
+
+def _remember_measurements(cache_root, measured: dict) -> None:
+    """Keep what a task measured in the driver's record (valid entries it does not have yet)."""
+    from resnet.precision import Measurement, read_record, record_path, remember
+
+    path = record_path(cache_root)
+    known = read_record(path)
+    for key, values in measured.items() if isinstance(measured, dict) else ():
+        measurement = Measurement.from_dict(values) if isinstance(values, dict) else None
+        if measurement is not None and key not in known:
+            remember(path, key, measurement)
 
 
 def _committed_files(run) -> dict[str, bytes]:

@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra: pip 
 
 from resnet.__main__ import main  # noqa: E402
 from resnet.hardware import detect_hardware  # noqa: E402
-from resnet.precision import candidates_for  # noqa: E402
+from resnet.precision import candidates_for, read_record, record_path  # noqa: E402
 from resnet.runs import HISTORY_COLUMNS, RunStore  # noqa: E402
 from resnet.sweep_ray import run_sweep_on_ray  # noqa: E402
 from resnet.sweeps import Outcome, SweepStore, requested_sweep  # noqa: E402
@@ -65,6 +65,9 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
         assert store.feature_map_epochs(run) == list(range(1, run.epochs_done + 1))  # every epoch's map relayed
         assert run.state.device and run.state.pid == os.getpid()
         assert run.state.precision in candidates_for(detect_hardware())  # what the worker measured or resolved
+    if len(candidates_for(detect_hardware())) > 1:  # auto is measured here: the driver keeps what tasks measured
+        remembered = " ".join(read_record(record_path(cache_dir)))
+        assert "ResNet-18 | batch 64 |" in remembered and "ResNet-18 | batch 32 |" in remembered, remembered
     stamps = [(run.path / "history.csv").stat().st_mtime_ns for run in runs[:3]]
     first_row = runs[3].history.iloc[0].to_dict()
 
