@@ -99,6 +99,7 @@ def test_the_seed_study_preset_fills_the_fields_and_says_how_long(cache_dir, run
     assert not (cache_dir / ".sweeps").exists()
 
 
+@pytest.mark.slow  # long run: several trials
 def test_a_tiny_sweep_from_the_tab_is_one_training_at_a_time_and_shows_its_answer(cache_dir, runner, dataset_dir):
     at, other = new_app(TINY).run(), new_app(TINY).run()
     fill(at, "tiny", seed="1,2")
@@ -150,6 +151,7 @@ def test_a_tiny_sweep_from_the_tab_is_one_training_at_a_time_and_shows_its_answe
     assert "Sweep **tiny** exists: 2 of 2 runs have all their epochs" in " ".join(texts(at.markdown))
 
 
+@pytest.mark.slow  # long run: several trials
 def test_a_trial_stopped_from_the_sidebar_stops_the_sweep_and_a_restart_continues_it(cache_dir, runner, dataset_dir):
     from resnet.config import TrainConfig
     from resnet.sweeps import requested_sweep

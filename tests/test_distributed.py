@@ -152,6 +152,7 @@ def relative_differences(one, two, column: str) -> list[float]:
     return (np.abs(other - reference) / np.abs(reference)).tolist()
 
 
+@pytest.mark.slow  # a training child on two logical CPUs
 def test_two_replicas_follow_the_one_device_loss_trajectory(two_runs):
     one, two, report = two_runs
     assert report["replicas"] == [2]  # the run's model was built under a two-replica strategy
@@ -165,6 +166,7 @@ def test_two_replicas_follow_the_one_device_loss_trajectory(two_runs):
     assert two.history["learning_rate"].tolist() == pytest.approx(one.history["learning_rate"].tolist(), rel=1e-5)
 
 
+@pytest.mark.slow  # a training child on two logical CPUs
 def test_two_replicas_take_the_same_steps_at_the_same_learning_rates(two_runs):
     from resnet.runs import RunStore
 
@@ -177,6 +179,7 @@ def test_two_replicas_take_the_same_steps_at_the_same_learning_rates(two_runs):
     assert learning_rates[1] == pytest.approx(learning_rates[0], rel=1e-6) and learning_rates[0] > 0
 
 
+@pytest.mark.slow  # a training child on two logical CPUs
 def test_checkpoints_load_and_predict_alike_on_one_device_and_on_two(two_runs, dataset):
     from resnet.runs import RunStore
     from resnet.trainer import evaluate

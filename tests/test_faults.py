@@ -21,6 +21,8 @@ from support import STARTED, copy_run, own_file, written
 from resnet.jobs import JobAlreadyRunning, JobManager
 from resnet.runs import DamagedRun, RunStore
 
+pytestmark = pytest.mark.slow  # fault injection: kills, torn writes, a full disk
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TINY = STARTED  # tests/support.py
 TINY_FLAGS = ["--subset", "256", "--eval-subset", "200", "--batch-size", "64", "--depth", "18", "--augment", "false"]

@@ -42,6 +42,8 @@ from resnet.config import TrainConfig
 from resnet.run_state import HISTORY_COLUMNS, RunStatus
 from resnet.runs import RunError, RunStore
 
+pytestmark = pytest.mark.slow  # fault injection: hundreds of damaged run folders
+
 CASES = 400  # mutated run folders through the store, the CLI and Delete
 APP_SESSIONS = 3  # app pages, each on a cache of APP_RUNS mutated runs and one good run
 APP_RUNS = 20

@@ -13,6 +13,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from resnet.config import TrainConfig
 from resnet.jobs import JobManager
 from resnet.runs import RunStore, pid_alive
@@ -49,6 +51,7 @@ def test_the_training_runs_in_a_child_process_that_exits_afterwards(cache_dir):
     assert manager.worker_pid is None and not pid_alive(run.state.pid, run.state.host, run_id)
 
 
+@pytest.mark.slow  # fault injection or many runs
 def test_killing_the_training_process_fails_the_run_but_keeps_completed_epochs(cache_dir):
     store = RunStore(cache_dir)
     manager = JobManager(store)
@@ -74,6 +77,7 @@ def test_killing_the_training_process_fails_the_run_but_keeps_completed_epochs(c
     assert store.load(run_id).history["epoch"].tolist() == [1, 2]
 
 
+@pytest.mark.slow  # fault injection or many runs
 def test_a_fault_while_following_the_child_stops_it_and_ends_the_job(cache_dir):
     store = RunStore(cache_dir)
     manager = JobManager(store)
@@ -94,6 +98,7 @@ def test_a_fault_while_following_the_child_stops_it_and_ends_the_job(cache_dir):
     assert manager.worker_pid is None
 
 
+@pytest.mark.slow  # fault injection or many runs
 def test_when_the_server_process_dies_its_training_child_stops_and_keeps_epochs(cache_dir):
     """SIGKILL the process that owns the JobManager (as if the app server was killed) during epoch 2."""
     script = textwrap.dedent(
@@ -136,6 +141,7 @@ CONSECUTIVE_RUNS = 6
 GROWTH_PER_RUN_MB = 5.5  # what the test with 20 runs allowed: 100 MB over runs 2-20
 
 
+@pytest.mark.slow  # fault injection or many runs
 def test_consecutive_runs_do_not_grow_the_server_process(cache_dir):
     """Issue 5, scenario 8. In-process training grew ~200 MB per run (benchmarks/memory_runs.py).
 

@@ -45,6 +45,7 @@ def history_stamp(run) -> int:
     return (run.path / "history.csv").stat().st_mtime_ns
 
 
+@pytest.mark.slow  # long run: four trials, stopped and continued
 def test_a_sweep_stopped_in_its_second_trial_continues_where_it_stopped(cache_dir, dataset_dir, capsys):
     store, sweeps = RunStore(cache_dir), SweepStore(cache_dir)
     sweep = requested_sweep(sweeps, "study", {**GRID, **TINY})

@@ -23,6 +23,8 @@ from resnet.runs import HISTORY_COLUMNS, RunStore  # noqa: E402
 from resnet.sweep_ray import run_sweep_on_ray  # noqa: E402
 from resnet.sweeps import Outcome, SweepStore, requested_sweep  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a real Ray
+
 GRID = {"epochs": "1,2", "batch_size": "64,32", "depth": "18", "train_subset": "256", "eval_subset": "200"}
 
 

@@ -21,6 +21,7 @@ from resnet.trainer import prepare_training, train_prepared
 TINY = STARTED
 
 
+@pytest.mark.slow  # long run
 def test_two_epochs_of_resnet50_lower_the_training_loss(cache_dir):
     config = TrainConfig(
         epochs=2,
@@ -89,6 +90,7 @@ def test_history_checkpoint_and_predictions_exist_after_each_epoch(cache_dir):
     assert accuracy == pytest.approx(run.history["test_accuracy"].iloc[-1])
 
 
+@pytest.mark.slow  # long run
 def test_stop_during_epoch_two_keeps_epoch_one_and_extending_continues(cache_dir):
     store = RunStore(cache_dir)
     manager = JobManager(store)
@@ -169,6 +171,7 @@ class SlowSavingStore(RunStore):
         return super().write_epoch_files(run, epoch, **files)
 
 
+@pytest.mark.slow  # long run
 def test_epoch_time_includes_writing_the_checkpoint(cache_dir):
     store = SlowSavingStore(cache_dir)
     started = time.perf_counter()
@@ -189,6 +192,7 @@ def _stop_after_epoch_one(cancel):
     return report
 
 
+@pytest.mark.slow  # long run
 def test_a_resumed_run_trains_exactly_like_an_uninterrupted_one(cache_dir):
     config = TINY.replace(epochs=3, augment=True)
     store = RunStore(cache_dir)  # both runs in one cache: the same precision (auto is measured once per cache)
