@@ -13,7 +13,9 @@ A run folder holds:
 - ``state.json``: the commit record (``resnet.run_state.RunState``): status, epochs done, which
   checkpoint and predictions belong to them, the learning-rate segments, and where and how the run
   was trained;
-- ``.lock``: held (``flock``) by the process training the run.
+- ``.lock``: held (``flock``) by the process training the run: a run is ``running`` only while some
+  process holds it (``lock_held``), so a pid reused by another process after a crash never keeps a run
+  "running".
 
 Every file is written to a temporary name and renamed into place (``atomic_write``), and an epoch is
 committed by writing ``state.json`` last: files of an epoch that was not committed are ignored and
@@ -40,12 +42,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import os
 import re
 import shutil
-import socket
+import stat
 import tempfile
 import threading
 import time
@@ -152,24 +155,42 @@ def write_history(path: Path, rows: list[dict]) -> None:
     atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False, float_format="%.6g"))
 
 
-# Runs this process is training right now. A 'running' state written by this very process is only
-# true while its id is here (a restarted server can get the same pid, e.g. pid 1 in a container).
+# Runs this process is training right now (it holds their locks): answered without probing the lock.
 ACTIVE_RUNS: set[str] = set()
 
 
-def pid_alive(pid: int | None, host: str | None, run_id: str | None = None) -> bool:
-    """Whether the process that wrote a 'running' state is still alive and training (on this host)."""
-    if not pid or host != socket.gethostname():
-        return False
-    if pid == os.getpid():
-        return run_id in ACTIVE_RUNS
+def lock_held(path: Path) -> bool:
+    """Whether some process holds an exclusive ``flock`` on the lock file ``path`` (a trainer of the run,
+    or a sweep's runner); probed without waiting and without creating the file.
+
+    The probe asks for a shared lock, so two listings probing at once never see each other. A missing
+    lock file, a link or anything but a regular file is held by no one (trainers never follow links).
+    Unlike a pid, a lock dies with its process: a state left ``running`` by a killed trainer whose pid
+    now belongs to another process reads as interrupted.
+    """
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return False
-    except PermissionError:
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return False
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)  # releases the probe's shared lock
+    return False
+
+
+def trained_now(run_id: str, folder: Path, state: RunState) -> bool:
+    """Whether a run whose state says ``running`` is being trained now: by this process, or by whatever
+    process holds its lock (here, or on another machine sharing the cache over a locking filesystem)."""
+    if state.pid == os.getpid() and run_id in ACTIVE_RUNS:
+        return True
+    return lock_held(folder / ".lock")
 
 
 @dataclass
@@ -455,7 +476,7 @@ class RunStore:
         run = Run(run_id=run_id, path=path, config=config, state=state, history=history, problem=problem)
         if problem is not None:
             run.status = RunStatus.DAMAGED
-        elif state.status is RunStatus.RUNNING and not pid_alive(state.pid, state.host, run_id):
+        elif state.status is RunStatus.RUNNING and not trained_now(run_id, path, state):
             run.status = RunStatus.INTERRUPTED
         else:
             run.status = state.status
