@@ -299,9 +299,12 @@ class RunStore:
 
     # --- paths -------------------------------------------------------------------------------------
     def path_for(self, run_id: str) -> Path:
-        """The folder of ``run_id``; rejects ids that could reach outside the cache folder."""
+        """The folder of ``run_id``; rejects ids that could reach outside the cache folder, and a folder
+        that is a symbolic link (to another run, or out of the cache): it is no run of this cache."""
         if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
             raise RunError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+        if os.path.islink(self.root / run_id):
+            raise RunError(f"{run_id} in {self.root} is a symbolic link, not a run folder: it is left alone")
         path = (self.root / run_id).resolve()
         if path.parent != self.root.resolve():
             raise RunError(f"invalid run id {run_id!r}: it points outside the cache folder")
@@ -444,8 +447,14 @@ class RunStore:
 
     @contextlib.contextmanager
     def locked(self, run: Run):
-        """Hold the run's lock (one trainer per run, across processes); RunError if another holds it."""
-        lock = self._try_lock(run.path)
+        """Hold the run's lock (one trainer per run, across processes); RunError if another holds it, or
+        if its lock file is a link or a folder (never followed; the message says to remove it)."""
+        try:
+            lock = self._try_lock(run.path)
+        except OSError as error:
+            raise RunError(
+                f"run {run.run_id} cannot be locked for training: {_lock_file_problem(run.path / '.lock', error)}"
+            ) from error
         if lock is None:
             raise RunError(f"run {run.run_id} is being trained by another process")
         try:
@@ -654,15 +663,20 @@ class RunStore:
         return path.read_bytes()
 
     def delete(self, run_id: str) -> None:
-        """Delete a run folder; refused while a process (this one or another) trains the run."""
+        """Delete a run folder; refused while a process (this one or another) trains the run, and for
+        anything that is not a run: a bad id, a symbolic link (``path_for``), or a folder holding an entry
+        no run writes (a folder, or a file of another name), which the message names."""
         path = self.path_for(run_id)
         if not path.is_dir():
             raise RunError(f"no run {run_id!r} in {self.root}")
+        problem = _not_a_run(path)
+        if problem:
+            raise RunError(f"{run_id} in {self.root} {problem}: nothing was deleted")
         run = self.load(run_id)
         if run.status is RunStatus.RUNNING:
             raise RunError(f"run {run_id} is being trained (pid {run.state.pid}): stop it before deleting it")
-        if (path / ".lock").is_symlink():
-            lock = contextlib.nullcontext()  # not a lock any trainer could hold (they never follow links)
+        if os.path.lexists(path / ".lock") and not _is_regular(path / ".lock"):
+            lock = contextlib.nullcontext()  # a link, a pipe...: not a lock any trainer could hold
         else:
             try:
                 lock = self._try_lock(path)
@@ -682,15 +696,72 @@ class RunStore:
 def try_lock(path: Path):
     """An exclusive flock on ``path`` (created if missing) as an open file, or None if another holds it.
 
-    O_NOFOLLOW: a lock file that is a link (a copied or edited cache) is never followed out of its folder.
+    O_NOFOLLOW: a lock file that is a link (a copied or edited cache) is never followed out of its folder
+    (OSError). A lock taken for an instant by a listing's probe (``lock_held``) is waited out: a few
+    tries over ``LOCK_ATTEMPTS * LOCK_RETRY_SECONDS``.
     """
-    lock = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666), "a")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # O_NONBLOCK: a named pipe must not block the open
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
+    lock = os.fdopen(descriptor, "a")
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if attempt + 1 < LOCK_ATTEMPTS:
+                time.sleep(LOCK_RETRY_SECONDS)
+        except BaseException:
+            lock.close()
+            raise
+    lock.close()
+    return None
+
+
+def _is_regular(path: Path) -> bool:
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        return None
-    return lock
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _lock_file_problem(path: Path, error: OSError) -> str:
+    """What is wrong with a lock file that cannot be opened, and what to do."""
+    if os.path.islink(path):
+        return f"its lock file {path.name} is a symbolic link (never followed); remove the link"
+    if os.path.lexists(path) and not _is_regular(path):
+        return f"its lock file {path.name} is not a regular file (a folder or a pipe); remove it"
+    return f"its lock file {path.name} cannot be opened ({error.strerror or error})"
+
+
+def _is_run_entry(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a file a run writes (a record, its lock, an epoch file, a temporary)."""
+    if entry.is_dir(follow_symlinks=False):
+        return False
+    match = EPOCH_FILE.fullmatch(entry.name)
+    epoch_file = bool(match) and EPOCH_FILE_SUFFIX[match.group(1)] == match.group(3)
+    return entry.name in RUN_FILE_NAMES or epoch_file or entry.name.startswith(".tmp-")
+
+
+def _not_a_run(folder: Path) -> str:
+    """Why ``folder`` is not a run folder that Delete may remove ("" if it is): the entries no run
+    writes, a few of them named. One pass over the folder."""
+    foreign, count, records = [], 0, False
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if _is_run_entry(entry):
+                records = records or entry.name in RUN_RECORDS
+                continue
+            count += 1
+            if len(foreign) < 3:
+                foreign.append(f"folder {entry.name!r}" if entry.is_dir(follow_symlinks=False) else repr(entry.name))
+    if not count:
+        return ""
+    found = ", ".join(foreign) + (f" and {count - len(foreign)} more" if count > len(foreign) else "")
+    if not records:
+        return f"is not a run: it holds none of a run's files ({', '.join(RUN_RECORDS)}) but {found}"
+    return f"holds {found}, which no run writes (move them out first)"
 
 
 def path_mtime(path: Path) -> float:
