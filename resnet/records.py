@@ -61,9 +61,10 @@ def read_bounded(path: Path, *, max_bytes: int) -> bytes:
     except OSError as error:  # ELOOP: a link; EACCES...
         what = "a link, not a file" if os.path.islink(path) else f"unreadable ({error.strerror})"
         raise RecordError(f"{path.name} is {what}") from error
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # before fdopen, which refuses a folder
+        os.close(descriptor)
+        raise RecordError(f"{path.name} is not a regular file")
     with os.fdopen(descriptor, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise RecordError(f"{path.name} is not a regular file")
         try:
             data = stream.read(max_bytes + 1)
         except OSError as error:

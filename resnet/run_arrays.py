@@ -66,10 +66,11 @@ def read_npz(path: Path, spec: dict[str, tuple], *, max_rows: int) -> dict[str, 
         raise DamagedRun(f"{path.name} is missing") from None
     except OSError as error:
         raise DamagedRun(f"{path.name} is a link or unreadable ({error.strerror})") from error
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder
+        os.close(descriptor)
+        raise DamagedRun(f"{path.name} is not a regular file")
     with os.fdopen(descriptor, "rb") as stream:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise DamagedRun(f"{path.name} is not a regular file")
         if info.st_size > MAX_FILE_BYTES:
             raise DamagedRun(f"{path.name} is {info.st_size:,} bytes, more than a run's arrays take")
         try:
