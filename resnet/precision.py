@@ -307,13 +307,20 @@ def _parse_record(path: Path) -> dict[str, Measurement]:
 
 
 def remember(path: Path, key: str, measurement: Measurement) -> None:
-    """Add (or replace) ``key`` in the record, keeping its other valid entries; written atomically."""
+    """Add (or replace) ``key`` in the record, keeping its other valid entries; written atomically.
+
+    A record that cannot be written (a folder in its place, a read-only cache) is reported in the log:
+    the measurement still decides this run, and the next run measures again.
+    """
     from resnet.runs import write_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     entries = {name: value.to_dict() for name, value in _parse_record(path).items()} if os.path.lexists(path) else {}
     entries[key] = measurement.to_dict()
-    write_json(path, {"version": RECORD_VERSION, "entries": entries})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"version": RECORD_VERSION, "entries": entries})
+    except OSError as error:
+        log.warning("auto precision: the measurement cannot be remembered in %s (%s)", path, error)
 
 
 # --- resolving and choosing ------------------------------------------------------------------------------
