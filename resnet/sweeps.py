@@ -399,6 +399,8 @@ class SweepStore:
         listings = []
         for path in sorted(self.folder.glob("*.json")):
             name = path.stem
+            if name.startswith("."):  # a record being written (.tmp-*): not a sweep
+                continue
             try:
                 listings.append(SweepListing(name, self.load(name), running=self.is_running(name)))
             except SweepError as error:
