@@ -111,11 +111,17 @@ def neighbours_ui(manager, run, model, image, true_index, predicted_index) -> No
     except DatasetError as error:
         st.warning(f"The nearest training images cannot be shown: {error}")
         return
-    with st.spinner(
-        f"Computing the features of {min(BANK_SIZE, run.config.train_subset):,} training images for epoch {run.epochs_done} "
-        "(once per checkpoint; later views read them from the cache)..."
-    ):
-        bank = checkpoints.feature_bank(manager, run, model, train.train_images, train.train_labels)
+    try:
+        with st.spinner(
+            f"Computing the features of {min(BANK_SIZE, run.config.train_subset):,} training images for epoch "
+            f"{run.epochs_done} (once per checkpoint; later views read them from the cache)..."
+        ):
+            bank = checkpoints.feature_bank(manager, run, model, train.train_images, train.train_labels)
+    except RunError as error:
+        st.warning(f"The nearest training images cannot be shown: {error}")
+        return
+    if bank.unsaved:
+        st.caption(f"These features are kept in memory only and computed again after a restart: {bank.unsaved}.")
     query = explain.penultimate_features(model, image[np.newaxis])[0]
     rows, similarities = explain.nearest_neighbours(bank.features, query, NEIGHBOURS)
     neighbour_labels = bank.labels[rows]
@@ -184,12 +190,8 @@ def feature_map_ui(manager: JobManager, run: Run, predictions: dict, images: np.
             f"This run recorded no map for epoch {run.epochs_done} (it was trained before maps were kept); "
             "it can be computed from the checkpoint."
         )
-        if images is not None and st.button("Compute the map of the last epoch", key="compute_map"):
-            model = _model(manager, run, "compute the map")
-            if model is not None:
-                with st.spinner(f"Computing features of the evaluated test images for epoch {run.epochs_done}..."):
-                    manager.ensure_feature_map(run, model, images)
-                epochs = manager.feature_map_epochs(run)
+        if _compute_map_button(manager, run, images, "Compute the map of the last epoch") is not None:
+            epochs = manager.feature_map_epochs(run)
     if not epochs:
         st.info("No feature map yet: one is recorded after every epoch.")
         return
@@ -214,12 +216,31 @@ def feature_map_ui(manager: JobManager, run: Run, predictions: dict, images: np.
             _one_map(manager, run, shown_epoch, true_labels, images)
 
 
+def _compute_map_button(manager: JobManager, run: Run, images: np.ndarray | None, label: str) -> dict | None:
+    """A button that computes (and saves) the map of the checkpoint's epoch; the map once it has."""
+    if images is None or not st.button(label, key="compute_map"):
+        return None
+    model = _model(manager, run, "compute the map")
+    if model is None:
+        return None
+    try:
+        with st.spinner(f"Computing features of the evaluated test images for epoch {run.epochs_done}..."):
+            return manager.ensure_feature_map(run, model, images)
+    except RunError as error:
+        st.warning(f"The map of epoch {run.epochs_done} cannot be computed: {error}")
+        return None
+
+
 def _one_map(manager: JobManager, run: Run, epoch: int, true_labels: np.ndarray, images: np.ndarray | None) -> None:
     try:
         feature_map = manager.feature_map(run, epoch)
     except RunError as error:
         st.warning(f"The map of epoch {epoch} cannot be read: {error}")
-        return
+        if epoch != run.epochs_done:
+            return  # an earlier epoch's map cannot be computed again: its checkpoint is gone
+        feature_map = _compute_map_button(manager, run, images, "Compute it again from the checkpoint")
+        if feature_map is None:
+            return
     frame = _map_frame(feature_map, true_labels)
     if (frame["true"] == "").any():
         st.warning(f"The map of epoch {epoch} covers test images the predictions do not: it cannot be coloured.")

@@ -21,7 +21,7 @@ from resnet.analysis import (
     prediction_frame,
 )
 from resnet.jobs import JobManager
-from resnet.runs import Run, RunError
+from resnet.runs import DamagedRun, Run, RunError
 
 ANY = "Any"
 GRID_COLUMNS = 8
@@ -145,6 +145,9 @@ def understanding_ui(manager: JobManager, run: Run | None) -> None:
         return
     try:
         predictions = manager.predictions(run)
+    except DamagedRun as error:  # damaged since the run was listed
+        st.error(f"Run {run.run_id} is damaged: {error}")
+        return
     except RunError as error:
         st.info(f"{error}: predictions appear after the first epoch.")
         return

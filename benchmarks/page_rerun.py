@@ -41,7 +41,7 @@ def fill_cache(root: Path, runs: int, epochs: int) -> None:
 
     for index in range(runs):
         config = TrainConfig(epochs=epochs, train_subset=1000, eval_subset=1000, depth=18, seed=index)
-        run = store.create(config, precision="float32", device="CPU: benchmark", train_images=1000, eval_images=1000)
+        run = store.create(config, precision="float32", device="CPU: benchmark", train_images=1000, eval_images=10)
         for epoch in range(1, epochs + 1):
             row = {column: 0.5 for column in HISTORY_COLUMNS} | {
                 "epoch": epoch,

@@ -33,6 +33,7 @@ import datetime
 import gc
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from pathlib import Path
 from data import quiet
 from data.fashion_mnist import TRAIN_SIZE
 from resnet.hardware import Hardware, claimed_mixed_precision, detect_hardware
+from resnet.records import RecordError, finite_number, is_number, read_json
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ MIN_STEPS, MAX_STEPS = 2, 10  # timed steps per candidate
 HOPELESS_SLOWDOWN = 2.0  # a mixed candidate whose warm step is this much slower than float32's is stopped
 RECORD_NAME = ".precision.json"
 RECORD_VERSION = 1
+MAX_COUNT = 2**31  # the largest depth, batch size or step count a record may hold
 
 MODELS_BUILT = 0  # models built by measurements in this process (a remembered answer builds none)
 
@@ -157,21 +160,20 @@ class Measurement:
                 and isinstance(speeds, dict)
                 and speeds
                 and all(
-                    name in (FLOAT32, *MIXED_POLICIES)
-                    and (speed is None or (_is_number(speed) and math.isfinite(speed) and speed > 0))
+                    name in (FLOAT32, *MIXED_POLICIES) and (speed is None or (finite_number(speed) and speed > 0))
                     for name, speed in speeds.items()
                 )
                 and values["precision"] in speeds
                 and isinstance(stopped, dict)
                 and all(name in speeds and isinstance(reason, str) for name, reason in stopped.items())
                 and isinstance(setup, dict)
-                and all(name in speeds and _is_number(value) and value >= 0 for name, value in setup.items())
-                and all(
-                    _is_number(values[name]) and math.isfinite(values[name]) and values[name] >= 0
-                    for name in ("seconds", "step_seconds", "budget_seconds")
-                )
+                and all(name in speeds and finite_number(value, low=0.0) for name, value in setup.items())
+                and all(finite_number(values[name], low=0.0) for name in ("seconds", "step_seconds", "budget_seconds"))
                 and isinstance(values["measured_at"], str)
-                and all(isinstance(values[name], int) and values[name] > 0 for name in ("depth", "batch_size", "steps"))
+                and all(
+                    is_number(values[name]) and isinstance(values[name], int) and 0 < values[name] <= MAX_COUNT
+                    for name in ("depth", "batch_size", "steps")
+                )
             )
             if not valid:
                 return None
@@ -191,10 +193,6 @@ class Measurement:
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             return None
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class Source:
@@ -269,7 +267,10 @@ _parsed: dict[str, tuple[tuple[int, int, int], dict[str, Measurement]]] = {}  # 
 def read_record(path: Path) -> dict[str, Measurement]:
     """The valid measurements in ``path`` by key; {} if it is missing or damaged (never raises).
 
-    Parsed once per change of the file (its mtime, size and inode), so a page rerun costs one stat.
+    Parsed once per change of the file (its mtime, size and inode), so a page rerun costs one stat. The
+    file is read with bounded size and depth (``resnet.records.read_json``: a link is not followed) and
+    every number is compared before it is converted (``Measurement.from_dict``): a damaged entry is
+    left out, a damaged file is ignored, and the next measurement rewrites it.
     """
     try:
         stat = path.stat()
@@ -285,11 +286,9 @@ def read_record(path: Path) -> dict[str, Measurement]:
 
 
 def _parse_record(path: Path) -> dict[str, Measurement]:
-    import json
-
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        values = read_json(path)
+    except RecordError as error:
         log.warning("ignoring the damaged precision record %s (%s); the next measurement rewrites it", path, error)
         return {}
     if (
@@ -308,13 +307,20 @@ def _parse_record(path: Path) -> dict[str, Measurement]:
 
 
 def remember(path: Path, key: str, measurement: Measurement) -> None:
-    """Add (or replace) ``key`` in the record, keeping its other valid entries; written atomically."""
+    """Add (or replace) ``key`` in the record, keeping its other valid entries; written atomically.
+
+    A record that cannot be written (a folder in its place, a read-only cache) is reported in the log:
+    the measurement still decides this run, and the next run measures again.
+    """
     from resnet.runs import write_json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entries = {name: value.to_dict() for name, value in _parse_record(path).items()} if path.exists() else {}
+    entries = {name: value.to_dict() for name, value in _parse_record(path).items()} if os.path.lexists(path) else {}
     entries[key] = measurement.to_dict()
-    write_json(path, {"version": RECORD_VERSION, "entries": entries})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"version": RECORD_VERSION, "entries": entries})
+    except OSError as error:
+        log.warning("auto precision: the measurement cannot be remembered in %s (%s)", path, error)
 
 
 # --- resolving and choosing ------------------------------------------------------------------------------

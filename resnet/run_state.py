@@ -6,8 +6,8 @@ by ``RunState.from_json``, which checks the type and range of every field it use
 but never break a listing. ``RunState.to_json`` writes the same JSON back (fields this version does not
 know are kept), so caches written before this module existed still load.
 
-``read_history`` does the same for ``history.csv``: the columns, their numeric types, finite values and
-consecutive epochs.
+``read_history`` does the same for ``history.csv``: its size, the columns, their numeric types, finite
+values and consecutive epochs.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ HISTORY_COLUMNS = (
 )
 # Columns added after the first runs were cached: a history without them is read with them empty (NaN).
 OPTIONAL_HISTORY_COLUMNS = ("train_cross_entropy",)
+MAX_HISTORY_BYTES = 4_000_000  # a generous bound: 500 epochs of ten columns are about 100 KB
 
 
 class RunError(RuntimeError):
@@ -228,9 +229,15 @@ def _segments(value) -> tuple[Segment, ...]:
 
 
 def read_history(path: Path, epochs_done: int) -> pd.DataFrame:
-    """The committed rows of ``history.csv`` (rows past ``epochs_done`` belong to an unfinished epoch)."""
+    """The committed rows of ``history.csv`` (rows past ``epochs_done`` belong to an unfinished epoch).
+
+    At most ``MAX_HISTORY_BYTES``: 500 epochs take about 100 KB, and pandas would read any size whole.
+    """
     if not path.is_file():
         raise DamagedRun("history.csv is missing")
+    size = path.stat().st_size
+    if size > MAX_HISTORY_BYTES:
+        raise DamagedRun(f"history.csv is {size:,} bytes, more than {LIMITS['epochs'][1]} epochs take")
     try:
         history = pd.read_csv(path)
     except (OSError, ValueError, UnicodeDecodeError) as error:  # pandas' parser errors are ValueErrors

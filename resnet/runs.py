@@ -13,7 +13,9 @@ A run folder holds:
 - ``state.json``: the commit record (``resnet.run_state.RunState``): status, epochs done, which
   checkpoint and predictions belong to them, the learning-rate segments, and where and how the run
   was trained;
-- ``.lock``: held (``flock``) by the process training the run.
+- ``.lock``: held (``flock``) by the process training the run: a run is ``running`` only while some
+  process holds it (``lock_held``), so a pid reused by another process after a crash never keeps a run
+  "running".
 
 Every file is written to a temporary name and renamed into place (``atomic_write``), and an epoch is
 committed by writing ``state.json`` last: files of an epoch that was not committed are ignored and
@@ -21,9 +23,17 @@ cleaned up, so a crash at any instant leaves the last complete epoch readable an
 previous epoch's checkpoint and predictions (and features) are kept until the next commit, so a reader
 that read the state just before a commit still finds its files; the maps of every committed epoch stay.
 
-Everything read from a run folder is validated (``resnet/run_state.py``); a run that fails is listed as
-``damaged`` with the reason and never breaks the listing. Parsed runs are cached by their files'
-modification times, so listing many runs on every page rerun costs little.
+Everything read from a run folder is validated in one place per kind of file: JSON records with bounded
+size and depth (``resnet/records.py``), ``state.json`` and ``history.csv`` field by field
+(``resnet/run_state.py``), the NumPy files' shapes, types and values against the run
+(``resnet/run_arrays.py``). A run that fails is listed as ``damaged`` with the reason and never breaks the
+listing; a derived cache that fails (the features bank, the map computed for an old run) is ignored and
+computed again. Parsed runs are cached by their files' modification times, so listing many runs on every
+page rerun costs little.
+
+Nothing is followed out of the cache: a run folder that is a symbolic link is no run, no file of a run
+is read through a link, and ``delete`` removes only a real folder of the cache whose every entry is a
+file a run writes.
 
 The cache folder is ``$RESNET_CACHE_DIR`` or ``cache/`` at the project root.
 """
@@ -32,12 +42,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import os
 import re
 import shutil
-import socket
+import stat
 import tempfile
 import threading
 import time
@@ -48,7 +59,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from resnet import run_arrays
 from resnet.config import ConfigError, TrainConfig
+from resnet.records import RecordError, read_json
 from resnet.run_state import (
     FORMAT_VERSION,
     HISTORY_COLUMNS,
@@ -82,10 +95,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # used with fullmatch
 EPOCH_FILE = re.compile(r"(checkpoint|predictions|map|features)-(\d{4})\.(keras|npz)")
 EPOCH_FILE_SUFFIX = {"checkpoint": "keras", "predictions": "npz", "map": "npz", "features": "npz"}
+RUN_RECORDS = ("config.json", "state.json", "history.csv")
+RUN_FILE_NAMES = frozenset({*RUN_RECORDS, ".lock"})  # with the epoch files and .tmp-* files being written
+LOCK_ATTEMPTS, LOCK_RETRY_SECONDS = 5, 0.01  # a listing's liveness probe holds a run's lock for microseconds
 # The nearest-neighbour bank: a class-balanced subset of the run's training images, the same for every epoch.
 BANK_SIZE = 6000
 BANK_SEED = 0
-MAP_KEYS = ("coords", "explained", "indices", "predicted", "confidence", "epoch")
 
 
 def _current_umask() -> int:
@@ -140,24 +155,42 @@ def write_history(path: Path, rows: list[dict]) -> None:
     atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False, float_format="%.6g"))
 
 
-# Runs this process is training right now. A 'running' state written by this very process is only
-# true while its id is here (a restarted server can get the same pid, e.g. pid 1 in a container).
+# Runs this process is training right now (it holds their locks): answered without probing the lock.
 ACTIVE_RUNS: set[str] = set()
 
 
-def pid_alive(pid: int | None, host: str | None, run_id: str | None = None) -> bool:
-    """Whether the process that wrote a 'running' state is still alive and training (on this host)."""
-    if not pid or host != socket.gethostname():
-        return False
-    if pid == os.getpid():
-        return run_id in ACTIVE_RUNS
+def lock_held(path: Path) -> bool:
+    """Whether some process holds an exclusive ``flock`` on the lock file ``path`` (a trainer of the run,
+    or a sweep's runner); probed without waiting and without creating the file.
+
+    The probe asks for a shared lock, so two listings probing at once never see each other. A missing
+    lock file, a link or anything but a regular file is held by no one (trainers never follow links).
+    Unlike a pid, a lock dies with its process: a state left ``running`` by a killed trainer whose pid
+    now belongs to another process reads as interrupted.
+    """
     try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return False
-    except PermissionError:
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return False
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)  # releases the probe's shared lock
+    return False
+
+
+def trained_now(run_id: str, folder: Path, state: RunState) -> bool:
+    """Whether a run whose state says ``running`` is being trained now: by this process, or by whatever
+    process holds its lock (here, or on another machine sharing the cache over a locking filesystem)."""
+    if state.pid == os.getpid() and run_id in ACTIVE_RUNS:
+        return True
+    return lock_held(folder / ".lock")
 
 
 @dataclass
@@ -253,6 +286,7 @@ class FeatureBank:
     indices: np.ndarray  # int32 indices into the 60,000 training images
     labels: np.ndarray  # uint8 their classes
     features: np.ndarray  # float16 (n, d), rows of unit length (read-only)
+    unsaved: str = ""  # why the bank could not be written to its file (then it lives in memory only)
 
 
 class RunStore:
@@ -265,9 +299,12 @@ class RunStore:
 
     # --- paths -------------------------------------------------------------------------------------
     def path_for(self, run_id: str) -> Path:
-        """The folder of ``run_id``; rejects ids that could reach outside the cache folder."""
+        """The folder of ``run_id``; rejects ids that could reach outside the cache folder, and a folder
+        that is a symbolic link (to another run, or out of the cache): it is no run of this cache."""
         if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or ".." in run_id:
             raise RunError(f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' only")
+        if os.path.islink(self.root / run_id):
+            raise RunError(f"{run_id} in {self.root} is a symbolic link, not a run folder: it is left alone")
         path = (self.root / run_id).resolve()
         if path.parent != self.root.resolve():
             raise RunError(f"invalid run id {run_id!r}: it points outside the cache folder")
@@ -410,8 +447,14 @@ class RunStore:
 
     @contextlib.contextmanager
     def locked(self, run: Run):
-        """Hold the run's lock (one trainer per run, across processes); RunError if another holds it."""
-        lock = self._try_lock(run.path)
+        """Hold the run's lock (one trainer per run, across processes); RunError if another holds it, or
+        if its lock file is a link or a folder (never followed; the message says to remove it)."""
+        try:
+            lock = self._try_lock(run.path)
+        except OSError as error:
+            raise RunError(
+                f"run {run.run_id} cannot be locked for training: {_lock_file_problem(run.path / '.lock', error)}"
+            ) from error
         if lock is None:
             raise RunError(f"run {run.run_id} is being trained by another process")
         try:
@@ -442,7 +485,7 @@ class RunStore:
         run = Run(run_id=run_id, path=path, config=config, state=state, history=history, problem=problem)
         if problem is not None:
             run.status = RunStatus.DAMAGED
-        elif state.status is RunStatus.RUNNING and not pid_alive(state.pid, state.host, run_id):
+        elif state.status is RunStatus.RUNNING and not trained_now(run_id, path, state):
             run.status = RunStatus.INTERRUPTED
         else:
             run.status = state.status
@@ -474,24 +517,30 @@ class RunStore:
         return None
 
     def load_predictions(self, run: Run) -> dict[str, np.ndarray]:
-        """The committed predictions: probabilities (n, 10), indices into the test set, labels, epoch."""
+        """The committed predictions, checked (``resnet.run_arrays.check_predictions``): probabilities
+        (n, 10) float32, indices int32 into the test set, labels uint8, epoch. RunError if there are none,
+        DamagedRun (naming the file and what is wrong) if they are unreadable or do not fit the run."""
         path = run.predictions_path
-        if path is None or not path.is_file():
+        if path is None or path.is_symlink() or not path.is_file():
             raise RunError(f"run {run.run_id} has no predictions yet")
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except Exception as error:  # a damaged zip or .npy raises many types (EOFError, NotImplementedError...)
-            reason = str(error) or type(error).__name__  # EOFError says nothing
-            raise DamagedRun(f"run {run.run_id}: {path.name} is unreadable ({reason})") from error
-        missing = {"probabilities", "indices", "labels", "epoch"} - set(arrays)
-        if missing:
-            raise DamagedRun(f"run {run.run_id}: {path.name} lacks {', '.join(sorted(missing))}")
-        return arrays
+            return run_arrays.read_predictions(path, epoch=run.epochs_done, eval_images=run.state.eval_images)
+        except DamagedRun as error:
+            raise DamagedRun(f"run {run.run_id}: {error}") from error
+
+    def evaluated_indices(self, run: Run) -> np.ndarray:
+        """The test-set indices the run evaluates (those of its committed predictions)."""
+        return self.load_predictions(run)["indices"]
 
     # --- explanations: feature maps and the nearest-neighbour bank -------------------------------------
     def _write_feature_map(self, run: Run, epoch: int, arrays: dict) -> dict:
-        checked = _checked_feature_map({**arrays, "epoch": np.int32(epoch)}, epoch)
+        arrays = {key: np.asarray(value) for key, value in arrays.items()}
+        try:
+            checked = run_arrays.check_feature_map(
+                {**arrays, "epoch": np.int32(epoch)}, map_name(epoch), epoch=epoch, evaluated=None
+            )
+        except KeyError as error:
+            raise DamagedRun(f"run {run.run_id}: the map of epoch {epoch} lacks {error}") from None
         atomic_write(run.path / map_name(epoch), lambda temporary: _save_npz(temporary, **checked))
         return checked
 
@@ -505,29 +554,27 @@ class RunStore:
 
     def load_feature_map(self, run: Run, epoch: int) -> dict[str, np.ndarray]:
         """The map of ``epoch``: ``coords`` (n, 2) float32, ``explained`` (2,) float32, ``indices`` int32
-        (into the test set, in the order of the predictions), ``predicted`` uint8, ``confidence`` float16
-        and ``epoch``. RunError if there is none, DamagedRun if it is unreadable."""
+        (test images the run evaluates), ``predicted`` uint8, ``confidence`` float16 and ``epoch``
+        (checked: ``resnet.run_arrays.check_feature_map``). RunError if there is none, DamagedRun if it
+        is unreadable or does not fit the run."""
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or not 1 <= epoch <= run.epochs_done:
             raise RunError(f"run {run.run_id} has no epoch {epoch!r} (epochs 1-{run.epochs_done} are committed)")
         path = run.path / map_name(int(epoch))
         if path.is_symlink() or not path.is_file():
             raise RunError(f"run {run.run_id} has no feature map for epoch {epoch}")
+        evaluated = self.evaluated_indices(run)
         try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-            return _checked_feature_map(arrays, int(epoch))
+            return run_arrays.read_feature_map(path, epoch=int(epoch), evaluated=evaluated)
         except DamagedRun as error:
-            raise DamagedRun(f"run {run.run_id}: {path.name} {error}") from error
-        except Exception as error:  # a damaged zip or .npy raises many types
-            reason = str(error) or type(error).__name__
-            raise DamagedRun(f"run {run.run_id}: {path.name} is unreadable ({reason})") from error
+            raise DamagedRun(f"run {run.run_id}: {error}") from error
 
     def ensure_feature_map(self, run: Run, compute_map) -> dict[str, np.ndarray]:
         """The map of the checkpoint's epoch (``run.epochs_done``), computed once if there is none.
 
         For runs trained before maps were recorded (or whose map is damaged): ``compute_map()`` returns
         ``coords``, ``explained``, ``predicted``, ``confidence`` and ``indices`` from the checkpoint
-        (``resnet.explain.feature_map_of``), and the map is written atomically for later views.
+        (``resnet.explain.feature_map_of``), and the map is written atomically for later views. RunError
+        if it cannot be written (a folder in the way of the file, a read-only run folder).
         """
         epoch = run.epochs_done
         if not epoch:
@@ -536,7 +583,10 @@ class RunStore:
             return self.load_feature_map(run, epoch)
         except RunError:  # missing or damaged: (re)compute it
             pass
-        return self._write_feature_map(run, epoch, dict(compute_map()))
+        try:
+            return self._write_feature_map(run, epoch, dict(compute_map()))
+        except OSError as error:
+            raise RunError(f"run {run.run_id}: the map of epoch {epoch} cannot be written ({error})") from error
 
     def bank_indices(self, run: Run, train_labels: np.ndarray) -> np.ndarray:
         """The training images of the run's nearest-neighbour bank: ``BANK_SIZE`` (or all, if fewer) of the
@@ -554,8 +604,9 @@ class RunStore:
         ``compute(train_indices)`` returns the penultimate features (n, d) of those training images with
         the checkpoint's model (``resnet.explain.penultimate_features``). ``train_labels`` are the 60,000
         training labels (default: read with ``data.fashion_mnist.load_fashion_mnist``). A missing,
-        unreadable or stale file is (re)computed and written atomically; the file of an older epoch than
-        the previous one is removed.
+        unreadable or stale file is (re)computed and written atomically (``resnet.run_arrays.read_bank``);
+        if it cannot be written (a folder in its place, a read-only run folder) the bank is used unsaved
+        and ``FeatureBank.unsaved`` says why. The file of an older epoch than the previous one is removed.
         """
         epoch = run.epochs_done
         if not epoch or run.config is None:
@@ -567,20 +618,29 @@ class RunStore:
         indices = self.bank_indices(run, train_labels)
         labels = np.asarray(train_labels)[indices].astype(np.uint8)
         path = run.path / features_name(epoch)
-        bank = _read_bank(path, epoch, indices, labels)
-        if bank is None:
-            features = np.asarray(compute(indices), dtype=np.float32)
-            if features.ndim != 2 or len(features) != len(indices) or not np.isfinite(features).all():
-                raise RunError(f"run {run.run_id}: the bank's features have shape {features.shape} or are not finite")
-            from resnet.explain import normalise_rows
-
-            bank = FeatureBank(epoch, indices, labels, _read_only(normalise_rows(features).astype(np.float16)))
-            arrays = {"epoch": np.int32(epoch), "indices": indices, "labels": labels, "features": bank.features}
-            atomic_write(path, lambda temporary: _save_npz(temporary, **arrays))
+        stored = run_arrays.read_bank(path, epoch=epoch, indices=indices, labels=labels)
+        if stored is not None:
+            bank = FeatureBank(epoch, indices, labels, _read_only(stored))
+        else:
+            bank = self._computed_bank(run, path, compute, indices, labels)
         for old, old_epoch, kind in _epoch_files(run.path):
             if kind == "features" and old_epoch < epoch - 1:
                 with contextlib.suppress(OSError):
                     old.unlink()
+        return bank
+
+    def _computed_bank(self, run: Run, path: Path, compute, indices: np.ndarray, labels: np.ndarray) -> FeatureBank:
+        features = np.asarray(compute(indices), dtype=np.float32)
+        if features.ndim != 2 or len(features) != len(indices) or not np.isfinite(features).all():
+            raise RunError(f"run {run.run_id}: the bank's features have shape {features.shape} or are not finite")
+        from resnet.explain import normalise_rows
+
+        bank = FeatureBank(run.epochs_done, indices, labels, _read_only(normalise_rows(features).astype(np.float16)))
+        arrays = {"epoch": np.int32(bank.epoch), "indices": indices, "labels": labels, "features": bank.features}
+        try:
+            atomic_write(path, lambda temporary: _save_npz(temporary, **arrays))
+        except OSError as error:  # a derived cache: used unsaved, computed again next time
+            return dataclasses.replace(bank, unsaved=f"{path.name} cannot be written ({error.strerror or error})")
         return bank
 
     def load_model(self, run: Run):
@@ -603,15 +663,20 @@ class RunStore:
         return path.read_bytes()
 
     def delete(self, run_id: str) -> None:
-        """Delete a run folder; refused while a process (this one or another) trains the run."""
+        """Delete a run folder; refused while a process (this one or another) trains the run, and for
+        anything that is not a run: a bad id, a symbolic link (``path_for``), or a folder holding an entry
+        no run writes (a folder, or a file of another name), which the message names."""
         path = self.path_for(run_id)
         if not path.is_dir():
             raise RunError(f"no run {run_id!r} in {self.root}")
+        problem = _not_a_run(path)
+        if problem:
+            raise RunError(f"{run_id} in {self.root} {problem}: nothing was deleted")
         run = self.load(run_id)
         if run.status is RunStatus.RUNNING:
             raise RunError(f"run {run_id} is being trained (pid {run.state.pid}): stop it before deleting it")
-        if (path / ".lock").is_symlink():
-            lock = contextlib.nullcontext()  # not a lock any trainer could hold (they never follow links)
+        if os.path.lexists(path / ".lock") and not _is_regular(path / ".lock"):
+            lock = contextlib.nullcontext()  # a link, a pipe...: not a lock any trainer could hold
         else:
             try:
                 lock = self._try_lock(path)
@@ -631,15 +696,72 @@ class RunStore:
 def try_lock(path: Path):
     """An exclusive flock on ``path`` (created if missing) as an open file, or None if another holds it.
 
-    O_NOFOLLOW: a lock file that is a link (a copied or edited cache) is never followed out of its folder.
+    O_NOFOLLOW: a lock file that is a link (a copied or edited cache) is never followed out of its folder
+    (OSError). A lock taken for an instant by a listing's probe (``lock_held``) is waited out: a few
+    tries over ``LOCK_ATTEMPTS * LOCK_RETRY_SECONDS``.
     """
-    lock = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o666), "a")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # O_NONBLOCK: a named pipe must not block the open
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, f"{path.name} is not a regular file")
+    lock = os.fdopen(descriptor, "a")
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if attempt + 1 < LOCK_ATTEMPTS:
+                time.sleep(LOCK_RETRY_SECONDS)
+        except BaseException:
+            lock.close()
+            raise
+    lock.close()
+    return None
+
+
+def _is_regular(path: Path) -> bool:
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        return None
-    return lock
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _lock_file_problem(path: Path, error: OSError) -> str:
+    """What is wrong with a lock file that cannot be opened, and what to do."""
+    if os.path.islink(path):
+        return f"its lock file {path.name} is a symbolic link (never followed); remove the link"
+    if os.path.lexists(path) and not _is_regular(path):
+        return f"its lock file {path.name} is not a regular file (a folder or a pipe); remove it"
+    return f"its lock file {path.name} cannot be opened ({error.strerror or error})"
+
+
+def _is_run_entry(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a file a run writes (a record, its lock, an epoch file, a temporary)."""
+    if entry.is_dir(follow_symlinks=False):
+        return False
+    match = EPOCH_FILE.fullmatch(entry.name)
+    epoch_file = bool(match) and EPOCH_FILE_SUFFIX[match.group(1)] == match.group(3)
+    return entry.name in RUN_FILE_NAMES or epoch_file or entry.name.startswith(".tmp-")
+
+
+def _not_a_run(folder: Path) -> str:
+    """Why ``folder`` is not a run folder that Delete may remove ("" if it is): the entries no run
+    writes, a few of them named. One pass over the folder."""
+    foreign, count, records = [], 0, False
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if _is_run_entry(entry):
+                records = records or entry.name in RUN_RECORDS
+                continue
+            count += 1
+            if len(foreign) < 3:
+                foreign.append(f"folder {entry.name!r}" if entry.is_dir(follow_symlinks=False) else repr(entry.name))
+    if not count:
+        return ""
+    found = ", ".join(foreign) + (f" and {count - len(foreign)} more" if count > len(foreign) else "")
+    if not records:
+        return f"is not a run: it holds none of a run's files ({', '.join(RUN_RECORDS)}) but {found}"
+    return f"holds {found}, which no run writes (move them out first)"
 
 
 def path_mtime(path: Path) -> float:
@@ -655,62 +777,6 @@ def _epoch_files(folder: Path):
         match = EPOCH_FILE.fullmatch(path.name)
         if match and EPOCH_FILE_SUFFIX[match.group(1)] == match.group(3):
             yield path, int(match.group(2)), match.group(1)
-
-
-def _checked_feature_map(arrays: dict, epoch: int) -> dict[str, np.ndarray]:
-    """A map's arrays in their stored types; DamagedRun says what is wrong (missing, shapes, values)."""
-    missing = [key for key in MAP_KEYS if key not in arrays]
-    if missing:
-        raise DamagedRun(f"lacks {', '.join(missing)}")
-    coords = np.asarray(arrays["coords"])
-    count = len(coords) if coords.ndim == 2 else -1
-    checked = {
-        "coords": coords.astype(np.float32),
-        "explained": np.asarray(arrays["explained"]).astype(np.float32),
-        "indices": np.asarray(arrays["indices"]).astype(np.int32),
-        "predicted": np.asarray(arrays["predicted"]).astype(np.uint8),
-        "confidence": np.asarray(arrays["confidence"]).astype(np.float16),
-        "epoch": np.int32(np.asarray(arrays["epoch"])) if np.asarray(arrays["epoch"]).shape == () else None,
-    }
-    shapes = {
-        "coords": (count, 2),
-        "explained": (2,),
-        "indices": (count,),
-        "predicted": (count,),
-        "confidence": (count,),
-    }
-    for key, shape in shapes.items():
-        if checked[key].shape != shape:
-            raise DamagedRun(f"has {key} of shape {checked[key].shape}, expected {shape}")
-    if checked["epoch"] is None or int(checked["epoch"]) != epoch:
-        raise DamagedRun(f"belongs to epoch {arrays['epoch']!r}, not {epoch}")
-    if not (np.isfinite(checked["coords"]).all() and np.isfinite(checked["explained"]).all()):
-        raise DamagedRun("has coordinates that are not finite")
-    return checked
-
-
-def _read_bank(path: Path, epoch: int, indices: np.ndarray, labels: np.ndarray) -> FeatureBank | None:
-    """The bank stored at ``path`` if it is readable and of these images and epoch, else None."""
-    if path.is_symlink() or not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in ("epoch", "indices", "labels", "features")}
-    except Exception:  # unreadable or incomplete: recomputed
-        return None
-    features = arrays["features"]
-    if (
-        arrays["epoch"].shape != ()
-        or int(arrays["epoch"]) != epoch
-        or not np.array_equal(arrays["indices"], indices)
-        or not np.array_equal(arrays["labels"], labels)
-        or features.dtype != np.float16
-        or features.ndim != 2
-        or len(features) != len(indices)
-        or not np.isfinite(features).all()
-    ):
-        return None
-    return FeatureBank(epoch, indices, labels, _read_only(features))
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -741,12 +807,11 @@ def _save_npz(path: Path, **arrays) -> None:
 
 
 def _read_json(path: Path) -> dict:
-    if path.is_symlink() or not path.is_file():
-        raise DamagedRun(f"{path.name} is missing")
+    """A run's JSON record (``resnet.records.read_json``: bounded size and depth, no link followed)."""
     try:
-        values = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise DamagedRun(f"{path.name} is unreadable ({error})") from error
+        values = read_json(path)
+    except RecordError as error:
+        raise DamagedRun(str(error)) from error
     if not isinstance(values, dict):
         raise DamagedRun(f"{path.name} does not hold a JSON object")
     return values
@@ -767,12 +832,18 @@ def _parse_run(path: Path, run_id: str):
             raise DamagedRun("history.csv is a link, not a file of the run")
         history = read_history(path / "history.csv", state.epochs_done)
         if state.epochs_done:
-            for key, name in (("checkpoint", state.checkpoint), ("predictions", state.predictions)):
-                file = path / name
-                if file.is_symlink() or not file.is_file():
-                    raise DamagedRun(f"the {key} file of epoch {state.epochs_done} ({name}) is missing")
-                if not zipfile.is_zipfile(file):
-                    raise DamagedRun(f"{name} is not a valid {'Keras' if key == 'checkpoint' else 'NumPy'} file")
+            _check_epoch_files(path, state)
     except DamagedRun as error:
         return config, state, history, str(error)
     return config, state, history, None
+
+
+def _check_epoch_files(path: Path, state: RunState) -> None:
+    """The committed checkpoint is a zip (Keras loads it only when asked) and the predictions fit the run."""
+    for key, name in (("checkpoint", state.checkpoint), ("predictions", state.predictions)):
+        file = path / name
+        if file.is_symlink() or not file.is_file():
+            raise DamagedRun(f"the {key} file of epoch {state.epochs_done} ({name}) is missing")
+    if not zipfile.is_zipfile(path / state.checkpoint):
+        raise DamagedRun(f"{state.checkpoint} is not a valid Keras file")
+    run_arrays.read_predictions(path / state.predictions, epoch=state.epochs_done, eval_images=state.eval_images)

@@ -401,7 +401,7 @@ class _Driver:
     def _apply_state(self, trial: _Running, changes: dict) -> None:
         run = trial.prepared.run
         status = RunStatus(changes["status"]) if "status" in changes else None
-        if status is RunStatus.RUNNING:  # running here: this process answers for it (pid_alive)
+        if status is RunStatus.RUNNING:  # running here: this process holds the run's lock
             ACTIVE_RUNS.add(run.run_id)
             changes = {**changes, "pid": os.getpid(), "host": socket.gethostname()}
         self.store.update_state(run, **changes)

@@ -6,8 +6,11 @@ with the config's own declarations) expand to a grid of configurations, and each
 trial, in order:
 
     <cache>/.sweeps/<name>.json    written atomically; validated when read (a damaged one is reported)
+    <cache>/.sweeps/<name>.lock    held (flock) by the process running the sweep
 
-(The folder starts with a dot so the run store's listing never takes it for a run.)
+(The folder starts with a dot so the run store's listing never takes it for a run.) A record is read
+with bounded size and depth (``resnet/records.py``) and checked in ``sweep_from_json``; the folder, the
+records and the locks are never followed through a symbolic link out of the cache.
 
 What a trial trains is ``resnet.plan.plan_training``'s answer. Runs that differ only in epochs share a
 fingerprint, so a trial never resumes "the newest run of these settings": the first time it adopts a
@@ -30,12 +33,13 @@ no other trial beats in both time and accuracy) and ``budget_sentence`` (what a 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import itertools
-import json
 import math
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -47,7 +51,8 @@ import pandas as pd
 
 from resnet.config import PARAMS, PLACEMENT_FIELDS, ConfigError, TrainConfig, check_value, parse_bool
 from resnet.plan import PlanKind, TrainingPlan, plan_training
-from resnet.runs import RUN_ID_PATTERN, Run, RunError, RunStore, try_lock, write_json
+from resnet.records import RecordError, finite_number, read_json, short
+from resnet.runs import RUN_ID_PATTERN, Run, RunError, RunStore, lock_held, try_lock, write_json
 from resnet.schedule import Segment
 from resnet.wording import TextEnum, format_duration, plural
 
@@ -112,9 +117,11 @@ def check_grid(grid: dict) -> dict[str, tuple]:
         values = tuple(grid[name]) if isinstance(grid[name], (list, tuple)) else (grid[name],)
         if not values:
             raise ConfigError(f"{name}: no values given")
+        if len(values) > MAX_TRIALS:  # before anything else: a record may list 100,000 values
+            raise ConfigError(f"{name} lists {len(values):,} values; a sweep runs at most {MAX_TRIALS} trials")
         for value in values:
             check_value(spec, value)
-        repeated = sorted({str(value) for value in values if values.count(value) > 1})
+        repeated = sorted({str(value) for value, count in collections.Counter(values).items() if count > 1})
         if repeated:
             raise ConfigError(f"{name} lists {', '.join(repeated)} more than once")
         if name in PLACEMENT_FIELDS and len(values) > 1:  # trials would share a fingerprint and one run
@@ -235,33 +242,66 @@ def requested_sweep(
 
 
 def sweep_from_json(values, name: str) -> Sweep:
-    """Parse and validate a record; DamagedSweep says what is wrong."""
+    """Parse and validate a record; DamagedSweep says what is wrong.
+
+    Linear in the record's size: a list longer than a sweep can be (``MAX_TRIALS``) is refused before
+    its items are looked at, times are compared before they are converted, and two trials may not name
+    the same run (the second would extend the first's run and orphan its own).
+    """
     if not isinstance(values, dict):
         raise DamagedSweep("the record is not a JSON object")
     if values.get("format_version") != FORMAT_VERSION:
-        raise DamagedSweep(f"format version {values.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise DamagedSweep(f"format version {short(values.get('format_version'))}, expected {FORMAT_VERSION}")
     if values.get("name") != name:
-        raise DamagedSweep(f"the record names sweep {values.get('name')!r}, not {name!r}")
+        raise DamagedSweep(f"the record names sweep {short(values.get('name'))}, not {name!r}")
+    created, updated = _time(values, "created"), _time(values, "updated")
     try:
-        grid = check_grid({key: tuple(value) for key, value in _field(values, "grid", dict).items()})
+        grid = check_grid(_grid(values))
         base = TrainConfig.from_dict(_field(values, "base", dict))
         configs = expand_grid(grid, base)
-        trials = []
-        for item in _field(values, "trials", list):
-            if not isinstance(item, dict) or set(item) != {"config", "run_id"}:
-                raise DamagedSweep(f"invalid trial {item!r}")
-            run_id = item["run_id"]
-            if run_id is not None and (not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id)):
-                raise DamagedSweep(f"invalid run id {run_id!r}")
-            trials.append(Trial(TrainConfig.from_dict(_field(item, "config", dict)), run_id))
+        trials = _trials(_field(values, "trials", list))
     except (ConfigError, TypeError) as error:
         raise DamagedSweep(f"invalid settings ({error})") from error
     if [trial.config for trial in trials] != configs:
         raise DamagedSweep("its trials are not the combinations of its grid")
-    created, updated = values.get("created"), values.get("updated")
-    if not all(isinstance(stamp, (int, float)) and not isinstance(stamp, bool) for stamp in (created, updated)):
-        raise DamagedSweep("invalid created/updated times")
-    return Sweep(name, grid, base, tuple(trials), float(created), float(updated))
+    return Sweep(name, grid, base, tuple(trials), created, updated)
+
+
+def _grid(values: dict) -> dict[str, tuple]:
+    grid = _field(values, "grid", dict)
+    if len(grid) > len(PARAMS):
+        raise DamagedSweep(f"its grid has {len(grid):,} fields; a configuration has {len(PARAMS)}")
+    for key, items in grid.items():
+        if not isinstance(items, list):
+            raise DamagedSweep(f"its grid's {short(key)} is {short(items)}, not a list of values")
+    return {key: tuple(items) for key, items in grid.items()}
+
+
+def _trials(items: list) -> list[Trial]:
+    if len(items) > MAX_TRIALS:
+        raise DamagedSweep(f"it lists {len(items):,} trials; a sweep runs at most {MAX_TRIALS}")
+    trials, owners = [], {}
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict) or set(item) != {"config", "run_id"}:
+            raise DamagedSweep(f"invalid trial {number}: {short(item)}")
+        run_id = item["run_id"]
+        if run_id is not None:
+            if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+                raise DamagedSweep(f"trial {number} names an invalid run id {short(run_id)}")
+            if run_id in owners:
+                raise DamagedSweep(
+                    f"trials {owners[run_id]} and {number} both name run {run_id} (each trial trains its own run)"
+                )
+            owners[run_id] = number
+        trials.append(Trial(TrainConfig.from_dict(_field(item, "config", dict)), run_id))
+    return trials
+
+
+def _time(values: dict, key: str) -> float:
+    value = values.get(key)
+    if not finite_number(value, low=0.0):  # compared, not converted: float(10**400) raises OverflowError
+        raise DamagedSweep(f"invalid {key} time {short(value)}")
+    return float(value)
 
 
 def _field(values: dict, key: str, kind: type):
@@ -282,7 +322,8 @@ class SweepListing:
 
 
 class SweepStore:
-    """Sweep records under ``<cache>/.sweeps``."""
+    """Sweep records under ``<cache>/.sweeps``, a real folder of the cache: if ``.sweeps`` is a symbolic
+    link (or not a folder), nothing is read or written through it, and the listing says why."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -291,18 +332,51 @@ class SweepStore:
     def path_for(self, name: str) -> Path:
         return self.folder / f"{check_name(name)}.json"
 
+    def folder_problem(self) -> str | None:
+        """Why the sweep folder cannot be used (a link, not a folder), or None (also when it does not exist)."""
+        try:
+            mode = os.lstat(self.folder).st_mode
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            return f"the sweep folder {self.folder} cannot be read ({error.strerror})"
+        if stat.S_ISLNK(mode):
+            return (
+                f"the sweep folder {self.folder} is a symbolic link (to {os.readlink(self.folder)}), not a folder of "
+                "the cache: no record is read or written through it; replace it with a folder"
+            )
+        if not stat.S_ISDIR(mode):
+            return f"{self.folder} is not a folder: no sweep record can be kept there; remove it"
+        return None
+
+    def _checked_folder(self, *, create: bool = False) -> Path:
+        """The sweep folder, created if asked; SweepError if it is a link or not a folder."""
+        if create and not os.path.lexists(self.folder):
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise SweepError(f"cannot create the sweep folder {self.folder}: {error}") from error
+        problem = self.folder_problem()
+        if problem:
+            raise SweepError(problem)
+        return self.folder
+
     def exists(self, name: str) -> bool:
-        return self.path_for(name).is_file()
+        """Whether a record of ``name`` is there (a link named so is none); SweepError for a bad folder."""
+        path = self.path_for(name)
+        self._checked_folder()
+        return path.is_file() and not path.is_symlink()
 
     def load(self, name: str) -> Sweep:
         """The validated record; SweepError if there is none, DamagedSweep if it cannot be read."""
         path = self.path_for(name)
-        if path.is_symlink() or not path.is_file():
+        self._checked_folder()
+        if not os.path.lexists(path):
             raise SweepError(f"no sweep {name!r} in {self.folder}")
         try:
-            values = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-            raise DamagedSweep(f"sweep {name}: {path.name} is unreadable ({error})") from error
+            values = read_json(path)
+        except RecordError as error:
+            raise DamagedSweep(f"sweep {name}: {error}") from error
         try:
             return sweep_from_json(values, name)
         except DamagedSweep as error:
@@ -310,20 +384,23 @@ class SweepStore:
 
     def save(self, sweep: Sweep) -> Sweep:
         sweep = dataclasses.replace(sweep, updated=time.time())
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise SweepError(f"cannot create the sweep folder {self.folder}: {error}") from error
+        self._checked_folder(create=True)
         write_json(self.path_for(sweep.name), sweep.to_json())
         return sweep
 
     def list_sweeps(self) -> list[SweepListing]:
-        """Every record, newest first; damaged ones with the reason (never raised)."""
+        """Every record, newest first; damaged ones with the reason, and a sweep folder that cannot be used
+        as one listing named after it (never raised)."""
+        problem = self.folder_problem()
+        if problem:
+            return [SweepListing(SWEEPS_FOLDER, None, problem)]
         if not self.folder.is_dir():
             return []
         listings = []
         for path in sorted(self.folder.glob("*.json")):
             name = path.stem
+            if name.startswith("."):  # a record being written (.tmp-*): not a sweep
+                continue
             try:
                 listings.append(SweepListing(name, self.load(name), running=self.is_running(name)))
             except SweepError as error:
@@ -332,9 +409,16 @@ class SweepStore:
 
     @contextlib.contextmanager
     def locked(self, name: str):
-        """Hold the sweep's lock while it runs; SweepError if another process runs it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        lock = self._try_lock(name)
+        """Hold the sweep's lock while it runs; SweepError if another process runs it, or if the lock
+        file or the sweep folder is a link (never followed) or not a file."""
+        path = self._checked_folder(create=True) / f"{check_name(name)}.lock"
+        try:
+            lock = try_lock(path)
+        except OSError as error:
+            what = "a symbolic link (never followed)" if os.path.islink(path) else f"unusable ({error.strerror})"
+            raise SweepError(
+                f"sweep {name} cannot be locked: its lock file {path.name} is {what}; remove it"
+            ) from error
         if lock is None:
             raise SweepError(f"sweep {name} is being run by another process; wait for it or stop it")
         try:
@@ -343,17 +427,10 @@ class SweepStore:
             lock.close()
 
     def is_running(self, name: str) -> bool:
-        path = self.folder / f"{name}.lock"
-        if not path.is_file():
+        """Whether some process holds the sweep's lock (a link or anything but a file is held by no one)."""
+        if self.folder_problem():
             return False
-        lock = self._try_lock(name)
-        if lock is None:
-            return True
-        lock.close()
-        return False
-
-    def _try_lock(self, name: str):
-        return try_lock(self.folder / f"{check_name(name)}.lock")
+        return lock_held(self.folder / f"{check_name(name)}.lock")
 
 
 # --- what a trial trains -------------------------------------------------------------------------------

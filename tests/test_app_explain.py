@@ -1,6 +1,7 @@
 """The explanation views under AppTest: a "Why?" button opens the Grad-CAM heatmaps and the nearest training
 images, the feature-space map shows any recorded epoch (and two side by side), an old run without maps
-gets one from its checkpoint, and a damaged checkpoint gets a message instead of a crash.
+gets one from its checkpoint, and a damaged checkpoint or a features file that cannot be written gets a
+message instead of a crash.
 
 A real 2-epoch ResNet-18 (basic blocks; ``support.EXPLAINED``) is trained once per session through the
 trainer; each test copies it into its own ``cache_dir`` so the app's JobManager reads it.
@@ -103,3 +104,17 @@ def test_a_damaged_checkpoint_gets_a_message_not_a_crash(run_in_cache):
     assert_no_exception(at)
     warnings = "\n".join(texts(at.warning))
     assert "Cannot explain this prediction" in warnings and "not a loadable Keras model" in warnings
+
+
+def test_a_features_file_made_a_folder_is_computed_in_memory_not_a_crash(run_in_cache):
+    # Issue 19, reproduction 8: the nearest-neighbour bank's file cannot be written (a folder is in its place).
+    blocker = run_in_cache / features_name(2)
+    blocker.mkdir()
+    (blocker / "inside.txt").write_text("not the run's")
+    at = open_page()
+    why_buttons(at, "sample")[0].click().run()
+    assert_no_exception(at)
+    assert "nearest training images" in "\n".join(texts(at.markdown))
+    captions = "\n".join(texts(at.caption))
+    assert "similarity" in captions and "kept in memory only" in captions and features_name(2) in captions
+    assert (blocker / "inside.txt").read_text() == "not the run's"  # the folder is left as it was

@@ -1,28 +1,43 @@
 """Fuzz the run cache: seeded random damage to a real run folder never breaks a listing or escapes the cache.
 
-A real tiny run (ResNet-18, 2 epochs on 256 images) is trained once for this module. Each case copies its
-folder into a fresh cache (checkpoints as hard links: they are 130 MB; a mutation that edits one in place
-first gives the copy its own file), applies 1-3 seeded random mutations (truncate a file, flip bytes,
-delete a file, give a JSON field a value of another type, a huge number, NaN, a "../" or absolute file
-name, bad cells or extra columns in history.csv, a file replaced by a folder or by a link out of the
-cache, an emptied or renamed run folder...) and then checks what the issue "Every answer the app gives is
-true" asks:
+A real tiny run (ResNet-18, 2 epochs on 256 images, with the features bank Why? writes) is trained once for
+this module. Each case copies its folder into a fresh cache (checkpoints as hard links: they are 130 MB; a
+mutation that edits one in place first gives the copy its own file), applies 1-3 seeded random mutations
+(truncate a file, flip bytes, delete a file, give a JSON field a value of another type, a huge number, NaN, a
+"../" or absolute file name, bad cells or extra columns in history.csv, a file replaced by a folder, a named
+pipe or a link out of the cache, an array of a predictions, map or features file given an out-of-range
+value, another shape or type, or a .npy header claiming a huge array, the .lock made a link, folder or
+pipe, an emptied or renamed run folder...) and then checks what issues "Every answer the app gives is
+true" and 19 ("Every file the app reads is checked before use") ask:
 
-- ``RunStore.list_runs()``, ``Run.summary()``, ``load_predictions``, ``python -m resnet runs`` and
-  ``RunStore.delete`` never raise anything but ``RunError`` (delete) and list every mutated run either as
-  valid, with sane fields, or as ``damaged`` with a reason;
-- they open, list, rename or remove nothing outside the cache folder (Python's audit hooks see every
-  file operation), and a "victim" folder beside the cache, which the mutations point at, stays unchanged;
+- ``RunStore.list_runs()``, ``Run.summary()``, ``load_predictions``, ``load_feature_map``,
+  ``feature_bank``, ``python -m resnet runs`` and ``RunStore.delete`` never raise anything but
+  ``RunError`` and list every mutated run either as valid, with sane fields and arrays that fit it, or as
+  ``damaged`` with a reason (400 cases);
+- the cache's other files: a sweep record (any value anywhere made another type, a huge number, 100,000
+  values, 100,000 levels deep, two trials naming one run...), its lock, ``.sweeps`` itself (a link out of
+  the cache, a file) and ``.precision.json``, through ``SweepStore``, ``python -m resnet sweeps``, a
+  sweep's lock, ``read_record``, auto precision and ``remember`` (150 caches);
+- all of the above open, list, rename or remove nothing outside the cache folder (Python's audit hooks see
+  every file operation), and a "victim" folder beside the cache, which the mutations point at, stays
+  unchanged;
 - the app's page (AppTest) on caches holding many mutated runs and one good one shows no exception, lists
-  every run, shows any of them and deletes them;
+  every run, shows any of them and deletes them (3 pages of 20 mutated runs); and on caches whose runs'
+  arrays, features and locks and whose sweep and precision records are mutated, Why? and the feature map
+  show no exception either, with every thread of the page audited (2 pages of 6 mutated runs; Why? on the
+  good run, one valid and one damaged run each);
 - ``load_predictions`` (which the page calls for the shown run) gives every array or a ``RunError`` for
   a predictions file with 1-4 flipped bytes: a focused loop, as the cases above rarely get to flip one.
 
-Every case is reproducible alone: it is seeded with ``SEED + case`` and a failure names its mutations.
+Each test prints how many mutations it tried and their outcomes. The counts keep the module's added cost
+for issue 19 (the cache cases, the Why? pages, the features bank) near 35 s on 2 cores. Every case is
+reproducible alone: it is seeded with ``SEED + case`` (``CACHE_SEED``, ``EXPLAIN_SEED``) and a failure
+names its mutations.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -31,16 +46,25 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import threading
+import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 from support import FINISHED
+from test_app import charts, texts
 
-from resnet.config import TrainConfig
+from resnet import precision
+from resnet.config import ConfigError, TrainConfig
+from resnet.hardware import Hardware
+from resnet.precision import Measurement, Source
 from resnet.run_state import HISTORY_COLUMNS, RunStatus
 from resnet.runs import RunError, RunStore
+from resnet.sweeps import SweepError, SweepStore, new_sweep, requested_sweep
 
 pytestmark = pytest.mark.slow  # fault injection: hundreds of damaged run folders
 
@@ -48,10 +72,16 @@ CASES = 400  # mutated run folders through the store, the CLI and Delete
 APP_SESSIONS = 3  # app pages, each on a cache of APP_RUNS mutated runs and one good run
 APP_RUNS = 20
 PREDICTION_FLIPS = 1000  # byte flips of a predictions file, read back by load_predictions (cheap: no parsing)
+CACHE_CASES = 150  # caches whose sweep record, its lock, .sweeps or .precision.json are mutated
+EXPLAIN_SESSIONS = 2  # app pages where Why? and the feature map are used on runs with mutated arrays
+EXPLAIN_RUNS = 6  # mutated runs per such page (beside one good run); Why? on the good one and one valid one
 SEED = 20240611
 APP_SEED = 7_000_000
 PREDICTION_SEED = 5_000_000
+CACHE_SEED = 9_000_000
+EXPLAIN_SEED = 11_000_000
 APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
+PROJECT_FILES = APP.parent  # the app's own files and its .streamlit config: read, never written
 TINY = FINISHED  # tests/support.py
 PREDICTION_KEYS = {"probabilities", "indices", "labels", "epoch"}
 
@@ -78,20 +108,42 @@ PATH_EVENTS = {
 }
 
 SYSTEM_FOLDERS = ("/proc/", "/sys/", "/dev/")
+READING_EVENTS = ("os.listdir", "os.scandir")
+# Renaming onto a link replaces the link, removing one removes the link: neither follows the last part.
+LAST_PART_NOT_FOLLOWED = ("os.rename", "os.remove", "os.rmdir", "os.symlink")
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+ANY_THREAD = -1
+
+
+def writes(event: str, args: tuple) -> bool:
+    """Whether a file operation may change something (every one but listing a folder or opening to read)."""
+    if event in READING_EVENTS:
+        return False
+    if event != "open":
+        return True
+    mode = args[1] if len(args) > 1 else None
+    flags = args[2] if len(args) > 2 else None
+    return bool(isinstance(mode, str) and set(mode) & set("wax+")) or bool(
+        isinstance(flags, int) and flags & WRITE_FLAGS
+    )
 
 
 class Recorder:
-    """Records the paths of file operations made by one thread while ``recording`` (a hook cannot be removed)."""
+    """Records the paths of file operations made by one thread (or every thread) while ``recording``
+    (a hook cannot be removed)."""
 
     def __init__(self):
         self.thread: int | None = None
-        self.events: list[tuple[str, str, str]] = []  # (event, path as given, path resolved at that moment)
-        self._inside = False
+        # (event, path as given, path resolved at that moment, whether it may write)
+        self.events: list[tuple[str, str, str, bool]] = []
+        self._local = threading.local()
 
     def hook(self, event: str, args: tuple) -> None:
-        if self.thread != threading.get_ident() or self._inside or event not in PATH_EVENTS:
+        if self.thread is None or event not in PATH_EVENTS or getattr(self._local, "inside", False):
             return
-        self._inside = True  # resolving a path must not record itself
+        if self.thread not in (ANY_THREAD, threading.get_ident()):
+            return
+        self._local.inside = True  # resolving a path must not record itself
         try:
             for position in PATH_EVENTS[event]:
                 if position >= len(args):
@@ -103,30 +155,40 @@ class Recorder:
                 if not os.path.isabs(path) and os.sep not in path and path not in (".", ".."):
                     continue  # an entry name relative to a directory descriptor (shutil.rmtree's walk)
                 flags = args[2] if event == "open" and len(args) > 2 else None
-                if isinstance(flags, int) and flags & os.O_NOFOLLOW:  # the last part of the path is not followed
+                no_follow = isinstance(flags, int) and flags & os.O_NOFOLLOW
+                if no_follow or event in LAST_PART_NOT_FOLLOWED:  # the last part of the path is not followed
                     resolved = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
                 else:
                     resolved = os.path.realpath(path)
-                self.events.append((event, path, resolved))
+                self.events.append((event, path, resolved, writes(event, args)))
         finally:
-            self._inside = False
+            self._local.inside = False
 
     @contextlib.contextmanager
-    def recording(self):
+    def recording(self, *, every_thread: bool = False):
         self.events = []
-        self.thread = threading.get_ident()
+        self.thread = ANY_THREAD if every_thread else threading.get_ident()
         try:
             yield self
         finally:
             self.thread = None
 
-    def outside(self, root: Path) -> list[tuple[str, str, str]]:
-        """Recorded operations on paths outside ``root`` (Python's own files, e.g. lazy imports, aside)."""
+    def outside(self, root: Path, *, readable: tuple[Path, ...] = ()) -> list[tuple[str, str, str]]:
+        """Recorded operations on paths outside ``root`` (Python's own files, e.g. lazy imports, aside);
+        under the ``readable`` folders (the dataset, the app's own files) only reading is allowed."""
         root = os.path.realpath(root)
         allowed = {os.path.realpath(prefix) for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+        read_only = [os.path.realpath(folder) for folder in readable]
+        temporary = os.path.realpath(tempfile.gettempdir())  # an O_TMPFILE open names only this folder
         found = []
-        for event, path, resolved in self.events:
+        for event, path, resolved, may_write in self.events:
             if resolved == root or resolved.startswith(root + os.sep):
+                continue
+            if not may_write and any(
+                resolved == folder or resolved.startswith(folder + os.sep) for folder in read_only
+            ):
+                continue
+            if event == "open" and resolved == temporary:  # an anonymous temporary file (data/quiet.py's capture)
                 continue
             if any(resolved.startswith(prefix + os.sep) for prefix in allowed):
                 continue
@@ -144,13 +206,34 @@ sys.addaudithook(RECORDER.hook)
 
 # --- the real run, and copies of it -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def real_run(trained):
-    """A run folder trained for real (the suite's finished run, trained once per session): (folder, run id)."""
-    run = trained(TINY)
+def real_run(trained, tmp_path_factory):
+    """A run folder trained for real (the suite's finished run, trained once per session), copied into this
+    module's own cache with its nearest-neighbour bank: (folder, run id)."""
+    from data.fashion_mnist import load_fashion_mnist
+    from resnet import explain
+
+    store, trained_run = RunStore(tmp_path_factory.mktemp("fuzz-trained") / "cache"), trained(TINY)
+    copy_run(trained_run.path, store.root / trained_run.run_id)
+    run = store.load(trained_run.run_id)
     assert run.status is RunStatus.COMPLETE and run.epochs_done == 2, run
+    # The nearest-neighbour bank Why? writes, so that mutations reach it too.
+    dataset, model = load_fashion_mnist(), store.load_model(run)
+    store.feature_bank(
+        run, lambda indices: explain.penultimate_features(model, dataset.train_images[indices]),
+        train_labels=dataset.train_labels,
+    )  # fmt: skip
     names = {path.name for path in run.path.iterdir()}
     assert {"state.json", "config.json", "history.csv", "checkpoint-0002.keras", "predictions-0002.npz"} <= names
+    assert {"map-0001.npz", "map-0002.npz", "features-0002.npz"} <= names
     return run.path, run.run_id
+
+
+@pytest.fixture(scope="module")
+def train_labels(real_run) -> np.ndarray:
+    """The 60,000 training labels, read before any recording (the dataset is outside the cache)."""
+    from data.fashion_mnist import load_fashion_mnist
+
+    return load_fashion_mnist().train_labels
 
 
 def copy_run(source: Path, target: Path) -> None:
@@ -218,7 +301,7 @@ class Case:
     def read_json(self, name: str):
         path = self.folder / name
         try:
-            values = json.loads(path.read_text())
+            values = json.loads(path.read_text()) if path.is_file() else None  # never a named pipe: it blocks
             if isinstance(values, dict):
                 return values
         except (OSError, ValueError, RecursionError):
@@ -469,9 +552,11 @@ class Case:
 
     def history_lines(self) -> list[str]:
         try:
-            return (self.folder / "history.csv").read_text().splitlines()
+            if (self.folder / "history.csv").is_file():  # never a named pipe: it blocks
+                return (self.folder / "history.csv").read_text().splitlines()
         except (OSError, UnicodeDecodeError):
-            return (self.original / "history.csv").read_text().splitlines()
+            pass
+        return (self.original / "history.csv").read_text().splitlines()
 
     def write_history(self, lines: list[str]) -> None:
         path = self.folder / "history.csv"
@@ -494,6 +579,110 @@ class Case:
         for path in list(self.folder.iterdir()):
             remove(path)
         return "empty the run folder"
+
+    # the NumPy files' contents, and the lock file
+    def npz_arrays(self, name: str) -> dict:
+        """The arrays of ``name`` in the folder, or of the trained run's file if they cannot be read."""
+        for folder in (self.folder, self.original):
+            if not (folder / name).is_file():  # never a named pipe: it blocks
+                continue
+            try:
+                with np.load(folder / name, allow_pickle=False) as archive:
+                    return {key: archive[key] for key in archive.files}
+            except Exception:  # noqa: BLE001 (a damaged file: try the original)
+                continue
+        return {}
+
+    def write_npz(self, name: str, arrays: dict) -> None:
+        path = self.folder / name
+        remove(path)
+        with open(path, "wb") as stream:
+            np.savez(stream, **arrays)  # object arrays are pickled: the store must never unpickle them
+
+    def npz_content(self) -> str:
+        """An array of a predictions, map or features file gets a value, shape or type that does not fit."""
+        name = self.rng.choice(NPZ_FILES)
+        arrays = self.npz_arrays(name)
+        if not arrays:
+            return self.delete_file(self.folder / name)
+        key = self.rng.choice(sorted(arrays))
+        change = self.rng.choice(["value", "value", "value", "non-finite", "shape", "dtype", "epoch", "drop", "extra"])
+        arrays[key] = self.changed_array(np.asarray(arrays[key]), change, key)
+        if change == "drop":
+            del arrays[key]
+        elif change == "extra":
+            arrays["extra"] = np.zeros(3)
+        self.write_npz(name, arrays)
+        return f"{name}: {change} of {key}"
+
+    def changed_array(self, array: np.ndarray, change: str, key: str) -> np.ndarray:
+        rng = self.rng
+        if change == "epoch" or array.ndim == 0:
+            return np.asarray(rng.choice([0, 1, 3, 9999, -1, 2**40, [2, 2], 2.5]))
+        if change == "non-finite" and array.dtype.kind == "f":
+            array = array.astype(np.float64)
+            array.flat[rng.randrange(array.size)] = rng.choice([float("nan"), float("inf"), float("-inf")])
+            return array
+        if change in ("value", "non-finite"):
+            wide = array.astype(np.float64 if array.dtype.kind == "f" else np.int64)
+            position = rng.randrange(wide.size)
+            if rng.random() < 0.2 and wide.ndim == 1 and wide.size > 1:  # a repeated index, label or class
+                wide[1] = wide[0]
+            elif wide.dtype.kind == "f":
+                wide.flat[position] = rng.choice([-1.0, -0.0, 1.5, 2.0, 1e30, 0.5])
+            else:
+                wide.flat[position] = rng.choice([-1, 10, 77, 200, 255, 9_999, 10_000, 10**6, 2**31 - 1, -(2**31)])
+            return wide
+        if change == "shape":
+            options = [array[:-1], array[:0], array[np.newaxis], array.ravel(), np.concatenate([array, array[:1]])]
+            if array.ndim == 2:
+                options += [array.T, np.concatenate([array, array[:, :1]], axis=1), array[:, :3]]
+            return rng.choice(options)
+        if change == "dtype":
+            kind = rng.choice([np.float16, np.float64, np.int8, np.uint64, np.bool_, np.complex64, "U3", object])
+            return array.astype(kind)
+        return array
+
+    def npz_header_lie(self) -> str:
+        """A member whose .npy header claims a huge array over a few bytes (NumPy would allocate it whole)."""
+        name = self.rng.choice(NPZ_FILES)
+        arrays = self.npz_arrays(name) or {"epoch": np.int32(2)}
+        key = self.rng.choice(sorted(arrays))
+        shape = self.rng.choice([(10**9, 10), (2**40,), (10**6, 10**6), (10_000, 10, 10**5)])
+        lie = io.BytesIO()
+        np.lib.format.write_array_header_1_0(lie, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        lie.write(b"\0" * 64)
+        path = self.folder / name
+        remove(path)
+        with zipfile.ZipFile(path, "w") as archive:
+            for member, array in arrays.items():
+                data = io.BytesIO()
+                np.save(data, array)
+                archive.writestr(f"{member}.npy", lie.getvalue() if member == key else data.getvalue())
+        return f"{name}: {key}'s header claims shape {shape}"
+
+    def lock_file(self) -> str:
+        """The run's .lock becomes a link (to a file, a folder, nothing yet), a folder or a named pipe."""
+        path = self.folder / ".lock"
+        remove(path)
+        choice = self.rng.choice(["link to a file", "link to a folder", "dangling link", "folder", "pipe"])
+        if choice == "link to a file":
+            path.symlink_to(self.victim / "secret.txt")
+        elif choice == "link to a folder":
+            path.symlink_to(self.victim)
+        elif choice == "dangling link":
+            path.symlink_to(self.victim / "new-lock")  # following it would create a file beside the cache
+        elif choice == "folder":
+            path.mkdir()
+        else:
+            os.mkfifo(path)
+        return f".lock: {choice}"
+
+    def file_to_pipe(self) -> str:
+        path = self.pick_file()
+        remove(path)
+        os.mkfifo(path)  # opening it to read blocks until a writer comes: nothing may open it so
+        return f"replace {path.name} by a named pipe"
 
     # mutations after which the folder is no longer a run of this cache (only ever the last one)
     def rename_folder(self) -> str:
@@ -535,7 +724,16 @@ MUTATIONS = [
     (Case.history_raw, 1),
     (Case.stray_files, 1),
     (Case.empty_folder, 0.3),
+    (Case.npz_content, 6),
+    (Case.npz_header_lie, 1),
+    (Case.lock_file, 1.5),
+    (Case.file_to_pipe, 1),
 ]
+# The files the page reads come first and twice; the previous epoch's predictions count after a rollback.
+NPZ_FILES = (
+    *("predictions-0002.npz", "map-0002.npz", "map-0001.npz", "features-0002.npz") * 2,
+    "predictions-0001.npz",
+)
 LAST_MUTATIONS = [Case.rename_folder, Case.folder_to_link, Case.folder_to_file]
 
 
@@ -549,10 +747,10 @@ def mutate(case: Case) -> None:
 
 
 def remove(path: Path) -> None:
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
+    elif os.path.lexists(path):  # a file, a link, a named pipe
+        path.unlink()
 
 
 def _short(value) -> str:
@@ -574,7 +772,7 @@ def make_victim(folder: Path, original: Path) -> None:
 
 
 # --- checks -------------------------------------------------------------------------------------------------
-def check_run(run, store: RunStore) -> list[str]:
+def check_run(run, store: RunStore, train_labels: np.ndarray) -> list[str]:
     """What is wrong with one listed run (nothing, for a valid run or a damaged one with a reason)."""
     problems = []
     if not isinstance(run.status, RunStatus):
@@ -610,19 +808,60 @@ def check_run(run, store: RunStore) -> list[str]:
         if epochs and (path is None or path.parent != run.path or path.is_symlink() or not path.is_file()):
             problems.append(f"epoch file {path} is not a file in the run folder")
     if epochs:
-        try:
-            predictions = store.load_predictions(run)
-        except RunError:
-            pass  # a damaged predictions file is reported, not raised past the store
-        except Exception as error:  # noqa: BLE001 (any other exception is the finding)
-            problems.append(f"load_predictions raised {type(error).__name__}: {error}")
-        else:
-            if not PREDICTION_KEYS <= set(predictions):
-                problems.append(f"predictions hold {sorted(predictions)}")
+        problems += check_arrays(run, store, train_labels)
     return problems
 
 
-def run_case(number: int, real_folder: Path, run_id: str, base: Path) -> tuple[str, list[str], list[str]]:
+def check_arrays(run, store: RunStore, train_labels: np.ndarray) -> list[str]:
+    """A valid run's predictions load and fit it; its maps and features bank load and fit, or are
+    reported with a RunError (never another exception)."""
+    try:
+        predictions = store.load_predictions(run)
+    except Exception as error:  # noqa: BLE001 (the listing checked them: any exception is the finding)
+        return [f"listed valid, but load_predictions raised {type(error).__name__}: {error}"]
+    problems = []
+    probabilities, indices, labels = (predictions[key] for key in ("probabilities", "indices", "labels"))
+    count = run.state.eval_images if run.state.eval_images is not None else len(probabilities)
+    if (
+        probabilities.shape != (count, 10)
+        or not np.isfinite(probabilities).all()
+        or not np.allclose(probabilities.sum(axis=1), 1, atol=0.011)
+        or indices.shape != (count,)
+        or len(np.unique(indices)) != count
+        or not ((indices >= 0) & (indices < 10_000)).all()
+        or labels.shape != (count,)
+        or labels.max(initial=0) > 9
+    ):
+        problems.append(f"predictions that do not fit the run: {probabilities.shape}, {indices[:5]}, {labels[:5]}")
+    for epoch in store.feature_map_epochs(run):
+        try:
+            feature_map = store.load_feature_map(run, epoch)
+        except RunError:
+            continue
+        except Exception as error:  # noqa: BLE001 (any other exception is the finding)
+            problems.append(f"load_feature_map({epoch}) raised {type(error).__name__}: {error}")
+            continue
+        if not np.isin(feature_map["indices"], indices).all() or feature_map["predicted"].max(initial=0) > 9:
+            problems.append(f"the map of epoch {epoch} does not fit the run")
+    try:
+        bank = store.feature_bank(run, fake_features, train_labels=train_labels)
+    except RunError:
+        return problems
+    except Exception as error:  # noqa: BLE001 (any other exception is the finding)
+        return [*problems, f"feature_bank raised {type(error).__name__}: {error}"]
+    if bank.features.ndim != 2 or len(bank.features) != len(bank.indices) or not np.isfinite(bank.features).all():
+        problems.append(f"a features bank of shape {bank.features.shape}")
+    return problems
+
+
+def fake_features(indices: np.ndarray) -> np.ndarray:
+    """Penultimate features as a bank's ``compute`` would give them (no model is loaded here)."""
+    return np.random.default_rng(len(indices)).standard_normal((len(indices), 16))
+
+
+def run_case(
+    number: int, real_folder: Path, run_id: str, base: Path, train_labels: np.ndarray
+) -> tuple[str, list[str], list[str]]:
     """Mutate one copy of the run and check it: (outcome, mutations, problems found)."""
     case_dir = base / f"case-{number}"
     cache, victim = case_dir / "cache", case_dir / "victim"
@@ -646,7 +885,7 @@ def run_case(number: int, real_folder: Path, run_id: str, base: Path) -> tuple[s
             elif list(listed) != [run_id]:
                 problems.append(f"listed {list(listed)}, expected [{run_id!r}]")
             for run in runs:
-                problems += check_run(run, store)
+                problems += check_run(run, store, train_labels)
                 outcome = "damaged" if run.damaged else "valid"
             output = io.StringIO()
             with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
@@ -681,15 +920,289 @@ def cli(argv: list[str]) -> int:
         return exit_.code
 
 
+# --- the cache's other files: sweep records, their locks, .sweeps itself, the precision record ---------------
+RECORD, SWEEP_LOCK, PRECISION_RECORD = ".sweeps/study.json", ".sweeps/study.lock", ".precision.json"
+BF16 = Hardware(gpus=(), gpu_compute_capability=None, cpu_name="Fuzz CPU", cpu_bf16=True)  # auto reads the record
+MEASUREMENT = {
+    "precision": "float32",
+    "speeds": {"float32": 370.9, "mixed_bfloat16": 370.6},
+    "stopped": {},
+    "seconds": 14.0,
+    "step_seconds": 6.0,
+    "setup_seconds": {"float32": 3.0, "mixed_bfloat16": 5.0},
+    "budget_seconds": 8.1,
+    "measured_at": "2026-11-29T12:00:00+00:00",
+    "depth": 18,
+    "batch_size": 64,
+    "steps": 8,
+}
+
+
+def precision_key() -> str:
+    candidates = precision.candidates_for(BF16)
+    return precision.record_key(BF16, depth=TINY.depth, batch_size=TINY.batch_size, candidates=candidates)
+
+
+def make_cache_files(cache: Path, run_id: str, victim: Path) -> None:
+    """A sweep record whose second trial names the run, its lock file, a precision record for the run's
+    depth and batch size; and copies of the records in the victim folder, for links to point at."""
+    sweeps = SweepStore(cache)
+    sweeps.save(new_sweep("study", {"epochs": (1, TINY.epochs)}, TINY).with_run_id(1, run_id))
+    (cache / SWEEP_LOCK).write_text("")
+    precision.remember(precision.record_path(cache), precision_key(), Measurement.from_dict(MEASUREMENT))
+    (victim / "sweeps").mkdir()
+    shutil.copyfile(cache / RECORD, victim / "sweeps" / "study.json")
+    shutil.copyfile(cache / RECORD, victim / "study.json")
+    shutil.copyfile(cache / PRECISION_RECORD, victim / "precision.json")
+
+
+class CacheCase(Case):
+    """The cache folder itself: mutations of its sweep record, the record's lock, .sweeps and .precision.json."""
+
+    def document(self, name: str):
+        """The JSON of ``name`` in the cache if it is a readable object, else the victim's valid copy."""
+        path = self.folder / name
+        try:
+            if path.is_file() and not path.is_symlink():
+                values = json.loads(path.read_text())
+                if isinstance(values, dict):
+                    return values
+        except (OSError, ValueError, RecursionError):
+            pass
+        copy = {RECORD: "study.json", PRECISION_RECORD: "precision.json"}.get(name, "study.json")
+        return json.loads((self.victim / copy).read_text())
+
+    def save_text(self, name: str, text: str) -> None:
+        path = self.folder / name
+        if not path.parent.is_dir() or path.parent.is_symlink():  # .sweeps was replaced by an earlier mutation
+            remove(path.parent)
+            path.parent.mkdir()
+        remove(path)
+        path.write_text(text, errors="surrogateescape")
+
+    def slot(self, values):
+        """A random (container, key, where) found by walking down from the top of ``values``."""
+        container, key, where, node = values, "unknown_field", "unknown_field", values
+        first = True
+        while isinstance(node, (dict, list)) and node and (first or self.rng.random() < 0.65):
+            key = self.rng.choice(list(node)) if isinstance(node, dict) else self.rng.randrange(len(node))
+            container, node, first = node, node[key], False
+            where = key if where == "unknown_field" else f"{where}/{key}"
+        return container, key, where
+
+    def record_value(self) -> str:
+        """Any value anywhere in the sweep record or the precision record gets another type or an odd number."""
+        name = self.rng.choice([RECORD, RECORD, PRECISION_RECORD])
+        values = self.document(name)
+        container, key, where = self.slot(values)
+        value = self.other_type() if self.rng.random() < 0.5 else self.odd_number()
+        container[key] = value
+        self.save_text(name, json.dumps(values))
+        return f"{name}: {where} = {_short(value)}"
+
+    def record_bulk(self) -> str:
+        """A list or object made as long as a record may be: 100,000 values, 1,000 trials, 2,000 entries."""
+        name = self.rng.choice([RECORD, RECORD, PRECISION_RECORD])
+        values = self.document(name)
+        if name == PRECISION_RECORD:
+            values["entries"] = {f"key {number}": MEASUREMENT for number in range(2000)}
+            what = "2,000 entries"
+        elif self.rng.random() < 0.5:
+            values.setdefault("grid", {})["epochs"] = [1] * 100_000
+            what = "grid epochs of 100,000 values"
+        else:
+            values["trials"] = [*values.get("trials", [None])[:1]] * 1000
+            what = "1,000 trials"
+        self.save_text(name, json.dumps(values))
+        return f"{name}: {what}"
+
+    def record_deep(self) -> str:
+        """A value nested 33, 1,000 or 100,000 levels deep (json.loads recurses; so does every repr)."""
+        name = self.rng.choice([RECORD, PRECISION_RECORD])
+        values = self.document(name)
+        container, key, where = self.slot(values)
+        container[key] = "DEEP"
+        depth = self.rng.choice([33, 1000, 100_000])
+        self.save_text(name, json.dumps(values).replace('"DEEP"', "[" * depth + "]" * depth, 1))
+        return f"{name}: {where} nested {depth} deep"
+
+    def record_run_ids(self) -> str:
+        """Two trials name one run, or a trial names a run id that escapes the cache."""
+        values = self.document(RECORD)
+        trials = values.get("trials") if isinstance(values.get("trials"), list) else []
+        if len(trials) < 2 or not all(isinstance(trial, dict) for trial in trials):
+            return self.record_value()
+        run_id = self.rng.choice([trials[1].get("run_id"), "../victim", "/abs", "..", "x" * 200, "", 7])
+        trials[0]["run_id"] = run_id
+        self.save_text(RECORD, json.dumps(values))
+        return f"{RECORD}: trial 1 names run {_short(run_id)}"
+
+    def record_document(self) -> str:
+        name = self.rng.choice([RECORD, PRECISION_RECORD])
+        text = self.rng.choice(
+            ["[]", '"text"', "1", "null", "NaN", "{", "", "[" * 100_000, "\xff\xfe", "{}", "x" * 1_100_000]
+        )
+        self.save_text(name, text)
+        return f"{name} holds {_short(text)}"
+
+    def file_kind(self) -> str:
+        """The record, its lock or the precision record becomes a link (to a valid copy outside the cache,
+        a folder, nothing yet), a folder, a named pipe, or goes."""
+        name = self.rng.choice([RECORD, SWEEP_LOCK, SWEEP_LOCK, PRECISION_RECORD])
+        path = self.folder / name
+        if not path.parent.is_dir() or path.parent.is_symlink():
+            return self.sweeps_folder()
+        remove(path)
+        copy = {RECORD: "study.json", PRECISION_RECORD: "precision.json"}.get(name, "secret.txt")
+        choice = self.rng.choice(["link to a copy", "link to a folder", "dangling link", "folder", "pipe", "delete"])
+        if choice == "link to a copy":
+            path.symlink_to(self.victim / copy)
+        elif choice == "link to a folder":
+            path.symlink_to(self.victim)
+        elif choice == "dangling link":
+            path.symlink_to(self.victim / "new-file")
+        elif choice == "folder":
+            path.mkdir()
+        elif choice == "pipe":
+            os.mkfifo(path)
+        return f"{name}: {choice}"
+
+    def sweeps_folder(self) -> str:
+        """.sweeps becomes a link to a folder of valid records outside the cache, a file, a pipe, or goes."""
+        path = self.folder / ".sweeps"
+        remove(path)
+        choice = self.rng.choice(["link out", "link out", "file", "pipe", "delete"])
+        if choice == "link out":
+            path.symlink_to(self.victim / "sweeps")
+        elif choice == "file":
+            path.write_text("{}")
+        elif choice == "pipe":
+            os.mkfifo(path)
+        return f".sweeps: {choice}"
+
+    def stray_sweep_files(self) -> str:
+        folder = self.folder / ".sweeps"
+        if not folder.is_dir() or folder.is_symlink():
+            return self.sweeps_folder()
+        choice = self.rng.choice(["folder record", "bad name", "temporary", "link record", "pipe lock"])
+        if choice == "folder record":
+            (folder / "other.json").mkdir(exist_ok=True)
+        elif choice == "bad name":
+            (folder / "bad name.json").write_text("{}")
+        elif choice == "temporary":
+            (folder / ".tmp-x-study.json").write_text("{")
+        elif choice == "link record" and not os.path.lexists(folder / "linked.json"):
+            (folder / "linked.json").symlink_to(self.victim / "study.json")
+        elif not os.path.lexists(folder / "other.lock"):
+            os.mkfifo(folder / "other.lock")
+        return f".sweeps: stray {choice}"
+
+
+CACHE_MUTATIONS = [
+    (CacheCase.record_value, 6),
+    (CacheCase.record_bulk, 1),
+    (CacheCase.record_deep, 1),
+    (CacheCase.record_run_ids, 2),
+    (CacheCase.record_document, 1),
+    (CacheCase.file_kind, 3),
+    (CacheCase.sweeps_folder, 1),
+    (CacheCase.stray_sweep_files, 1),
+]
+
+
+def mutate_cache(case: CacheCase) -> None:
+    functions, weights = zip(*CACHE_MUTATIONS, strict=True)
+    for _ in range(case.rng.choice([1, 1, 2, 3])):
+        case.done.append(case.rng.choices(functions, weights)[0](case))
+
+
+def check_sweeps(cache: Path, run_id: str) -> tuple[str, list[str]]:
+    """Every way the CLI and the app read and lock sweeps: (outcome of the record, problems found)."""
+    problems, sweeps = [], SweepStore(cache)
+    listings = sweeps.list_sweeps()
+    outcome = "gone"
+    for listing in listings:
+        if listing.sweep is None:
+            if not isinstance(listing.problem, str) or not listing.problem.strip():
+                problems.append(f"{listing.name} damaged without a reason: {listing.problem!r}")
+            outcome = "folder refused" if listing.name == ".sweeps" else "damaged"
+            continue
+        sweep, outcome = listing.sweep, "valid" if listing.name == "study" else outcome
+        run_ids = [trial.run_id for trial in sweep.trials if trial.run_id is not None]
+        if len(sweep.trials) > 64 or len(set(run_ids)) != len(run_ids) or not math.isfinite(sweep.updated):
+            problems.append(f"an impossible sweep is listed valid: {listing.name}, {len(sweep.trials)} trials")
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        code = cli(["--cache-dir", str(cache), "sweeps"])
+    if code != 0:
+        problems.append(f"'resnet sweeps' returned {code}: {output.getvalue()[:300]!r}")
+    for name in ["study", *{listing.name for listing in listings}]:
+        try:
+            requested_sweep(sweeps, name, {})
+        except (SweepError, ConfigError):
+            pass  # damaged, missing, or a name that is no sweep's: reported with a message
+        try:
+            with sweeps.locked(name):
+                if not sweeps.is_running(name):
+                    problems.append(f"sweep {name} is locked but not seen as running")
+        except SweepError:
+            pass
+    return outcome, problems
+
+
+def check_precision(cache: Path) -> tuple[str, list[str]]:
+    """What the train command and the sidebar read of the precision record, and a measurement written
+    into it: (whether the run's entry was read, problems found)."""
+    path, key, problems = precision.record_path(cache), precision_key(), []
+    entries = precision.read_record(path)
+    if not all(isinstance(value, Measurement) and value.precision in value.speeds for value in entries.values()):
+        problems.append(f"read_record gave {entries!r:.200}")
+    chosen = precision.remembered_precision("auto", BF16, depth=TINY.depth, batch_size=TINY.batch_size, cache_dir=cache)
+    if chosen.source not in (Source.MEASURED, Source.NOT_MEASURED):
+        problems.append(f"auto precision from the record: {chosen!r} ({chosen.source})")
+    precision.remember(path, "fuzz", Measurement.from_dict(MEASUREMENT))  # never raises: at worst logged
+    return ("read" if key in entries else "ignored"), problems
+
+
+def run_cache_case(number: int, real_folder: Path, run_id: str, base: Path) -> tuple[tuple[str, str], list, list]:
+    """Mutate one cache's sweep record, lock, .sweeps and precision record and check them:
+    ((sweep outcome, precision outcome), mutations, problems found)."""
+    case_dir = base / f"cache-case-{number}"
+    cache, victim = case_dir / "cache", case_dir / "victim"
+    cache.mkdir(parents=True)
+    make_victim(victim, real_folder)
+    copy_run(real_folder, cache / run_id)
+    make_cache_files(cache, run_id, victim)
+    case = CacheCase(random.Random(CACHE_SEED + number), cache, victim, real_folder)
+    mutate_cache(case)
+    before = snapshot(victim)
+    problems: list[str] = []
+    outcomes = ("not checked", "not checked")
+    with RECORDER.recording():
+        try:
+            sweep_outcome, found = check_sweeps(cache, run_id)
+            precision_outcome, more = check_precision(cache)
+            outcomes, problems = (sweep_outcome, precision_outcome), found + more
+        except Exception as error:  # noqa: BLE001 (any exception is the finding)
+            problems.append(f"raised {type(error).__name__}: {error}")
+    problems += [f"touched outside the cache: {event}" for event in RECORDER.outside(cache)]
+    if snapshot(victim) != before:
+        problems.append("the victim folder beside the cache changed")
+    if sorted(path.name for path in case_dir.iterdir()) != ["cache", "victim"]:
+        problems.append(f"new entries beside the cache: {sorted(path.name for path in case_dir.iterdir())}")
+    shutil.rmtree(case_dir)
+    return outcomes, case.done, problems
+
+
 # --- the tests ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cases", [CASES], ids=[f"{CASES}-mutated-runs"])
-def test_mutated_runs_are_listed_shown_and_deleted_safely(real_run, tmp_path, cases):
+def test_mutated_runs_are_listed_shown_and_deleted_safely(real_run, train_labels, tmp_path, cases):
     real_folder, run_id = real_run
     original = snapshot(real_folder)
     counts = {"damaged": 0, "valid": 0, "not a run": 0}
     failures = []
     for number in range(cases):
-        outcome, done, problems = run_case(number, real_folder, run_id, tmp_path)
+        outcome, done, problems = run_case(number, real_folder, run_id, tmp_path, train_labels)
         counts[outcome] += 1
         if problems:
             failures.append(f"case {number} (seed {SEED + number}): {'; '.join(done)}\n    " + "\n    ".join(problems))
@@ -746,7 +1259,6 @@ def test_damaged_predictions_files_are_reported_not_raised(real_run, tmp_path, f
 
 @pytest.mark.parametrize("sessions", [APP_SESSIONS], ids=[f"{APP_SESSIONS * APP_RUNS}-mutated-runs"])
 def test_app_page_lists_shows_and_deletes_mutated_runs(real_run, tmp_path, monkeypatch, sessions):
-    from streamlit.testing.v1 import AppTest
 
     from app import services
 
@@ -822,3 +1334,126 @@ def runs_table(at) -> pd.DataFrame:
     tables = [element.value for element in at.dataframe if "problem_or_note" in element.value.columns]
     assert len(tables) == 1, [element.value.columns for element in at.dataframe]
     return tables[0]
+
+
+@pytest.mark.parametrize("cases", [CACHE_CASES], ids=[f"{CACHE_CASES}-mutated-caches"])
+def test_mutated_sweep_records_locks_and_precision_records_are_reported_safely(real_run, tmp_path, cases):
+    real_folder, run_id = real_run
+    sweeps, records, failures = collections.Counter(), collections.Counter(), []
+    for number in range(cases):
+        (sweep_outcome, precision_outcome), done, problems = run_cache_case(number, real_folder, run_id, tmp_path)
+        sweeps[sweep_outcome] += 1
+        records[precision_outcome] += 1
+        if problems:
+            seed = CACHE_SEED + number
+            failures.append(f"cache case {number} (seed {seed}): {'; '.join(done)}\n    " + "\n    ".join(problems))
+    summary = (
+        f"fuzz: {cases} caches tried with 1-3 mutations of the sweep record, its lock, .sweeps and "
+        f".precision.json: the record {sweeps['valid']} valid, {sweeps['damaged']} damaged, "
+        f"{sweeps['folder refused']} behind a refused .sweeps, {sweeps['gone']} gone; the run's precision entry "
+        f"read in {records['read']}, ignored in {records['ignored']}; {len(failures)} failed"
+    )
+    print(f"\n{summary}")
+    assert not failures, summary + "\n" + "\n".join(failures[:15])
+    assert all(sweeps[outcome] for outcome in ("valid", "damaged", "folder refused")), summary
+    assert records["read"] and records["ignored"], summary
+
+
+PAGE_MUTATIONS = [  # what Why? and the map read: the NumPy files, the lock, a pipe in place of a file
+    (Case.npz_content, 8),
+    (Case.npz_header_lie, 1),
+    (Case.flip_bytes, 1),
+    (Case.lock_file, 1),
+    (Case.file_to_pipe, 1),
+    (Case.delete_file, 1),
+]
+
+
+def mutate_for_page(case: Case) -> None:
+    functions, weights = zip(*PAGE_MUTATIONS, strict=True)
+    for _ in range(case.rng.choice([1, 2])):
+        case.done.append(case.rng.choices(functions, weights)[0](case))
+
+
+def explain_and_map(at, where: str) -> tuple[str, int, int]:
+    """Open Why? on the shown run's first sample image and look at its feature maps: (how Why? ended, as
+    the page says it; maps drawn; maps reported as unreadable)."""
+    drawn = len([title for title in charts(at) if title and title.startswith("Epoch ")])
+    reported = sum("cannot be read" in text for text in texts(at.warning) if text.startswith("The map of epoch"))
+    buttons = [button for button in at.button if str(button.key or "").startswith("why_sample_")]
+    if not buttons:
+        return "no grid", drawn, reported
+    buttons[0].click().run()
+    assert_page(at, f"{where}, Why?")
+    explained = "nearest training images" in "\n".join(texts(at.markdown))
+    outcome = "explained" if explained else "reported" if at.warning else "nothing shown"
+    at.button(key="close_sample").click().run()
+    assert_page(at, f"{where}, closing Why?")
+    return outcome, drawn, reported
+
+
+@pytest.mark.parametrize("sessions", [EXPLAIN_SESSIONS], ids=[f"{EXPLAIN_SESSIONS * EXPLAIN_RUNS}-mutated-runs"])
+def test_app_page_explains_and_maps_runs_with_mutated_files(real_run, dataset_dir, tmp_path, monkeypatch, sessions):
+    """Why? and the feature map on runs whose predictions, maps, features or lock are mutated, in a cache
+    whose sweep record and precision record are mutated too; every thread of the page is audited."""
+    from app import services
+
+    real_folder, real_id = real_run
+    counts = collections.Counter()
+    for session in range(sessions):
+        base = tmp_path / f"explain-{session}"
+        cache, victim = base / "cache", base / "victim"
+        cache.mkdir(parents=True)
+        make_victim(victim, real_folder)
+        good = f"{real_id}-good"
+        copy_run(real_folder, cache / good)
+        make_cache_files(cache, good, victim)
+        cache_case = CacheCase(random.Random(EXPLAIN_SEED + 100 * session), cache, victim, real_folder)
+        mutate_cache(cache_case)
+        cases = {}
+        for number in range(EXPLAIN_RUNS):
+            run_id = f"{real_id}-{number + 2}"
+            copy_run(real_folder, cache / run_id)
+            cases[run_id] = Case(
+                random.Random(EXPLAIN_SEED + 100 * session + number + 1), cache / run_id, victim, real_folder
+            )
+            mutate_for_page(cases[run_id])
+        before = snapshot(victim)
+        monkeypatch.setenv("RESNET_CACHE_DIR", str(cache))
+        where = (
+            f"explain session {session}: {cache_case.done}, {{{', '.join(f'{k}: {c.done}' for k, c in cases.items())}}}"
+        )
+        with RECORDER.recording(every_thread=True):
+            at = AppTest.from_file(str(APP), default_timeout=120).run()
+            assert_page(at, where)
+            table = runs_table(at)
+            assert set(table["run"]) == {good, *cases}, where
+            valid = [row.run for row in table.itertuples() if row.status != "damaged" and row.run != good]
+            valid.sort(key=lambda run_id: not any("map-" in done or "features-" in done for done in cases[run_id].done))
+            damaged = [row.run for row in table.itertuples() if row.status == "damaged"]
+            counts["damaged"] += len(damaged)
+            counts["valid"] += len(valid)
+            for run_id in [good, *valid[:1], *damaged[:1]]:
+                at.session_state["shown_run"] = run_id
+                at.run()
+                assert_page(at, f"{where}, showing {run_id}")
+                why, drawn, reported = explain_and_map(at, f"{where}, showing {run_id}")
+                counts[f"Why? {why}"] += 1
+                counts["maps drawn"] += drawn
+                counts["maps reported"] += reported
+        outside = RECORDER.outside(cache, readable=(dataset_dir, PROJECT_FILES, Path("/etc")))
+        assert not outside, f"{where}: touched outside the cache: {outside[:10]}"
+        assert snapshot(victim) == before, f"{where}: the victim folder beside the cache changed"
+        assert sorted(path.name for path in base.iterdir()) == ["cache", "victim"], where
+        services._manager_for.clear()
+        shutil.rmtree(base)
+    tried = sessions * EXPLAIN_RUNS
+    print(
+        f"\nfuzz: {tried} runs with mutated arrays or locks (and {sessions} mutated sweep and precision records) "
+        f"through the page with Why? and the feature map: {counts['damaged']} damaged, {counts['valid']} still "
+        f"valid; Why? {counts['Why? explained']} explained, {counts['Why? reported']} reported, "
+        f"{counts['Why? no grid']} without a grid (damaged); feature maps {counts['maps drawn']} drawn, "
+        f"{counts['maps reported']} reported unreadable"
+    )
+    assert counts["Why? explained"] >= sessions, counts  # the good run is explained on every page
+    assert counts["maps reported"] and counts["maps drawn"], counts  # the mutations reach the map view

@@ -111,6 +111,15 @@ def test_a_non_numeric_history_value_damages_the_run(cache_dir):
     assert loaded.damaged and "not a number" in loaded.problem
 
 
+def test_a_history_larger_than_500_epochs_take_is_not_parsed(cache_dir):
+    store = RunStore(cache_dir)
+    run = make_run(store, epochs_done=2)
+    with open(run.path / "history.csv", "a") as stream:  # uncommitted rows, 5 MB of them
+        stream.write("3,0.5,0.5,0.5,0.5,0.5,30,0.5,0.5,0.5\n" * 150_000)
+    loaded = store.load(run.run_id)
+    assert loaded.damaged and "history.csv is 5," in loaded.problem and "more than 500 epochs take" in loaded.problem
+
+
 def test_an_old_history_without_the_plain_train_cross_entropy_still_loads(cache_dir):
     store = RunStore(cache_dir)
     run = make_run(store, epochs_done=2)

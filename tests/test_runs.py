@@ -62,7 +62,7 @@ def test_a_committed_run_reads_back(cache_dir):
         (lambda path: (path / "state.json").unlink(), "state.json is missing"),
         (lambda path: (path / "checkpoint-0002.keras").unlink(), "checkpoint file of epoch 2 .* is missing"),
         (lambda path: (path / "checkpoint-0002.keras").write_text("not a model"), "is not a valid Keras file"),
-        (lambda path: (path / "predictions-0002.npz").write_bytes(b""), "is not a valid NumPy file"),
+        (lambda path: (path / "predictions-0002.npz").write_bytes(b""), "predictions-0002.npz is unreadable"),
     ],
 )
 def test_damaged_runs_are_listed_with_their_reason(cache_dir, damage, reason):
