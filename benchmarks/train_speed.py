@@ -8,27 +8,36 @@ Each contender runs in its own subprocess (so peak memory is its own and TensorF
 apply), trains the same architecture on the same images, discards a warm-up window (tracing, caches),
 then reports the median training images/s over ``--repeats`` timed windows of ``--steps`` batches:
 
-- ``project``: the trainer exactly as the app uses it: its tf.data pipeline (augmenting if the default configuration does), its precision choice (``auto``), its
-  per-batch callback (learning rate, progress, cancel check); per-epoch evaluation and checkpointing
-  are timed separately and reported as overhead;
+- ``project``, ``project-steps``, ``project-epoch``: the product itself, measured in one run:
+  ``resnet.trainer.train_prepared`` trains a run in a scratch cache for 1 + ``--repeats`` epochs of
+  ``--steps`` batches on the benchmark's images (epoch 1 is the warm-up), every epoch as the app and
+  the CLI train one: seeding, tf.data pipeline (augmenting if the default configuration does), the
+  per-batch callback (learning rate, progress, cancel check), evaluation on ``--eval-images`` test
+  images and the commit (checkpoint, predictions, map, history row, state). ``project`` is each
+  epoch's training images/s as the run's history records it (its set-up included), ``project-steps``
+  the same epochs' steps alone (from the first batch's end to the last's, as reported to the trainer's
+  ``report`` callback), ``project-epoch`` the training images over the whole epoch's seconds;
 - ``keras-naive``: the same model, ``model.fit`` on NumPy arrays, float32,
   Keras/TensorFlow defaults (TensorFlow's own oneDNN default: off on AMD CPUs);
 - ``keras-naive+onednn``: the same with oneDNN switched on, to separate that one setting from the rest;
 - ``torch-fp32`` / ``torch-bf16``: PyTorch eager, identical architecture, channels_last, Adam,
   float32 and bfloat16 autocast (skipped when torch is not installed).
+
+The project trains in float32 unless ``--precision`` says otherwise (``auto``: measured in the run, as a
+new run on this machine does), so that it compares with the float32 rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -36,7 +45,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-CONTENDERS = ("project", "keras-naive", "keras-naive+onednn", "torch-fp32", "torch-bf16")
+CONTENDERS = (
+    "project",
+    "project-steps",
+    "project-epoch",
+    "keras-naive",
+    "keras-naive+onednn",
+    "torch-fp32",
+    "torch-bf16",
+)
 
 
 def peak_memory_mb() -> float:
@@ -61,57 +78,87 @@ def timed_windows(run_window, *, repeats: int, images: int) -> list[float]:
 
 
 # --- contenders (each runs in its own subprocess) --------------------------------------------------------
+PROJECT_ROWS = ("project", "project-steps", "project-epoch")  # measured together, in one run of the trainer
+
+
+class EpochClock:
+    """The trainer's ``report`` callback, keeping when each batch and phase of each epoch was reported."""
+
+    def __init__(self):
+        self.batches: dict[int, list[float]] = {}
+        self.phases: dict[tuple[int, str], float] = {}
+
+    def __call__(self, progress) -> None:
+        now = time.perf_counter()
+        if progress.phase == "training":
+            self.batches.setdefault(progress.epoch, []).append(now)
+        else:
+            self.phases.setdefault((progress.epoch, str(progress.phase)), now)
+
+    def step_rate(self, epoch: int, batch_size: int) -> float:
+        """Images/s of the epoch's steps alone: from its first batch's end to its last's (no set-up, no tear-down)."""
+        ends = self.batches[epoch]
+        return (len(ends) - 1) * batch_size / (ends[-1] - ends[0])
+
+    def evaluation_seconds(self, epoch: int) -> float:
+        return self.phases[(epoch, "saving")] - self.phases[(epoch, "evaluating")]
+
+
 def bench_project(args) -> dict:
+    """The trainer as a user runs it: ``train_prepared`` on a run in a scratch cache, on the benchmark's images.
+
+    Epoch 1 is the warm-up (tracing); epochs 2.. are the windows, each a real epoch of ``--steps`` batches
+    with everything the trainer does (seeding, callbacks, evaluation, checkpoint, predictions, map, history,
+    state). Three rows come from them: ``project`` is the history's own training images/s (the epoch's
+    training as the trainer times it, set-up included), ``project-steps`` the steps alone (between the
+    epoch's first and last batch), ``project-epoch`` the training images over the whole epoch's seconds.
+    """
+    import dataclasses
+
     import numpy as np
 
-    from data.pipeline import train_dataset
     from resnet.config import TrainConfig
-    from resnet.hardware import resolve_precision
-    from resnet.runs import atomic_write
-    from resnet.trainer import ProgressCallback, build_compiled_model, evaluate
+    from resnet.runs import RunStore
+    from resnet.trainer import prepare_training, train_prepared
 
     images_count = args.steps * args.batch_size
-    images, labels, dataset = training_images(images_count)
-    config = TrainConfig(depth=args.depth, batch_size=args.batch_size, train_subset=max(100, images_count))
-    precision = resolve_precision("auto")
-    model = build_compiled_model(config, precision)
-    epoch = [0]
-
-    def window():
-        epoch[0] += 1
-        callback = ProgressCallback(
-            threading.Event(),
-            lambda progress: None,
-            epoch=epoch[0],
-            target_epochs=99,
-            batches=args.steps,
-            batch_size=args.batch_size,
-            images=images_count,
-            learning_rate_for_batch=lambda batch: config.learning_rate,
-        )
-        data = train_dataset(images, labels, batch_size=args.batch_size, augment=config.augment, seed=0, epoch=epoch[0])
-        model.fit(data, epochs=epoch[0], initial_epoch=epoch[0] - 1, verbose=0, callbacks=[callback], shuffle=False)
-
-    rates = timed_windows(window, repeats=args.repeats, images=images_count)
-    eval_indices = np.arange(args.eval_images)
-    evaluate(model, dataset, eval_indices)  # warm-up
-    started = time.perf_counter()
-    probabilities, _, _ = evaluate(model, dataset, eval_indices)
-    eval_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    checkpoint = Path(args.scratch) / "checkpoint.keras"
-    atomic_write(checkpoint, model.save)
-    np.savez(Path(args.scratch) / "predictions.npz", probabilities=probabilities.astype(np.float16))
-    save_seconds = time.perf_counter() - started
-    return {
-        "images_per_second": statistics.median(rates),
-        "windows": rates,
-        "precision": precision,
-        "inference_images_per_second": args.eval_images / eval_seconds,
-        "eval_seconds": eval_seconds,
-        "save_seconds": save_seconds,
-        "checkpoint_mb": checkpoint.stat().st_size / 2**20,
+    config = TrainConfig(
+        epochs=1 + args.repeats,
+        depth=args.depth,
+        batch_size=args.batch_size,
+        train_subset=max(100, images_count),
+        eval_subset=args.eval_images,
+        precision=args.precision,
+    )
+    prepared = prepare_training(config, store=RunStore(Path(args.scratch) / "cache"))
+    # The same images as the other contenders: the first ``images_count`` training images.
+    prepared = dataclasses.replace(prepared, train_indices=np.arange(images_count))
+    clock = EpochClock()
+    run = train_prepared(prepared, report=clock)
+    history = run.history.iloc[1:]  # epoch 1 traced and compiled: the warm-up
+    epochs = history["epoch"].astype(int).tolist()
+    training_seconds = images_count / history["images_per_second"]
+    evaluation_seconds = [clock.evaluation_seconds(epoch) for epoch in epochs]
+    after_training = history["epoch_seconds"] - training_seconds  # evaluation, then the commit
+    rows = {
+        "project": history["images_per_second"].tolist(),
+        "project-steps": [clock.step_rate(epoch, args.batch_size) for epoch in epochs],
+        "project-epoch": (images_count / history["epoch_seconds"]).tolist(),
     }
+    precision = run.state.precision
+    result = {name: {"images_per_second": statistics.median(rates), "windows": rates} for name, rates in rows.items()}
+    for row in result.values():
+        row["precision"] = precision
+    result["details"] = {
+        "inference_images_per_second": args.eval_images / statistics.median(evaluation_seconds),
+        "eval_seconds": statistics.median(evaluation_seconds),
+        "save_seconds": statistics.median(after_training.to_numpy() - np.array(evaluation_seconds)),
+        "checkpoint_mb": run.checkpoint_path.stat().st_size / 2**20,
+        "fit_overhead_seconds": statistics.median(
+            training_seconds.to_numpy() - images_count / np.array(rows["project-steps"])
+        ),
+    }
+    return result
 
 
 def bench_keras_naive(args) -> dict:
@@ -261,6 +308,8 @@ def measure(name: str, args) -> dict:
         str(args.depth),
         "--eval-images",
         str(args.eval_images),
+        "--precision",
+        args.precision,
         "--scratch",
         args.scratch,
     ]
@@ -271,7 +320,25 @@ def measure(name: str, args) -> dict:
     return {"skipped": f"failed (exit {completed.returncode}): {completed.stderr.strip().splitlines()[-1:]}"}
 
 
-def print_table(results: dict, args) -> None:
+def measure_all(names, args) -> tuple[dict, dict]:
+    """Each requested row, in order; the project's rows from one run of the trainer. Also its details."""
+    results, details = {}, {}
+    project = None
+    for name in names:
+        if name in PROJECT_ROWS:
+            if project is None:
+                print("measuring project (train_prepared) ...", file=sys.stderr, flush=True)
+                project = measure("project", args)
+                details = project.get("details", {})
+            row = project if "skipped" in project else dict(project[name], peak_memory_mb=project["peak_memory_mb"])
+        else:
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            row = measure(name, args)
+        results[name] = row
+    return results, details
+
+
+def print_table(results: dict, details: dict, args) -> None:
     project = results.get("project", {})
     if "skipped" in project:
         project = {}
@@ -298,20 +365,24 @@ def print_table(results: dict, args) -> None:
             f"{ratio:>13} {best_ratio:>7}  {windows}"
         )
     print(
-        "(best: the fastest window. On a shared VM whose speed swings between two levels, the medians of "
-        "separately timed contenders can compare different machine states; compare both.)"
+        "(project: the trainer's epochs, training images/s as its history records them; project-steps: the same "
+        "epochs' steps alone; project-epoch: over the whole epoch, evaluation and commit included. best: the "
+        "fastest window; on a shared VM whose speed swings, medians of separately timed contenders can compare "
+        "different machine states: compare both.)"
     )
-    if project:
-        details = project
-        epoch_train = 60_000 / project["images_per_second"]
+    if details:
+        epoch_train = 60_000 / project["images_per_second"] if project else math.nan
         overhead = details["eval_seconds"] * 10_000 / args.eval_images + details["save_seconds"]
         print(
             f"\nInference: {details['inference_images_per_second']:.0f} images/s "
-            f"({args.eval_images} test images). Checkpoint {details['checkpoint_mb']:.0f} MB saved in "
-            f"{details['save_seconds']:.1f} s."
+            f"({args.eval_images} test images). Checkpoint {details['checkpoint_mb']:.0f} MB; committing an epoch "
+            f"(checkpoint, predictions, map, history, state) took {details['save_seconds']:.1f} s."
         )
         print(
-            f"Per-epoch overhead on the full dataset (evaluating 10,000 test images + checkpoint + predictions): "
+            f"Per-epoch training beyond its steps (set-up, first batch, tear-down): {details['fit_overhead_seconds']:.1f} s."
+        )
+        print(
+            f"Per-epoch overhead on the full dataset (evaluating 10,000 test images + commit): "
             f"{overhead:.1f} s = {100 * overhead / (epoch_train + overhead):.1f}% of a {epoch_train + overhead:.0f} s epoch."
         )
 
@@ -329,7 +400,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="timed windows after the warm-up")
     parser.add_argument("--depth", type=int, default=50, choices=(18, 34, 50))
-    parser.add_argument("--eval-images", type=int, default=10_000)
+    parser.add_argument("--eval-images", type=int, default=10_000, help="test images the project evaluates per epoch")
+    parser.add_argument(
+        "--precision",
+        default="float32",
+        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        help="the project's precision (auto: measured in the run, as a new run does); the others train in float32",
+    )
     parser.add_argument("--only", nargs="*", choices=CONTENDERS, help="measure only these")
     parser.add_argument("--worker", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--scratch", default=None, help=argparse.SUPPRESS)
@@ -343,11 +420,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         args.scratch = scratch
-        results = {}
-        for name in args.only or CONTENDERS:
-            print(f"measuring {name} ...", file=sys.stderr, flush=True)
-            results[name] = measure(name, args)
-        print_table(results, args)
+        results, details = measure_all(args.only or CONTENDERS, args)
+        print_table(results, details, args)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ several GPUs continues on one, and the other way round.
 
 It never imports Streamlit: progress goes to a ``report`` callback, and cancellation comes through a
 ``threading.Event`` that is checked after every batch. A stop keeps every completed epoch and discards
-the partial one. Each epoch seeds every random generator from (seed, epoch), so a run that is stopped
-and resumed trains exactly as one that was never interrupted.
+the partial one. Each epoch's batches and random generators are fixed by (seed, epoch) (``seed_epoch``),
+so a run that is stopped and resumed trains exactly as one that was never interrupted; TensorFlow's
+global seed is set once per run, so the compiled train step is traced and optimised once per run.
 
 Headless use: ``python -m resnet train --help`` (trains in that process); in the app,
 ``resnet.jobs.JobManager`` runs it in a child process (``resnet/worker.py``).
@@ -33,6 +34,7 @@ import gc
 import logging
 import math
 import os
+import random
 import socket
 import threading
 import time
@@ -43,6 +45,7 @@ import keras
 import numpy as np
 
 from data.fashion_mnist import FashionMNIST, load_fashion_mnist
+from data.pipeline import epoch_seed, train_dataset
 from resnet.config import TrainConfig
 from resnet.explain import feature_map_arrays
 from resnet.hardware import Placement, resolve_precision, training_placement, training_strategy, training_text
@@ -204,9 +207,26 @@ def _subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     return stratified_subset(labels, size, seed=seed)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of every random generator during ``epoch`` (the same whether or not the run was resumed)."""
-    return (seed * 1_000_003 + epoch) % 2**32
+def seed_epoch(model, seed: int, epoch: int) -> None:
+    """Seed every random generator of ``epoch`` from (seed, epoch), leaving TensorFlow's global seed alone.
+
+    The batches (order and augmentation) depend on (seed, epoch) alone (``data.pipeline``, stateless ops);
+    here Python's and NumPy's generators and the state of every Keras ``SeedGenerator`` in the model
+    (dropout and the like; the ResNets have none) are set. TensorFlow's global seed is set once per run
+    (``_model_for``): setting it clears TensorFlow's kernel caches, so each epoch would instantiate and
+    optimise its compiled train and predict functions again (tensorflow/tensorflow#33297; issue 24).
+    """
+    value = epoch_seed(seed, epoch)
+    random.seed(value)
+    np.random.seed(value)
+    for position, state in enumerate(_seed_generator_states(model)):
+        generator_seed = np.random.default_rng([value, position]).integers(0, 2**31, size=2)
+        state.assign(generator_seed.astype(state.dtype))
+
+
+def _seed_generator_states(model) -> list:
+    """The state variables of the model's Keras ``SeedGenerator``s (``model.variables`` includes them)."""
+    return [variable for variable in model.variables if variable.path.endswith("seed_generator_state")]
 
 
 class ProgressCallback(keras.callbacks.Callback):
@@ -263,13 +283,11 @@ def average_replica_statistics(model) -> None:
 
 def train_epoch(model, prepared: PreparedTraining, schedule: SegmentSchedule, epoch: int, *, cancel, report):
     """One pass over the training images; None if it was cancelled before the last batch."""
-    from data.pipeline import train_dataset
-
     config = prepared.config
     images = prepared.dataset.train_images[prepared.train_indices]
     labels = prepared.dataset.train_labels[prepared.train_indices]
     batches = schedule.steps_per_epoch
-    keras.utils.set_random_seed(epoch_seed(config.seed, epoch))
+    seed_epoch(model, config.seed, epoch)
     callback = ProgressCallback(
         cancel,
         report,
@@ -370,6 +388,7 @@ def evaluate_and_commit(model, prepared: PreparedTraining, epoch: int, training:
 def _model_for(prepared: PreparedTraining):
     """The run's model, built or loaded under its devices' strategy (so ``fit`` and ``predict`` use them all)."""
     keras.backend.clear_session(free_memory=True)
+    keras.utils.set_random_seed(prepared.config.seed)  # once per run, before anything is traced (see seed_epoch)
     strategy = training_strategy(prepared.config.gpus, devices=prepared.placement.devices)
     with strategy.scope():
         if prepared.run.epochs_done:

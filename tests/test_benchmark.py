@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CONTENDERS = ["project", "keras-naive+onednn", "torch-fp32"]
+CONTENDERS = ["project", "project-steps", "project-epoch", "keras-naive+onednn", "torch-fp32"]
 QUICK_REPEATS = 2  # timed windows per contender in --quick mode
 
 # name, precision (may hold a space: "bf16 autocast"), median, best, peak MB, ratio, best ratio, windows

@@ -48,6 +48,21 @@ def test_shuffle_order_differs_between_epochs_but_repeats_for_the_same_epoch(dat
     assert not np.array_equal(first_labels(1), first_labels(2))
 
 
+def test_training_batches_depend_on_seed_and_epoch_alone_not_on_tensorflows_global_seed(dataset):
+    """The trainer sets TensorFlow's global seed once per run (issue 24), so the batches must not depend on it."""
+    import tensorflow as tf
+
+    images, labels = dataset.train_images[:200], dataset.train_labels[:200]
+
+    def batches(global_seed):
+        tf.random.set_seed(global_seed)
+        return [x.numpy() for x, _ in train_dataset(images, labels, batch_size=64, augment=True, seed=3, epoch=2)]
+
+    first, second = batches(1), batches(2)
+    assert len(first) == len(second) == 4
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+
+
 def test_augmentation_changes_images_but_not_shape_or_range(dataset):
     import tensorflow as tf
 

@@ -3,6 +3,8 @@ completed epochs, runs extend, and only one training runs at a time."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 import threading
 import time
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 from support import STARTED, copy_run, written
 
+from resnet import trainer
 from resnet.config import ConfigError, TrainConfig
 from resnet.hardware import config_precision
 from resnet.jobs import JobAlreadyRunning, JobManager
@@ -215,6 +218,24 @@ def test_a_resumed_run_trains_exactly_like_an_uninterrupted_one(cache_dir):
     assert resumed.history[columns].to_numpy() == pytest.approx(whole.history[columns].to_numpy(), rel=1e-4)
 
 
+def test_each_epoch_restarts_the_models_keras_seed_generators_from_seed_and_epoch():
+    import keras
+
+    from resnet.trainer import seed_epoch
+
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dropout(0.5)])  # a layer with a SeedGenerator
+    ones = np.ones((4, 64), dtype=np.float32)
+
+    def masks(epoch):
+        seed_epoch(model, 7, epoch)
+        return [model(ones, training=True).numpy() for _ in range(2)]
+
+    first = masks(3)
+    assert not np.array_equal(first[0], first[1])  # the generator moves on within an epoch
+    assert np.array_equal(masks(3), first)  # and restarts where epoch 3 starts, whatever ran before
+    assert not np.array_equal(masks(4)[0], first[0])
+
+
 def test_a_diverged_epoch_fails_the_run_says_what_works_and_keeps_the_completed_epochs(cache_dir, trained):
     store = RunStore(cache_dir)
     run = store.load(copy_run(trained(STARTED).path, cache_dir).name)  # TINY, trained once per session
@@ -229,3 +250,61 @@ def test_a_diverged_epoch_fails_the_run_says_what_works_and_keeps_the_completed_
     assert (failed.status, failed.epochs_done) == ("failed", 1)
     assert "start a new run with a lower learning rate" in failed.message and "epochs 1-1 kept" in failed.message
     assert "continue from the last epoch" not in failed.message
+
+
+@contextlib.contextmanager
+def compiled_functions():
+    """The names of the functions TensorFlow instantiates meanwhile, once per instantiation.
+
+    Instantiating a traced function (graph optimisation, kernels) is what a call after TensorFlow's
+    kernel caches were cleared pays again, without a new trace: resetting the global seed clears them.
+    TensorFlow's graph collection records every instantiation's graphs; a function's name carries its
+    trace's unique id, so distinct names are distinct traces.
+    """
+    from tensorflow.python.eager import context
+
+    tensorflow_context = context.context()
+    tensorflow_context.export_run_metadata()  # discard anything recorded before
+    tensorflow_context.enable_graph_collection()
+    names = []
+    try:
+        yield names
+    finally:
+        metadata = tensorflow_context.export_run_metadata()
+        tensorflow_context.disable_graph_collection()
+        for graphs in metadata.function_graphs:
+            names.extend(function.signature.name for function in graphs.pre_optimization_graph.library.function)
+
+
+TRAIN_STEP = re.compile(r"__inference_one_step_on_data_\d+$")  # Keras' train step (its predict step is ..._distributed)
+
+
+def train_step_tracings(model) -> int:
+    """How often Keras traced ``model``'s train step: the tf.functions inside ``model.train_function``."""
+    cells = [cell.cell_contents for cell in model.train_function.__closure__]
+    functions = [value for value in cells if hasattr(value, "experimental_get_tracing_count")]
+    assert functions, "Keras' train function no longer closes over its tf.function"
+    return sum(function.experimental_get_tracing_count() for function in functions)
+
+
+def test_a_run_traces_and_compiles_its_train_step_once_not_once_per_epoch(cache_dir, monkeypatch):
+    """Issue 24: resetting TensorFlow's global seed before each epoch compiled the train step again every epoch."""
+    models = []
+    model_for = trainer._model_for
+    monkeypatch.setattr(trainer, "_model_for", lambda prepared: models.append(model_for(prepared)) or models[-1])
+    store = RunStore(cache_dir)
+    # float32: an `auto` precision would first time candidates here, compiling their own train steps.
+    config = TINY.replace(epochs=3, train_subset=128, eval_subset=100, augment=True, precision="float32")
+    with compiled_functions() as compiled:
+        run = train_prepared(prepare_training(config, store=store))
+    assert run.epochs_done == 3
+    assert [train_step_tracings(model) for model in models] == [1]
+    train_steps = [name for name in compiled if TRAIN_STEP.match(name)]
+    assert len(train_steps) == 1, compiled
+
+    # Resumed from its checkpoint (here: extended), the run builds a new model: traced and compiled once more.
+    with compiled_functions() as compiled:
+        train_prepared(prepare_training(config.replace(epochs=4), store=store, run_id=run.run_id))
+    assert [train_step_tracings(model) for model in models] == [1, 1]
+    resumed_train_steps = [name for name in compiled if TRAIN_STEP.match(name)]
+    assert len(resumed_train_steps) == 1 and resumed_train_steps != train_steps, compiled
