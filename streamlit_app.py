@@ -2,7 +2,7 @@
 
     streamlit run streamlit_app.py
 
-Training runs in one background job per server process (``resnet.jobs.JobManager``); every tab sees it.
+Training runs in one background job per server process (``resnet.training.jobs.JobManager``); every tab sees it.
 Runs live in ``$RESNET_CACHE_DIR`` (default ``cache/``); the dataset comes from ``$FASHION_MNIST_DIR``
 or the Keras cache. The page is assembled here, top to bottom; its parts are in the ``app`` package,
 named for the part of the screen they draw.
@@ -14,7 +14,7 @@ import streamlit as st
 
 from app import actions, curves, feedback, insight, live, params, runs_page, services, sidebar, state, sweep_tab
 from app.sweep_job import get_sweep_runner
-from resnet.estimate import estimate_time
+from resnet.store.estimate import estimate_time
 
 
 def settings_ui() -> tuple[dict, list[str]]:

@@ -10,6 +10,6 @@
 - ``state``: every session-state key and which run is shown; ``feedback``: message boxes;
 - ``services``: the process-wide JobManager and cheap checks of the machine and dataset.
 
-``streamlit_app.py`` wires them together. Nothing here trains: training runs in ``resnet.jobs.JobManager``
+``streamlit_app.py`` wires them together. Nothing here trains: training runs in ``resnet.training.jobs.JobManager``
 (one per server process, see ``app.services``), and the page only reads its snapshot and its runs.
 """

@@ -2,7 +2,7 @@
 
 Each function returns an ``Outcome`` (a level for the message box, its text, and the run to show), so
 the page decides how to display it (``app.feedback``). Nothing here draws anything. What Start and
-Extend will train, and how it is worded, comes from the engine's plan (``resnet.plan``).
+Extend will train, and how it is worded, comes from the engine's plan (``resnet.store.plan``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Literal
 
 from data.fashion_mnist import DatasetError
 from resnet.config import ConfigError, TrainConfig
-from resnet.jobs import JobAlreadyRunning, JobManager
-from resnet.plan import PlanKind
-from resnet.runs import Run, RunError
+from resnet.store.plan import PlanKind
+from resnet.store.runs import Run, RunError
+from resnet.training.jobs import JobAlreadyRunning, JobManager
 
 Level = Literal["success", "info", "warning", "error"]
 
@@ -63,7 +63,7 @@ def start(manager: JobManager, config: TrainConfig, *, resume: bool = True) -> O
 
 
 def extend(manager: JobManager, run: Run, epochs: int, *, gpus: str | None = None) -> Outcome:
-    """Train ``run`` further, to ``epochs`` in total (what happens to its schedule: see resnet.plan).
+    """Train ``run`` further, to ``epochs`` in total (what happens to its schedule: see resnet.store.plan).
 
     ``gpus``: where to train it now (the sidebar's setting); a run's placement is not part of what it learns.
     """

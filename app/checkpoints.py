@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from resnet import explain
-from resnet.jobs import JobManager
-from resnet.runs import FeatureBank, Run, RunError, path_mtime
+from resnet.core import explain
+from resnet.store.runs import FeatureBank, Run, RunError, path_mtime
+from resnet.training.jobs import JobManager
 
 
 def _checkpoint_key(run: Run) -> tuple[str, float]:

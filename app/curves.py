@@ -8,7 +8,7 @@ import streamlit as st
 from app import charts, state
 from app.params import DEPTH_NAMES
 from resnet.analysis import DEFAULT_THRESHOLD, DEFAULT_WINDOW, MIN_EPOCHS, returns_verdict
-from resnet.runs import Run
+from resnet.store.runs import Run
 
 RETURNS_HELP = (
     f"The point is the earliest epoch after which the next {DEFAULT_WINDOW} epochs added less than this, measured "

@@ -1,6 +1,6 @@
 """Why did the model say that? Grad-CAM heatmaps, nearest training images, and the feature-space map.
 
-Everything is computed by ``resnet.explain`` from the shown run's checkpoint (loaded once per server
+Everything is computed by ``resnet.core.explain`` from the shown run's checkpoint (loaded once per server
 process, see ``app.checkpoints.checkpoint_model``) or read from the files the trainer wrote for each epoch.
 """
 
@@ -12,9 +12,9 @@ import streamlit as st
 
 from app import charts, checkpoints, state
 from data.fashion_mnist import CLASS_NAMES, TEST_SIZE, DatasetError, load_fashion_mnist
-from resnet import explain
-from resnet.jobs import JobManager
-from resnet.runs import BANK_SIZE, Run, RunError
+from resnet.core import explain
+from resnet.store.runs import BANK_SIZE, Run, RunError
+from resnet.training.jobs import JobManager
 from resnet.wording import plural
 
 NEIGHBOURS = 8  # nearest training images shown for an explained test image

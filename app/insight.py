@@ -20,8 +20,8 @@ from resnet.analysis import (
     per_class_accuracy,
     prediction_frame,
 )
-from resnet.jobs import JobManager
-from resnet.runs import DamagedRun, Run, RunError
+from resnet.store.runs import DamagedRun, Run, RunError
+from resnet.training.jobs import JobManager
 
 ANY = "Any"
 GRID_COLUMNS = 8

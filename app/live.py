@@ -10,9 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from resnet.estimate import run_eta_seconds
-from resnet.jobs import JobManager, JobSnapshot, JobState
-from resnet.trainer import Phase
+from resnet.store.estimate import run_eta_seconds
+from resnet.training.jobs import JobManager, JobSnapshot, JobState
+from resnet.training.trainer import Phase
 from resnet.wording import format_duration
 
 REFRESH_SECONDS = 2.0  # live view redraw while a job is active

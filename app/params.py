@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import streamlit as st
 
 from resnet.config import PARAMS, ConfigError, TrainConfig, parse_bool
-from resnet.hardware import detect_hardware
+from resnet.core.hardware import detect_hardware
 from resnet.wording import plural
 
 DEFAULTS = TrainConfig()

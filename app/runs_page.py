@@ -7,8 +7,8 @@ import streamlit as st
 
 from app import actions, charts, state
 from app.curves import run_label
-from resnet.jobs import JobManager
-from resnet.runs import Run, RunError
+from resnet.store.runs import Run, RunError
+from resnet.training.jobs import JobManager
 from resnet.wording import format_duration
 
 

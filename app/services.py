@@ -15,10 +15,10 @@ import streamlit as st
 from app.actions import Outcome
 from data.fashion_mnist import DatasetError, resolve_dataset_dir
 from resnet.config import TrainConfig
-from resnet.hardware import config_precision, detect_hardware, resolve_precision
-from resnet.jobs import JobManager
-from resnet.precision import Precision
-from resnet.runs import RunStore, default_cache_dir
+from resnet.core.hardware import config_precision, detect_hardware, resolve_precision
+from resnet.core.precision import Precision
+from resnet.store.runs import RunStore, default_cache_dir
+from resnet.training.jobs import JobManager
 
 
 @st.cache_resource(show_spinner=False)

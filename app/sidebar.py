@@ -2,7 +2,7 @@
 training a shown run further.
 
 ``controls_ui`` returns the button pressed as an ``actions.Action``; what it does is decided in
-``app.actions`` and, for what gets trained, in the engine's plan (``resnet.plan``), whose words the
+``app.actions`` and, for what gets trained, in the engine's plan (``resnet.store.plan``), whose words the
 captions here show.
 """
 
@@ -14,12 +14,12 @@ from app import state
 from app.actions import Action
 from app.params import key
 from resnet.config import LIMITS, RECIPES, TrainConfig
-from resnet.estimate import Estimate
-from resnet.jobs import JobManager, JobSnapshot
-from resnet.plan import PlanKind, TrainingPlan
-from resnet.precision import BUDGET_SHARE, MIXED_MARGIN, Source
-from resnet.runs import Run, RunError, RunStatus
-from resnet.schedule import continues_a_cycle
+from resnet.core.precision import BUDGET_SHARE, MIXED_MARGIN, Source
+from resnet.core.schedule import continues_a_cycle
+from resnet.store.estimate import Estimate
+from resnet.store.plan import PlanKind, TrainingPlan
+from resnet.store.runs import Run, RunError, RunStatus
+from resnet.training.jobs import JobManager, JobSnapshot
 
 EXTEND_STEP = 10  # a finished run's default extension, in epochs
 
@@ -30,7 +30,7 @@ def hardware_ui(device: str, gpu: bool) -> None:
 
 
 def precision_caption(precision: str) -> str:
-    """What precision Start trains with, and how ``auto`` got there (``resnet.precision.Precision``)."""
+    """What precision Start trains with, and how ``auto`` got there (``resnet.core.precision.Precision``)."""
     source = getattr(precision, "source", None)
     if source == Source.MEASURED:
         measured = precision.measurement

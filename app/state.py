@@ -10,8 +10,8 @@ import time
 
 import streamlit as st
 
-from resnet.jobs import JobSnapshot
-from resnet.runs import Run
+from resnet.store.runs import Run
+from resnet.training.jobs import JobSnapshot
 
 SHOWN_RUN = "shown_run"  # the run this session chose to look at
 FLASH = "flash"  # an actions.Outcome to show on the next run (set by buttons and callbacks)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from resnet.jobs import JobAlreadyRunning, JobManager, LockedSnapshot
 from resnet.sweeps import Outcome, Sweep, SweepEvent, SweepStore, first_failure, run_sweep
+from resnet.training.jobs import JobAlreadyRunning, JobManager, LockedSnapshot
 from resnet.wording import TextEnum
 
 

@@ -20,7 +20,7 @@ from app import charts, feedback, state
 from app.actions import Outcome
 from app.sweep_job import SweepBusy, SweepRunner, SweepSnapshot, SweepState
 from resnet.config import FIELD_HELP, ConfigError, TrainConfig
-from resnet.runs import Run
+from resnet.store.runs import Run
 from resnet.sweeps import (
     MAX_TRIALS,
     PRESETS,

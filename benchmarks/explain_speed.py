@@ -1,4 +1,4 @@
-"""How fast the "explain a mistake" view can answer, on a ResNet-50 checkpoint (resnet/explain.py).
+"""How fast the "explain a mistake" view can answer, on a ResNet-50 checkpoint (resnet/core/explain.py).
 
     .venv/bin/python benchmarks/explain_speed.py                 # 10,000 evaluation and 6,000 bank images
     .venv/bin/python benchmarks/explain_speed.py --features out.npy   # also save the 10,000 features
@@ -63,10 +63,10 @@ def main() -> None:
 
     from data.fashion_mnist import load_fashion_mnist
     from data.pipeline import eval_dataset
-    from resnet import explain
     from resnet.config import TrainConfig
-    from resnet.runs import BANK_SIZE
-    from resnet.trainer import EVAL_BATCH_SIZE, build_compiled_model
+    from resnet.core import explain
+    from resnet.store.runs import BANK_SIZE
+    from resnet.training.trainer import EVAL_BATCH_SIZE, build_compiled_model
 
     dataset = load_fashion_mnist()
     images, labels = dataset.test_images[: args.images], dataset.test_labels[: args.images]

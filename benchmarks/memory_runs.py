@@ -5,7 +5,7 @@
 Trains ``--runs`` tiny ResNet-18 runs one after another twice and prints this process's resident memory
 after each run (after gc and malloc_trim), side by side:
 
-- ``job``: through ``resnet.jobs.JobManager`` as the app does (each run in a ``python -m resnet.worker``
+- ``job``: through ``resnet.training.jobs.JobManager`` as the app does (each run in a ``python -m resnet.training.worker``
   child process);
 - ``in-process``: ``train_prepared`` called in this process (what the app did before; TensorFlow keeps
   about one run's weights and optimizer slots alive after each run).
@@ -36,9 +36,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from resnet.config import TrainConfig
-    from resnet.jobs import JobManager
-    from resnet.runs import RunStore
-    from resnet.trainer import prepare_training, train_prepared
+    from resnet.store.runs import RunStore
+    from resnet.training.jobs import JobManager
+    from resnet.training.trainer import prepare_training, train_prepared
 
     libc = ctypes.CDLL("libc.so.6")
     store = RunStore(tempfile.mkdtemp(prefix="memory-runs-"))

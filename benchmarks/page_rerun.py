@@ -31,7 +31,7 @@ def fill_cache(root: Path, runs: int, epochs: int) -> None:
     import numpy as np
 
     from resnet.config import TrainConfig
-    from resnet.runs import HISTORY_COLUMNS, RunStore
+    from resnet.store.runs import HISTORY_COLUMNS, RunStore
 
     store = RunStore(root)
 
@@ -75,8 +75,8 @@ def measure(runs: int, epochs: int, repeats: int) -> dict[str, list[float]]:
     from streamlit.testing.v1 import AppTest
 
     from resnet.config import TrainConfig
-    from resnet.estimate import estimate_time
-    from resnet.runs import RunStore
+    from resnet.store.estimate import estimate_time
+    from resnet.store.runs import RunStore
 
     root = Path(tempfile.mkdtemp(prefix=f"page-rerun-{runs}-"))
     started = time.perf_counter()

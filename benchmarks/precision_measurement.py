@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/precision_measurement.py                       # ResNet-50, batch 128
     .venv/bin/python benchmarks/precision_measurement.py --depth 18 --batch-size 64
 
-``auto`` measures only where the hardware claims a mixed policy (resnet/precision.py); this forces the
+``auto`` measures only where the hardware claims a mixed policy (resnet/core/precision.py); this forces the
 candidates (float32 against mixed_bfloat16 by default), so the cost and the early stop of a hopeless
 candidate can be seen on any CPU. It measures afresh (``force``) into a temporary cache folder, so the
 project's cache/.precision.json is left alone, and prints the measurement and its parts.
@@ -32,9 +32,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, help="timed steps per candidate (default: the budget's)")
     args = parser.parse_args()
 
-    from resnet import precision
     from resnet.config import TrainConfig
-    from resnet.hardware import detect_hardware
+    from resnet.core import precision
+    from resnet.core.hardware import detect_hardware
 
     hardware = detect_hardware()
     config = TrainConfig(depth=args.depth, batch_size=args.batch_size)

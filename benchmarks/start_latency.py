@@ -8,9 +8,9 @@ new run) and times, from the call that Start makes, the job's first finished bat
 imported TensorFlow, loaded the data, built the model and traced its first step). Two rows side by side,
 in one process:
 
-- ``fresh child``: every Start spawns ``python -m resnet.worker``, which imports TensorFlow after it is
+- ``fresh child``: every Start spawns ``python -m resnet.training.worker``, which imports TensorFlow after it is
   asked (``SpareWorker(keep_spare=False)``: what the app did before spares);
-- ``spare child``: the job manager's spare (``resnet.jobs.SpareWorker``) has imported TensorFlow ahead;
+- ``spare child``: the job manager's spare (``resnet.training.jobs.SpareWorker``) has imported TensorFlow ahead;
   the benchmark waits until the spare is idle before each Start, as a user's next press would find it.
 
 ``--app`` runs the same through the real page: AppTest presses the sidebar's Start button; the time is
@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from resnet.config import TrainConfig  # noqa: E402
-from resnet.jobs import JobManager, SpareWorker  # noqa: E402
-from resnet.runs import RunStore  # noqa: E402
+from resnet.store.runs import RunStore  # noqa: E402
+from resnet.training.jobs import JobManager, SpareWorker  # noqa: E402
 
 TINY = TrainConfig(epochs=1, batch_size=64, train_subset=256, eval_subset=200, depth=18, precision="float32")
 SETTLE_SECONDS = 15.0  # a spare started after the previous job is idle by then (its import is done)
@@ -67,7 +67,7 @@ def through_app(keep_spare: bool, rounds: int, cache: Path) -> list[float]:
     from streamlit.testing.v1 import AppTest
 
     from app import services
-    from resnet import jobs
+    from resnet.training import jobs
 
     os.environ["RESNET_CACHE_DIR"] = str(cache)
     jobs.SPARE_WORKER.close()

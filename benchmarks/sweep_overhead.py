@@ -6,8 +6,8 @@
 Trains the same tiny sweep twice, into two temporary caches, and prints per-trial seconds side by side:
 
 - ``here``: ``resnet.sweeps.run_sweep``, what ``python -m resnet sweep`` does (each trial a child
-  process through ``resnet.jobs``);
-- ``ray``: ``resnet.sweep_ray.run_sweep_on_ray`` on a local Ray started by this script, each trial
+  process through ``resnet.training.jobs``);
+- ``ray``: ``resnet.sweeps.on_ray.run_sweep_on_ray`` on a local Ray started by this script, each trial
   asking for every CPU so that trials run one at a time, like ``here`` (TensorFlow gets as many threads).
 
 For each trial, *wall* is the time the user waits for it (here: the trial's own wall time; Ray: from
@@ -60,9 +60,9 @@ def main() -> None:
 
     import ray
 
-    from resnet.runs import RunStore
-    from resnet.sweep_ray import connect, run_sweep_on_ray
+    from resnet.store.runs import RunStore
     from resnet.sweeps import Outcome, SweepStore, requested_sweep, run_sweep
+    from resnet.sweeps.on_ray import connect, run_sweep_on_ray
 
     grid = {"epochs": args.epochs, "batch_size": args.batch_size, "train_subset": args.subset, "depth": args.depth}
     grid["eval_subset"] = "200"

@@ -9,7 +9,7 @@ apply), trains the same architecture on the same images, discards a warm-up wind
 then reports the median training images/s over ``--repeats`` timed windows of ``--steps`` batches:
 
 - ``project``, ``project-steps``, ``project-epoch``: the product itself, measured in one run:
-  ``resnet.trainer.train_prepared`` trains a run in a scratch cache for 1 + ``--repeats`` epochs of
+  ``resnet.training.trainer.train_prepared`` trains a run in a scratch cache for 1 + ``--repeats`` epochs of
   ``--steps`` batches on the benchmark's images (epoch 1 is the warm-up), every epoch as the app and
   the CLI train one: seeding, tf.data pipeline (augmenting if the default configuration does), the
   per-batch callback (learning rate, progress, cancel check), evaluation on ``--eval-images`` test
@@ -118,8 +118,8 @@ def bench_project(args) -> dict:
     import numpy as np
 
     from resnet.config import TrainConfig
-    from resnet.runs import RunStore
-    from resnet.trainer import prepare_training, train_prepared
+    from resnet.store.runs import RunStore
+    from resnet.training.trainer import prepare_training, train_prepared
 
     images_count = args.steps * args.batch_size
     config = TrainConfig(
@@ -164,7 +164,7 @@ def bench_project(args) -> dict:
 def bench_keras_naive(args) -> dict:
     import keras
 
-    from resnet.model import build_resnet
+    from resnet.core.model import build_resnet
 
     images_count = args.steps * args.batch_size
     images, labels, _ = training_images(images_count)
@@ -181,11 +181,11 @@ def bench_keras_naive(args) -> dict:
 
 
 def torch_resnet(depth: int):
-    """The same architecture as resnet/model.py, in PyTorch (stride on the first 1x1 conv, as Keras does)."""
+    """The same architecture as resnet/core/model.py, in PyTorch (stride on the first 1x1 conv, as Keras does)."""
     import torch
     from torch import nn
 
-    from resnet.model import ARCHITECTURES, PIXEL_MEAN, PIXEL_STD
+    from resnet.core.model import ARCHITECTURES, PIXEL_MEAN, PIXEL_STD
 
     def conv_bn(cin, cout, kernel, stride=1):
         return nn.Sequential(

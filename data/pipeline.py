@@ -15,7 +15,7 @@ Everything random in a training epoch (its order and its augmentation) is drawn 
 ``epoch_seed(seed, epoch)``, never from TensorFlow's global seed: the same (seed, epoch) gives the same
 batches in any process, so a resumed run trains exactly as an uninterrupted one, and the trainer never
 has to reset TensorFlow's global seed between epochs (which would throw away its compiled functions,
-``resnet/trainer.py``).
+``resnet/training/trainer.py``).
 """
 
 from __future__ import annotations

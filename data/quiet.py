@@ -13,7 +13,7 @@ hide them, and a user reads them as failures. They are written to file descripto
 only way to catch them is to point descriptor 2 at a temporary file while they are printed: during
 the first ``import tensorflow`` (wherever it happens: ``install()`` puts an import hook in front of
 Python's finders, which the ``data`` package does before anything can import TensorFlow) and during the
-first device probe (``captured()`` around ``tf.config.list_physical_devices``, in ``resnet.hardware``).
+first device probe (``captured()`` around ``tf.config.list_physical_devices``, in ``resnet.core.hardware``).
 
 What was captured is kept (``captured_text()``) and written to stderr when ``RESNET_VERBOSE`` is set
 (``python -m resnet ... --verbose`` sets it, and child processes inherit it). If the captured code
@@ -55,7 +55,7 @@ BENIGN_PATTERNS = tuple(
         r"TF-TRT Warning: Could not find TensorRT",
         r"gpu_device\.cc.*Created device",
         r"cuda_executor\.cc.*(NUMA node|could not open file to read NUMA)",
-        # Timing mixed_bfloat16 on a CPU without it (resnet/precision.py): the measurement says so itself.
+        # Timing mixed_bfloat16 on a CPU without it (resnet/core/precision.py): the measurement says so itself.
         r"oneDNN supports DT_BFLOAT16 only on platforms with AVX-512",
     )
 )

@@ -23,7 +23,7 @@ import time
 
 from data.fashion_mnist import DatasetError
 from resnet.config import RECIPES, ConfigError, TrainConfig, param_specs, parse_bool
-from resnet.runs import RunError, RunStore
+from resnet.store.runs import RunError, RunStore
 
 
 def _bool(text: str) -> bool:
@@ -128,7 +128,7 @@ def command_train(args, store: RunStore) -> int:
         config = store.load(args.run_id).config or config
         config = config.replace(epochs=args.epochs, gpus=args.gpus)  # where to train may change, not what
 
-    from resnet.jobs import JobManager  # imports TensorFlow: only once the request is valid
+    from resnet.training.jobs import JobManager  # imports TensorFlow: only once the request is valid
 
     # In this process (not a child): the CLI process itself ends with the run.
     manager = JobManager(store, dataset_dir=args.dataset_dir, isolated=False)
@@ -204,7 +204,7 @@ def command_show(args, store: RunStore) -> int:
     return 0
 
 
-# --- sweeps (resnet/sweeps.py; on Ray: resnet/sweep_ray.py) -----------------------------------------------
+# --- sweeps (resnet/sweeps.py; on Ray: resnet/sweeps/on_ray.py) -----------------------------------------------
 def add_sweep_commands(commands) -> None:
     """``sweep`` (train a grid of runs) and ``sweeps`` (list them); each config field takes a comma list."""
     from resnet.sweeps import MAX_TRIALS, PRESETS
@@ -298,7 +298,7 @@ def command_sweep(args, store: RunStore) -> int:
     sweeps = SweepStore(store.root)
     sweep = requested_sweep(sweeps, args.name, texts, preset=args.preset)  # checked: nothing written yet
     if args.ray is not None:
-        from resnet.sweep_ray import import_ray
+        from resnet.sweeps.on_ray import import_ray
 
         import_ray()  # the optional extra: say how to install it before anything is written
     runs = store.list_runs()
@@ -307,7 +307,7 @@ def command_sweep(args, store: RunStore) -> int:
     if args.ray is None or args.preset:
         print(estimate_text(sweep, runs, store.root), file=sys.stderr)
     if args.ray is None and sweep.trials:  # trained here: say on what, once
-        from resnet.hardware import training_placement, training_text
+        from resnet.core.hardware import training_placement, training_text
 
         print(training_text(training_placement(sweep.trials[0].config.gpus)), file=sys.stderr)
     cancel = threading.Event()
@@ -335,7 +335,7 @@ def command_sweep(args, store: RunStore) -> int:
 
 
 def _sweep_on_ray(args, sweep, store, *, cancel, report):
-    from resnet.sweep_ray import connect, import_ray, run_sweep_on_ray
+    from resnet.sweeps.on_ray import connect, import_ray, run_sweep_on_ray
 
     started = connect(None if args.ray == "local" else args.ray)
     try:

@@ -181,7 +181,7 @@ class TrainConfig:
         limits=(0.0, 0.1),
         help="Decoupled weight decay for AdamW and SGD (Adam ignores it).",
     )
-    schedule: str = param(  # resnet/schedule.py
+    schedule: str = param(  # resnet/core/schedule.py
         "one_cycle",
         choices=("one_cycle", "cosine", "constant"),
         help="one_cycle: warm-up then cosine decay to zero; cosine: no warm-up; constant: flat.",
@@ -212,7 +212,7 @@ class TrainConfig:
         choices=(18, 34, 50),
         help="ResNet-18/34 use basic blocks; ResNet-50 (the seed's model) uses bottleneck blocks.",
     )
-    precision: str = param(  # resnet/precision.py decides auto
+    precision: str = param(  # resnet/core/precision.py decides auto
         "auto",
         choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
         help="auto: float32, unless the mixed policy the hardware claims (bfloat16 on CPUs with AMX/AVX512-BF16, "

@@ -14,7 +14,7 @@ Train once, use often: ``trained(config)`` trains each distinct tiny run the sui
 (into a session-wide cache) and returns it; tests copy it into their own cache with
 ``support.copy_run``. The session cache also keeps the session's precision record: on a machine whose
 CPU or GPU claims a mixed policy, ``auto`` precision is measured the first time a depth and batch size
-is trained (resnet/precision.py, ~20 s), and every test's ``cache_dir`` starts with what the tests before
+is trained (resnet/core/precision.py, ~20 s), and every test's ``cache_dir`` starts with what the tests before
 it measured, as a user's cache does after its first run; what a test measures is kept for the next.
 """
 
@@ -78,7 +78,7 @@ def cache_dir(tmp_path, monkeypatch, session_cache):
     It holds no runs; it starts with the session's precision record (if anything was measured), and what
     this test measures is added to that record afterwards.
     """
-    from resnet.precision import read_record, record_path, remember
+    from resnet.core.precision import read_record, record_path, remember
 
     folder = tmp_path / "cache"
     folder.mkdir()
@@ -100,8 +100,8 @@ def trained(session_cache, dataset_dir):
     The run's folder is the session's: copy it into a test's cache (``support.copy_run``) before changing
     anything in it.
     """
-    from resnet.runs import RunStore
-    from resnet.trainer import prepare_training, train_prepared
+    from resnet.store.runs import RunStore
+    from resnet.training.trainer import prepare_training, train_prepared
 
     store, runs = RunStore(session_cache), {}
 

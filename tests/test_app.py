@@ -90,7 +90,7 @@ def test_empty_cache_loads_and_explains_what_to_do(cache_dir, manager):
     assert at.button(key="stop").disabled is True  # nothing runs
     assert "unknown until the first epoch" in sidebar_text(at)
     # Names the device and says whether a GPU is in use, as it is on this machine.
-    from resnet.hardware import detect_hardware
+    from resnet.core.hardware import detect_hardware
 
     hardware = detect_hardware()
     shown, not_shown = ("GPU in use", "no GPU found") if hardware.gpus else ("no GPU found", "GPU in use")

@@ -13,7 +13,7 @@ from test_runs import make_run
 
 from app import state
 from data.fashion_mnist import CLASS_NAMES
-from resnet.runs import RunStore
+from resnet.store.runs import RunStore
 
 APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
 

@@ -148,7 +148,7 @@ def test_show_prints_the_runs_current_target_after_an_extension(cache_dir, capsy
     from test_runs import make_run
 
     from resnet.__main__ import main
-    from resnet.runs import RunStore
+    from resnet.store.runs import RunStore
 
     store = RunStore(cache_dir)
     run = make_run(store, epochs_done=2)  # planned for 3 epochs (config.json says epochs=3)

@@ -20,8 +20,8 @@ from resnet.config import (
     param_specs,
     parse_bool,
 )
-from resnet.hardware import Hardware, resolve_precision
-from resnet.schedule import Segment, learning_rate_at, plan_segments
+from resnet.core.hardware import Hardware, resolve_precision
+from resnet.core.schedule import Segment, learning_rate_at, plan_segments
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ import pytest
 from support import FINISHED
 
 from resnet.config import ConfigError, TrainConfig
-from resnet.hardware import Hardware, Placement, training_placement, training_strategy
+from resnet.core.hardware import Hardware, Placement, training_placement, training_strategy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Two epochs of 4 steps: seconds per epoch on two CPU cores, enough steps for the loss to fall by a third.
@@ -88,8 +88,8 @@ def test_one_device_is_tensorflows_default_strategy():
 
 
 def test_a_run_continues_where_the_request_asks_not_where_it_was_created(cache_dir, dataset_dir):
-    from resnet.runs import RunStore
-    from resnet.trainer import prepare_training
+    from resnet.store.runs import RunStore
+    from resnet.training.trainer import prepare_training
 
     store = RunStore(cache_dir)
     first = prepare_training(CONFIG, store=store)
@@ -102,7 +102,7 @@ def test_a_run_continues_where_the_request_asks_not_where_it_was_created(cache_d
 def test_the_sidebar_says_how_many_gpus_there_are_and_offers_all_only_with_two(cache_dir):
     from streamlit.testing.v1 import AppTest
 
-    from resnet.hardware import detect_hardware
+    from resnet.core.hardware import detect_hardware
 
     count = len(detect_hardware().gpus)
     at = AppTest.from_file(str(PROJECT_ROOT / "streamlit_app.py"), default_timeout=120).run()
@@ -127,7 +127,7 @@ def two_runs(trained, tmp_path_factory, dataset_dir):
     It trains with the one-device run's precision: ``auto`` is measured per placement, and the two runs
     must compute alike to be compared.
     """
-    from resnet.runs import RunStore
+    from resnet.store.runs import RunStore
 
     one = trained(CONFIG)
     two_cache = tmp_path_factory.mktemp("two-replicas")
@@ -168,7 +168,7 @@ def test_two_replicas_follow_the_one_device_loss_trajectory(two_runs):
 
 @pytest.mark.slow  # a training child on two logical CPUs
 def test_two_replicas_take_the_same_steps_at_the_same_learning_rates(two_runs):
-    from resnet.runs import RunStore
+    from resnet.store.runs import RunStore
 
     one, two, _ = two_runs
     steps = 2 * (CONFIG.train_subset // CONFIG.batch_size)  # a split global batch: 4 steps per epoch
@@ -181,8 +181,8 @@ def test_two_replicas_take_the_same_steps_at_the_same_learning_rates(two_runs):
 
 @pytest.mark.slow  # a training child on two logical CPUs
 def test_checkpoints_load_and_predict_alike_on_one_device_and_on_two(two_runs, dataset):
-    from resnet.runs import RunStore
-    from resnet.trainer import evaluate
+    from resnet.store.runs import RunStore
+    from resnet.training.trainer import evaluate
 
     one, two, report = two_runs
     # Two replicas -> one device: the mirrored run's checkpoint predicts what the mirrored run predicted.
@@ -204,8 +204,8 @@ def _train_on_two_cpus(cache: str, one_device_checkpoint: str, one_device_predic
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
 
-    from resnet import trainer
-    from resnet.runs import RunStore
+    from resnet.store.runs import RunStore
+    from resnet.training import trainer
 
     replicas = []
     build = trainer.build_compiled_model

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from support import EXPLAINED, copy_run
 
-from resnet import explain
 from resnet.config import TrainConfig
-from resnet.model import build_resnet, stage_output_names
-from resnet.run_state import HISTORY_COLUMNS
-from resnet.runs import BANK_SIZE, DamagedRun, RunError, RunStore
+from resnet.core import explain
+from resnet.core.model import build_resnet, stage_output_names
+from resnet.store.run_state import HISTORY_COLUMNS
+from resnet.store.runs import BANK_SIZE, DamagedRun, RunError, RunStore
 
 RUN = EXPLAINED
 
@@ -38,7 +38,7 @@ def explained(trained, dataset_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def resnet50(dataset):
     """A bottleneck ResNet-50 trained for a few steps (2 batches of 64 images)."""
-    from resnet.trainer import build_compiled_model
+    from resnet.training.trainer import build_compiled_model
 
     model = build_compiled_model(TrainConfig(depth=50, batch_size=64), "float32")
     images = dataset.train_images[:128, ..., np.newaxis].astype(np.float32)

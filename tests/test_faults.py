@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from support import STARTED, copy_run, own_file, written
 
-from resnet.jobs import JobAlreadyRunning, JobManager
-from resnet.runs import DamagedRun, RunStore
+from resnet.store.runs import DamagedRun, RunStore
+from resnet.training.jobs import JobAlreadyRunning, JobManager
 
 pytestmark = pytest.mark.slow  # fault injection: kills, torn writes, a full disk
 
@@ -99,7 +99,7 @@ WRITER = (
         """
     import sys, zipfile, numpy as np
     from resnet.config import TrainConfig
-    from resnet.runs import HISTORY_COLUMNS, RunStore
+    from resnet.store.runs import HISTORY_COLUMNS, RunStore
 
     store = RunStore(sys.argv[1])
     runs = [run for run in store.list_runs() if run.epochs_done < EPOCH_LIMIT]

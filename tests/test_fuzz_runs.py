@@ -58,12 +58,12 @@ from streamlit.testing.v1 import AppTest
 from support import FINISHED
 from test_app import charts, texts
 
-from resnet import precision
 from resnet.config import ConfigError, TrainConfig
-from resnet.hardware import Hardware
-from resnet.precision import Measurement, Source
-from resnet.run_state import HISTORY_COLUMNS, RunStatus
-from resnet.runs import RunError, RunStore
+from resnet.core import precision
+from resnet.core.hardware import Hardware
+from resnet.core.precision import Measurement, Source
+from resnet.store.run_state import HISTORY_COLUMNS, RunStatus
+from resnet.store.runs import RunError, RunStore
 from resnet.sweeps import SweepError, SweepStore, new_sweep, requested_sweep
 
 pytestmark = pytest.mark.slow  # fault injection: hundreds of damaged run folders
@@ -210,7 +210,7 @@ def real_run(trained, tmp_path_factory):
     """A run folder trained for real (the suite's finished run, trained once per session), copied into this
     module's own cache with its nearest-neighbour bank: (folder, run id)."""
     from data.fashion_mnist import load_fashion_mnist
-    from resnet import explain
+    from resnet.core import explain
 
     store, trained_run = RunStore(tmp_path_factory.mktemp("fuzz-trained") / "cache"), trained(TINY)
     copy_run(trained_run.path, store.root / trained_run.run_id)

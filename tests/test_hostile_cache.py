@@ -22,12 +22,12 @@ import pytest
 from test_app import assert_no_exception, new_app, texts
 from test_runs import make_run
 
-from resnet import explain
 from resnet.__main__ import main
 from resnet.config import TrainConfig
-from resnet.plan import PlanKind, plan_training
-from resnet.precision import read_record, record_path, remembered_precision
-from resnet.runs import RunError, RunStore, map_name
+from resnet.core import explain
+from resnet.core.precision import read_record, record_path, remembered_precision
+from resnet.store.plan import PlanKind, plan_training
+from resnet.store.runs import RunError, RunStore, map_name
 from resnet.sweeps import DamagedSweep, SweepError, SweepStore, new_sweep
 
 BASE = TrainConfig(epochs=3, train_subset=200, batch_size=32)
@@ -230,7 +230,7 @@ def test_7_a_400_digit_number_in_the_precision_record_drops_that_entry(tmp_path,
 
 
 def test_7_200000_nested_brackets_in_the_precision_record_are_ignored(tmp_path):
-    from resnet.hardware import Hardware
+    from resnet.core.hardware import Hardware
 
     path = record_path(tmp_path)
     for document in ("[" * 200_000, '{"version": 1, "entries": {"deep": ' + "[" * 200_000 + "}}"):

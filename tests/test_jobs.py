@@ -1,6 +1,6 @@
 """The app's job manager trains in a child process: progress, stop, a killed child, a dead parent, memory.
 
-Everything is real: ``python -m resnet.worker`` children training ResNet-18 on a few hundred images.
+Everything is real: ``python -m resnet.training.worker`` children training ResNet-18 on a few hundred images.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from resnet.config import TrainConfig
-from resnet.jobs import JobManager
-from resnet.runs import RunStore, lock_held
+from resnet.store.runs import RunStore, lock_held
+from resnet.training.jobs import JobManager
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # 10 batches per epoch: room for a stop or a kill to land in the middle of an epoch.
@@ -106,8 +106,8 @@ def test_when_the_server_process_dies_its_training_child_stops_and_keeps_epochs(
         import os, signal, sys, time
         sys.path.insert(0, {str(PROJECT_ROOT)!r})
         from resnet.config import TrainConfig
-        from resnet.jobs import JobManager
-        from resnet.runs import RunStore
+        from resnet.training.jobs import JobManager
+        from resnet.store.runs import RunStore
 
         manager = JobManager(RunStore({str(cache_dir)!r}))
         manager.start(TrainConfig(**{SMALL.to_dict()!r}))
@@ -163,7 +163,7 @@ def test_consecutive_runs_do_not_grow_the_server_process(cache_dir):
 
 
 def test_stray_or_malformed_lines_from_the_child_are_ignored():
-    from resnet.jobs import _parse_line
+    from resnet.training.jobs import _parse_line
 
     assert _parse_line("not json\n") == (None, {})
     assert _parse_line("[1, 2]\n") == (None, {})
@@ -184,8 +184,8 @@ def test_a_start_while_one_is_prepared_and_a_delete_while_it_trains_are_refused(
 
     import pytest
 
-    from resnet.jobs import JobAlreadyRunning, JobState
-    from resnet.runs import RunError
+    from resnet.store.runs import RunError
+    from resnet.training.jobs import JobAlreadyRunning, JobState
 
     manager = JobManager(RunStore(cache_dir))
     config = TrainConfig(epochs=1, batch_size=64, train_subset=256, eval_subset=200, depth=18)

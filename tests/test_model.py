@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from resnet.model import ARCHITECTURES, build_resnet, stage_output_names
+from resnet.core.model import ARCHITECTURES, build_resnet, stage_output_names
 
 
 def expected_parameters(depth: int) -> int:

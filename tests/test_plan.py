@@ -1,4 +1,4 @@
-"""The resume/extend decision (resnet.plan) and the learning-rate segments it plans (resnet.schedule)."""
+"""The resume/extend decision (resnet.store.plan) and the learning-rate segments it plans (resnet.core.schedule)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from test_runs import make_run
 
 from resnet.config import ConfigError, TrainConfig
-from resnet.plan import PlanKind, plan_training
-from resnet.runs import ACTIVE_RUNS, RunError, RunStore
-from resnet.schedule import Segment, SegmentSchedule, continues_a_cycle, learning_rate_at, plan_segments
+from resnet.core.schedule import Segment, SegmentSchedule, continues_a_cycle, learning_rate_at, plan_segments
+from resnet.store.plan import PlanKind, plan_training
+from resnet.store.runs import ACTIVE_RUNS, RunError, RunStore
 
 SETTINGS = {"train_subset": 200, "batch_size": 32}
 

@@ -1,4 +1,4 @@
-"""``auto`` precision, measured (resnet/precision.py): the candidates per hardware, the margin rule, the
+"""``auto`` precision, measured (resnet/core/precision.py): the candidates per hardware, the margin rule, the
 early stop, and a real measurement that is remembered, reused, and survives a damaged record."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from resnet import precision
 from resnet.config import TrainConfig
-from resnet.hardware import Hardware, resolve_precision
-from resnet.precision import (
+from resnet.core import precision
+from resnet.core.hardware import Hardware, resolve_precision
+from resnet.core.precision import (
     FLOAT32,
     MIXED_MARGIN,
     Measurement,
@@ -168,7 +168,7 @@ def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(t
     assert not again.fresh and again == measurement and precision.MODELS_BUILT == built + 2  # nothing built
 
     # A machine like this one whose CPU claimed bfloat16 would read this very measurement for auto.
-    from resnet.hardware import detect_hardware
+    from resnet.core.hardware import detect_hardware
 
     claiming = dataclasses.replace(detect_hardware(), cpu_bf16=True)
     chosen = precision.choose_precision(config, cache_dir=tmp_path, hardware=claiming)
@@ -188,9 +188,9 @@ def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(t
 
 
 def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measures_nothing(tmp_path, dataset_dir):
-    from resnet.hardware import config_precision
-    from resnet.runs import RunStore
-    from resnet.trainer import prepare_training
+    from resnet.core.hardware import config_precision
+    from resnet.store.runs import RunStore
+    from resnet.training.trainer import prepare_training
 
     store = RunStore(tmp_path / "cache")  # no precision record yet
     built = precision.MODELS_BUILT

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from resnet.config import TrainConfig
-from resnet.jobs import JobManager, JobState
-from resnet.runs import RunStore
+from resnet.store.runs import RunStore
+from resnet.training.jobs import JobManager, JobState
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CHATTER = ("cuInit", "absl::InitializeLog", "cudart_stub", "cpu_feature_guard", "oneDNN custom operations")
@@ -56,7 +56,7 @@ def test_verbose_shows_what_tensorflow_printed(cache_dir, dataset_dir):
 
 
 def test_importing_the_trainer_and_probing_devices_is_quiet():
-    code = "import resnet.trainer; from resnet.hardware import detect_hardware; print(detect_hardware().device_label)"
+    code = "import resnet.training.trainer; from resnet.core.hardware import detect_hardware; print(detect_hardware().device_label)"
     result = run_python("-c", code)
     assert result.returncode == 0 and result.stdout.strip(), result.stderr
     assert result.stderr == ""

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from test_runs import _write_zip, make_run
 
-from resnet.runs import RunError, RunState, RunStatus, RunStore
-from resnet.schedule import Segment
+from resnet.core.schedule import Segment
+from resnet.store.runs import RunError, RunState, RunStatus, RunStore
 
 # A state.json exactly as the first version of the run store wrote it (format_version 1).
 OLD_STATE = {

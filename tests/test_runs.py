@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from resnet.config import TrainConfig
-from resnet.runs import ACTIVE_RUNS, HISTORY_COLUMNS, RunError, RunStore, atomic_write
+from resnet.store.runs import ACTIVE_RUNS, HISTORY_COLUMNS, RunError, RunStore, atomic_write
 
 
 def make_run(store: RunStore, epochs_done: int = 2, **config_changes):

@@ -19,7 +19,7 @@ from support import written
 
 from resnet.__main__ import main
 from resnet.config import ConfigError, TrainConfig
-from resnet.runs import HISTORY_COLUMNS, RunStore
+from resnet.store.runs import HISTORY_COLUMNS, RunStore
 from resnet.sweeps import (
     MAX_TRIALS,
     DamagedSweep,

@@ -17,11 +17,11 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra: pip install -r requirements-cluster.txt")
 
 from resnet.__main__ import main  # noqa: E402
-from resnet.hardware import detect_hardware  # noqa: E402
-from resnet.precision import candidates_for, read_record, record_path  # noqa: E402
-from resnet.runs import HISTORY_COLUMNS, RunStore  # noqa: E402
-from resnet.sweep_ray import run_sweep_on_ray  # noqa: E402
+from resnet.core.hardware import detect_hardware  # noqa: E402
+from resnet.core.precision import candidates_for, read_record, record_path  # noqa: E402
+from resnet.store.runs import HISTORY_COLUMNS, RunStore  # noqa: E402
 from resnet.sweeps import Outcome, SweepStore, requested_sweep  # noqa: E402
+from resnet.sweeps.on_ray import run_sweep_on_ray  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a real Ray
 

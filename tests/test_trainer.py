@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from support import STARTED, copy_run, written
 
-from resnet import trainer
 from resnet.config import ConfigError, TrainConfig
-from resnet.hardware import config_precision
-from resnet.jobs import JobAlreadyRunning, JobManager
-from resnet.runs import RunError, RunStore
-from resnet.schedule import Segment
-from resnet.trainer import prepare_training, train_prepared
+from resnet.core.hardware import config_precision
+from resnet.core.schedule import Segment
+from resnet.store.runs import RunError, RunStore
+from resnet.training import trainer
+from resnet.training.jobs import JobAlreadyRunning, JobManager
+from resnet.training.trainer import prepare_training, train_prepared
 
 # Small enough for seconds per epoch on two CPU cores: the suite's one-epoch run (tests/support.py).
 TINY = STARTED
@@ -81,7 +81,7 @@ def test_history_checkpoint_and_predictions_exist_after_each_epoch(cache_dir):
         "checkpoint-0002.keras",
         "config.json",
         "history.csv",
-        "map-0001.npz",  # the feature maps of every epoch stay (resnet/explain.py)
+        "map-0001.npz",  # the feature maps of every epoch stay (resnet/core/explain.py)
         "map-0002.npz",
         "predictions-0001.npz",
         "predictions-0002.npz",
@@ -221,7 +221,7 @@ def test_a_resumed_run_trains_exactly_like_an_uninterrupted_one(cache_dir):
 def test_each_epoch_restarts_the_models_keras_seed_generators_from_seed_and_epoch():
     import keras
 
-    from resnet.trainer import seed_epoch
+    from resnet.training.trainer import seed_epoch
 
     model = keras.Sequential([keras.Input((64,)), keras.layers.Dropout(0.5)])  # a layer with a SeedGenerator
     ones = np.ones((4, 64), dtype=np.float32)

@@ -1,8 +1,8 @@
 """Explaining a prediction: Grad-CAM heatmaps, penultimate features, nearest training images, the feature map.
 
-Plain functions over a Keras model (the ResNets of ``resnet/model.py``, any depth, any precision) and NumPy
+Plain functions over a Keras model (the ResNets of ``resnet/core/model.py``, any depth, any precision) and NumPy
 arrays; nothing here draws or reads the run cache (``RunStore`` keeps the files: ``map-NNNN.npz`` per
-epoch and ``features-NNNN.npz`` beside the checkpoint, see ``resnet/runs.py``).
+epoch and ``features-NNNN.npz`` beside the checkpoint, see ``resnet/store/runs.py``).
 
 - **Where did the model look?** ``grad_cam`` (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from
   Deep Networks via Gradient-based Localization"): the gradient of a class's logit with respect to a
@@ -65,7 +65,7 @@ class Stage:
     """A stage whose output map Grad-CAM can use: its name (``conv3``), output layer and map side."""
 
     name: str
-    layer: str  # e.g. "conv3_block4_out" (resnet.model.stage_output_names)
+    layer: str  # e.g. "conv3_block4_out" (resnet.core.model.stage_output_names)
     size: int  # side of its square map for 28x28 inputs
 
 

@@ -6,7 +6,7 @@ writes its progress into the manager under a lock; readers take an immutable ``J
 
 Where the training itself runs:
 
-- ``isolated=True`` (the default, used by the app): in a child process, ``python -m resnet.worker``.
+- ``isolated=True`` (the default, used by the app): in a child process, ``python -m resnet.training.worker``.
   TensorFlow keeps about one run's weights alive in a process after each training, so a server that
   trained in its own process would grow by hundreds of MB per run; the child gives it all back when it
   exits. If the server dies, the child sees its input close and stops after the current batch.
@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from resnet.config import TrainConfig
-from resnet.plan import TrainingPlan, plan_training
-from resnet.runs import Run, RunError, RunStatus, RunStore
-from resnet.trainer import EpochProgress, Phase, PreparedTraining, prepare_training, train_prepared
+from resnet.store.plan import TrainingPlan, plan_training
+from resnet.store.runs import Run, RunError, RunStatus, RunStore
+from resnet.training.trainer import EpochProgress, Phase, PreparedTraining, prepare_training, train_prepared
 from resnet.wording import TextEnum, failed_message
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class JobState(TextEnum):
@@ -117,7 +117,7 @@ def _parse_line(line: str) -> tuple[str | None, dict]:
 
 # What a training child reads while it starts (TensorFlow's and the linker's settings, Python's paths, the
 # verbosity of its start-up output): a spare started under other values is not used. Everything else of the
-# environment travels with the request and is applied when the job arrives (resnet/worker.py).
+# environment travels with the request and is applied when the job arrives (resnet/training/worker.py).
 IMPORT_TIME_VARIABLES = tuple("TF_ XLA_ CUDA NVIDIA LD_ PYTHON KERAS OMP_ MKL KMP_ RESNET_VERBOSE".split())
 
 
@@ -137,7 +137,7 @@ def _import_settings(environment: dict[str, str]) -> dict[str, str]:
 class SpareWorker:
     """One training child started ahead of need, shared by every JobManager of this process.
 
-    Without it, every Start waits for a fresh ``python -m resnet.worker`` to import TensorFlow before its
+    Without it, every Start waits for a fresh ``python -m resnet.training.worker`` to import TensorFlow before its
     first batch. The spare has imported it (and read the dataset if it is on disk) and waits for its
     request. It holds no GPU (TensorFlow initialises devices only once a job asks) and no lock (it knows no
     run yet), and it exits when its input closes: when this process ends, or when it is given up because
@@ -199,7 +199,7 @@ class SpareWorker:
             self._closing_registered = True
             atexit.register(self.close)
         return subprocess.Popen(
-            [sys.executable, "-m", "resnet.worker"],
+            [sys.executable, "-m", "resnet.training.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=PROJECT_ROOT,
@@ -275,7 +275,7 @@ class JobManager(LockedSnapshot):
             self._process = None
         try:
             # Isolated, the child trains the run, and it measures auto precision if that is still to be
-            # done (resnet/precision.py): this process (the app's server) builds no model.
+            # done (resnet/core/precision.py): this process (the app's server) builds no model.
             prepared = prepare_training(
                 config,
                 store=self.store,
@@ -347,7 +347,7 @@ class JobManager(LockedSnapshot):
     def plan(
         self, config: TrainConfig, *, run_id: str | None = None, resume: bool = True, runs: list[Run] | None = None
     ) -> TrainingPlan:
-        """What ``start`` would train (resnet.plan.plan_training); RunError if ``run_id`` names no run."""
+        """What ``start`` would train (resnet.store.plan.plan_training); RunError if ``run_id`` names no run."""
         return plan_training(self.store, config, run_id=run_id, resume=resume, runs=runs)
 
     def predictions(self, run: Run) -> dict:
@@ -356,7 +356,7 @@ class JobManager(LockedSnapshot):
     def checkpoint_bytes(self, run: Run) -> bytes:
         return self.store.checkpoint_bytes(run)
 
-    # --- explanations (resnet/explain.py over the run's checkpoint and its recorded feature maps) -------
+    # --- explanations (resnet/core/explain.py over the run's checkpoint and its recorded feature maps) -------
     def load_model(self, run: Run):
         """The committed checkpoint as a Keras model (RunError/DamagedRun if there is none to load)."""
         return self.store.load_model(run)
@@ -369,7 +369,7 @@ class JobManager(LockedSnapshot):
 
     def ensure_feature_map(self, run: Run, model, test_images) -> dict:
         """The map of the checkpoint's epoch, computed from ``model`` once for runs that recorded none."""
-        from resnet.explain import feature_map_of
+        from resnet.core.explain import feature_map_of
 
         def compute() -> dict:
             indices = self.store.load_predictions(run)["indices"]
@@ -379,7 +379,7 @@ class JobManager(LockedSnapshot):
 
     def feature_bank(self, run: Run, model, train_images, train_labels=None):
         """The nearest-neighbour bank of the checkpoint (``RunStore.feature_bank``), computed with ``model``."""
-        from resnet.explain import penultimate_features
+        from resnet.core.explain import penultimate_features
 
         images = np.asarray(train_images)
         return self.store.feature_bank(

@@ -9,11 +9,11 @@ then trains the plan's epochs; each epoch is three steps:
 2. ``evaluate_with_features``: probabilities, loss and accuracy on the evaluation images, and their
    penultimate features from the same forward pass;
 3. ``commit_epoch``: checkpoint, predictions and the epoch's feature map (those features projected to
-   2-D, ``resnet/explain.py``), then the history row and state (``resnet/runs.py``).
+   2-D, ``resnet/core/explain.py``), then the history row and state (``resnet/store/runs.py``).
    The epoch's time is taken after the files are written, so it is the whole time a user waits.
 
 Where it trains is ``config.gpus``: the model is built (or its checkpoint loaded), compiled and trained
-under ``resnet.hardware.training_strategy``, one device by default, data-parallel over every GPU with
+under ``resnet.core.hardware.training_strategy``, one device by default, data-parallel over every GPU with
 ``"all"`` (``model.fit`` splits each batch across them). Checkpoints do not depend on it: a run trained on
 several GPUs continues on one, and the other way round.
 
@@ -24,7 +24,7 @@ so a run that is stopped and resumed trains exactly as one that was never interr
 global seed is set once per run, so the compiled train step is traced and optimised once per run.
 
 Headless use: ``python -m resnet train --help`` (trains in that process); in the app,
-``resnet.jobs.JobManager`` runs it in a child process (``resnet/worker.py``).
+``resnet.training.jobs.JobManager`` runs it in a child process (``resnet/training/worker.py``).
 """
 
 from __future__ import annotations
@@ -47,12 +47,12 @@ import numpy as np
 from data.fashion_mnist import FashionMNIST, load_fashion_mnist
 from data.pipeline import epoch_seed, train_dataset
 from resnet.config import TrainConfig
-from resnet.explain import feature_map_arrays
-from resnet.hardware import Placement, resolve_precision, training_placement, training_strategy, training_text
-from resnet.plan import TrainingPlan, plan_training
-from resnet.precision import choose_precision
-from resnet.runs import ACTIVE_RUNS, Run, RunStatus, RunStore
-from resnet.schedule import SegmentSchedule
+from resnet.core.explain import feature_map_arrays
+from resnet.core.hardware import Placement, resolve_precision, training_placement, training_strategy, training_text
+from resnet.core.precision import choose_precision
+from resnet.core.schedule import SegmentSchedule
+from resnet.store.plan import TrainingPlan, plan_training
+from resnet.store.runs import ACTIVE_RUNS, Run, RunStatus, RunStore
 from resnet.wording import TextEnum, complete_message, diverged_message, failed_message, stopped_message
 
 EVAL_BATCH_SIZE = 500
@@ -130,7 +130,7 @@ def _optimizer(config: TrainConfig):
 
 def build_compiled_model(config: TrainConfig, precision: str):
     """A fresh, compiled model for ``config`` (weights from the config's seed)."""
-    from resnet.model import build_resnet
+    from resnet.core.model import build_resnet
 
     keras.utils.set_random_seed(config.seed)
     model = build_resnet(config.depth, precision=precision)
@@ -159,11 +159,11 @@ def prepare_training(
 ) -> PreparedTraining:
     """Validate everything and pick the run to train; raises ConfigError, DatasetError or RunError.
 
-    What is trained is ``resnet.plan.plan_training``'s answer: with ``run_id``, that run continues to
+    What is trained is ``resnet.store.plan.plan_training``'s answer: with ``run_id``, that run continues to
     ``config.epochs``; else, with ``resume``, the newest run of the same settings does; else a new run.
     A continued run keeps its settings but trains where ``config`` asks (``config.gpus``).
 
-    Precision ``auto`` is measured here, the first time on this machine (``resnet.precision``), before
+    Precision ``auto`` is measured here, the first time on this machine (``resnet.core.precision``), before
     a new run records it; and for a run without a checkpoint yet, in the process that trains it.
     ``measure=False`` is for a process that only creates the run for another to train (the app's
     server): it records the remembered or claimed answer, and the training process decides.
@@ -330,7 +330,7 @@ class Evaluation:
 def evaluate_with_features(model, dataset: FashionMNIST, indices: np.ndarray) -> Evaluation:
     """Probabilities and penultimate features of the evaluation images in one forward pass, loss and accuracy."""
     from data.pipeline import eval_dataset
-    from resnet.explain import predict_with_features
+    from resnet.core.explain import predict_with_features
 
     labels = dataset.test_labels[indices]
     probabilities, features = predict_with_features(

@@ -1,6 +1,6 @@
 """A run's typed state and history, parsed and validated in one place.
 
-``state.json`` is the commit record of a run (see ``resnet/runs.py``). It is read into a ``RunState``
+``state.json`` is the commit record of a run (see ``resnet/store/runs.py``). It is read into a ``RunState``
 by ``RunState.from_json``, which checks the type and range of every field it uses; anything else raises
 ``DamagedRun`` with the reason, so a copied, truncated or hand-edited cache can mark one run as damaged
 but never break a listing. ``RunState.to_json`` writes the same JSON back (fields this version does not
@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from resnet.config import LIMITS
-from resnet.schedule import Segment
+from resnet.core.schedule import Segment
 
 FORMAT_VERSION = 1
 
@@ -81,7 +81,7 @@ def predictions_name(epoch: int) -> str:
     return f"predictions-{epoch:04d}.npz"
 
 
-# Files the state never names (resnet/runs.py finds them by name): the feature map of every epoch, and
+# Files the state never names (resnet/store/runs.py finds them by name): the feature map of every epoch, and
 # the nearest-neighbour bank of the checkpoint's epoch.
 def map_name(epoch: int) -> str:
     return f"map-{epoch:04d}.npz"

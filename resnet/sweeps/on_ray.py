@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet.runs import ACTIVE_RUNS, RunError, RunStatus, RunStore
+from resnet.store.runs import ACTIVE_RUNS, RunError, RunStatus, RunStore
 from resnet.sweeps import (
     Outcome,
     Report,
@@ -66,7 +66,7 @@ from resnet.sweeps import (
 )
 from resnet.wording import failed_message, stopped_message
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "pip install -r requirements-cluster.txt"
 # The project's own packages travel with the job to a remote cluster (Ray uploads them once), so its
 # machines need only the runtime packages of requirements.txt, not a copy of this folder.
@@ -170,9 +170,9 @@ def train_trial_task(index, config_values, run_id, files, dataset_files, inbox, 
 
 def _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, measurements=None) -> dict:
     from resnet.config import TrainConfig
-    from resnet.hardware import detect_hardware, resolve_precision
-    from resnet.precision import Measurement, read_record, record_path, remember
-    from resnet.trainer import prepare_training, train_prepared
+    from resnet.core.hardware import detect_hardware, resolve_precision
+    from resnet.core.precision import Measurement, read_record, record_path, remember
+    from resnet.training.trainer import prepare_training, train_prepared
 
     config = TrainConfig.from_dict(config_values)
     data = folder / "data"
@@ -235,7 +235,7 @@ class _Running:
     """A submitted trial, as the driver follows it."""
 
     index: int
-    prepared: object  # resnet.trainer.PreparedTraining, in the driver's store
+    prepared: object  # resnet.training.trainer.PreparedTraining, in the driver's store
     lock: object  # the context holding the run's lock
     submitted: float
     worker: str = ""
@@ -262,7 +262,7 @@ def run_sweep_on_ray(
     """
     ray = import_ray()
     if not ray.is_initialized():
-        raise SweepError("Ray is not connected: call resnet.sweep_ray.connect() first")
+        raise SweepError("Ray is not connected: call resnet.sweeps.on_ray.connect() first")
     driver = _Driver(ray, store, cpus_per_trial, gpus_per_trial, report, dataset_dir)
     cancel = cancel or threading.Event()
     sweeps = SweepStore(store.root)
@@ -312,7 +312,7 @@ class _Driver:
     # --- submitting ---------------------------------------------------------------------------------
     def submit(self, sweeps: SweepStore, sweep: Sweep, index: int) -> Sweep:
         """Prepare trial ``index`` in the driver's store (as a trial here does) and submit its task."""
-        from resnet.trainer import prepare_training
+        from resnet.training.trainer import prepare_training
 
         self.total, trial, prepared = len(sweep.trials), sweep.trials[index], {}
 
@@ -498,15 +498,15 @@ def _inbox(ray):
 
 
 def _measurements(cache_root) -> dict[str, dict]:
-    """The auto-precision measurements remembered in the driver's cache (``resnet.precision``), for a task."""
-    from resnet.precision import read_record, record_path
+    """The auto-precision measurements remembered in the driver's cache (``resnet.core.precision``), for a task."""
+    from resnet.core.precision import read_record, record_path
 
     return {key: measurement.to_dict() for key, measurement in read_record(record_path(cache_root)).items()}
 
 
 def _remember_measurements(cache_root, measured: dict) -> None:
     """Keep what a task measured in the driver's record (valid entries it does not have yet)."""
-    from resnet.precision import Measurement, read_record, record_path, remember
+    from resnet.core.precision import Measurement, read_record, record_path, remember
 
     path = record_path(cache_root)
     known = read_record(path)
@@ -539,7 +539,7 @@ def _commit_epoch(
     with np.load(io.BytesIO(predictions), allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     map_arrays = None
-    if feature_map is not None:  # the epoch's map (resnet/explain.py), checked again as the store writes it
+    if feature_map is not None:  # the epoch's map (resnet/core/explain.py), checked again as the store writes it
         with np.load(io.BytesIO(feature_map), allow_pickle=False) as archive:
             map_arrays = {key: archive[key] for key in archive.files if key != "epoch"}
     files = store.write_epoch_files(

@@ -10,7 +10,7 @@ ResNet-18/34 use basic blocks (two 3x3 convolutions) in stages of 2-2-2-2 and 3-
 The last batch norm of each residual branch starts at zero (see ``RESIDUAL_GAMMA_INIT``); the layers
 and parameters are the seed's.
 
-    python -c "from resnet.model import build_resnet; build_resnet(50).summary()"
+    python -c "from resnet.core.model import build_resnet; build_resnet(50).summary()"
 """
 
 from __future__ import annotations

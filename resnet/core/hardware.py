@@ -1,6 +1,6 @@
 """What this machine offers for training: GPUs, CPU bfloat16 support, the precision and the devices to use.
 
-``auto`` precision is measured, not guessed (``resnet/precision.py``): the hardware only says which
+``auto`` precision is measured, not guessed (``resnet/core/precision.py``): the hardware only says which
 mixed policy is worth timing against float32 (``claimed_mixed_precision``): mixed_float16 on a GPU with
 tensor cores (compute capability 7.0 or newer), mixed_bfloat16 on a CPU with AMX or AVX512-BF16
 (elsewhere bfloat16 is emulated and can be many times slower than float32), none everywhere else.
@@ -127,7 +127,7 @@ def claimed_mixed_precision(hardware: Hardware) -> str | None:
     """The mixed policy this hardware claims to run faster than float32, or None.
 
     On a GPU: mixed_float16 with tensor cores (compute capability 7.0 or newer). On a CPU:
-    mixed_bfloat16 with AMX or AVX512-BF16. Only a claim: ``resnet.precision`` measures it.
+    mixed_bfloat16 with AMX or AVX512-BF16. Only a claim: ``resnet.core.precision`` measures it.
     """
     if hardware.gpus:
         capability = hardware.gpu_compute_capability
@@ -146,14 +146,14 @@ def resolve_precision(
 ):
     """What ``requested`` trains with on this machine: a Keras dtype policy name (a ``str``).
 
-    The answer is a ``resnet.precision.Precision``, a ``str`` that also says how it was decided
+    The answer is a ``resnet.core.precision.Precision``, a ``str`` that also says how it was decided
     (``.source``, ``.text``): a precision other than ``auto`` is itself; ``auto`` is float32 where the
     hardware claims no mixed policy (nothing to measure), else the measurement remembered in the cache
     folder for this machine, ``depth`` and ``batch_size`` (when given), else the claimed mixed policy,
     marked as not measured yet. Reads at most a small JSON file: measuring is
-    ``resnet.precision.choose_precision``'s, when a run is prepared.
+    ``resnet.core.precision.choose_precision``'s, when a run is prepared.
     """
-    from resnet.precision import remembered_precision
+    from resnet.core.precision import remembered_precision
 
     return remembered_precision(
         requested,

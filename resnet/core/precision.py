@@ -9,7 +9,7 @@ emulated and about 12x slower; on an AMX Xeon it took 125 to 203 images/s. So ``
    claims none, the answer is float32 and nothing is measured.
 2. Otherwise, the first time a (device, TensorFlow version, depth, batch size) is trained on this
    machine, each candidate is timed on random images of the batch size: its model is built and
-   compiled as for training (``resnet.trainer.build_compiled_model``), two warm-up steps (the first
+   compiled as for training (``resnet.training.trainer.build_compiled_model``), two warm-up steps (the first
    one compiles), then ``steps`` timed steps, in images/s (``measure_precision``).
 3. The mixed policy wins only if it is at least ``MIXED_MARGIN`` (10%) faster (``decide``): float32
    needs no loss scaling, keeps full-precision activations, and its runs compare with every other.
@@ -41,7 +41,7 @@ from pathlib import Path
 
 from data import quiet
 from data.fashion_mnist import TRAIN_SIZE
-from resnet.hardware import Hardware, claimed_mixed_precision, detect_hardware
+from resnet.core.hardware import Hardware, claimed_mixed_precision, detect_hardware
 from resnet.records import RecordError, finite_number, is_number, read_json
 
 log = logging.getLogger(__name__)
@@ -256,7 +256,7 @@ def record_key(hardware: Hardware, *, depth: int, batch_size: int, candidates: S
 
 
 def record_path(cache_dir=None) -> Path:
-    from resnet.runs import default_cache_dir
+    from resnet.store.runs import default_cache_dir
 
     return Path(cache_dir if cache_dir is not None else default_cache_dir()) / RECORD_NAME
 
@@ -312,7 +312,7 @@ def remember(path: Path, key: str, measurement: Measurement) -> None:
     A record that cannot be written (a folder in its place, a read-only cache) is reported in the log:
     the measurement still decides this run, and the next run measures again.
     """
-    from resnet.runs import write_json
+    from resnet.store.runs import write_json
 
     entries = {name: value.to_dict() for name, value in _parse_record(path).items()} if os.path.lexists(path) else {}
     entries[key] = measurement.to_dict()
@@ -333,7 +333,7 @@ def remembered_precision(
     gpus: str = "1",
     cache_dir=None,
 ) -> Precision:
-    """What ``requested`` trains with, without measuring anything (``resnet.hardware.resolve_precision``)."""
+    """What ``requested`` trains with, without measuring anything (``resnet.core.hardware.resolve_precision``)."""
     if requested != "auto":
         return Precision(requested, Source.REQUESTED, "as asked")
     hardware = hardware or detect_hardware()
@@ -462,8 +462,8 @@ def _measure(config, candidates: Sequence[str], steps: int) -> Measurement:
     import numpy as np
     import tensorflow as tf
 
-    from resnet.hardware import training_placement, training_strategy
-    from resnet.trainer import build_compiled_model
+    from resnet.core.hardware import training_placement, training_strategy
+    from resnet.training.trainer import build_compiled_model
 
     global MODELS_BUILT
     started = time.perf_counter()

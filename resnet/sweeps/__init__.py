@@ -12,17 +12,17 @@ trial, in order:
 with bounded size and depth (``resnet/records.py``) and checked in ``sweep_from_json``; the folder, the
 records and the locks are never followed through a symbolic link out of the cache.
 
-What a trial trains is ``resnet.plan.plan_training``'s answer. Runs that differ only in epochs share a
+What a trial trains is ``resnet.store.plan.plan_training``'s answer. Runs that differ only in epochs share a
 fingerprint, so a trial never resumes "the newest run of these settings": the first time it adopts a
 run trained with exactly its settings and its epoch budget in one learning-rate cycle (reused if
 complete, continued if partial), or else starts a new run (``resume=False``); from then on the record
 names that run and a rerun continues it. Training is ``prepare_training`` + ``train_prepared`` of the
 trainer, nothing else:
 
-- here, one after another (``run_sweep``): each trial in a child process through ``resnet.jobs``
+- here, one after another (``run_sweep``): each trial in a child process through ``resnet.training.jobs``
   (TensorFlow's memory goes back after every trial), stop ends the current trial after its batch
   (completed epochs kept) and the rest of the queue; running the sweep again continues it;
-- on a Ray cluster: ``resnet.sweep_ray.run_sweep_on_ray`` (the optional extra).
+- on a Ray cluster: ``resnet.sweeps.on_ray.run_sweep_on_ray`` (the optional extra).
 
 Analysis, for the CLI and the app: ``sweep_table`` (one row per trial), ``pareto_front`` (the trials
 no other trial beats in both time and accuracy) and ``budget_sentence`` (what a training budget buys).
@@ -50,10 +50,10 @@ import numpy as np
 import pandas as pd
 
 from resnet.config import PARAMS, PLACEMENT_FIELDS, ConfigError, TrainConfig, check_value, parse_bool
-from resnet.plan import PlanKind, TrainingPlan, plan_training
+from resnet.core.schedule import Segment
 from resnet.records import RecordError, finite_number, read_json, short
-from resnet.runs import RUN_ID_PATTERN, Run, RunError, RunStore, lock_held, try_lock, write_json
-from resnet.schedule import Segment
+from resnet.store.plan import PlanKind, TrainingPlan, plan_training
+from resnet.store.runs import RUN_ID_PATTERN, Run, RunError, RunStore, lock_held, try_lock, write_json
 from resnet.wording import TextEnum, format_duration, plural
 
 FORMAT_VERSION = 1
@@ -570,7 +570,7 @@ def run_sweep(
 ) -> list[TrialResult]:
     """Train the sweep's trials here, one after another; returns one result per trial, in order.
 
-    Each trial is a ``resnet.jobs.JobManager`` job (``prepare_training`` + ``train_prepared``; in a
+    Each trial is a ``resnet.training.jobs.JobManager`` job (``prepare_training`` + ``train_prepared``; in a
     child process with ``isolated``). With ``manager`` (the app's one JobManager), every trial is a job
     of that manager instead, so it is the server's one training (``dataset_dir`` and ``isolated`` are
     then the manager's); a trial it cannot start because another job runs raises JobAlreadyRunning.
@@ -578,7 +578,7 @@ def run_sweep(
     skipped and a partial one continues when it runs again.
     The record is saved (with its run ids) as trials start; the caller holds ``SweepStore.locked``.
     """
-    from resnet.jobs import JobManager  # imports TensorFlow: only once the sweep is valid
+    from resnet.training.jobs import JobManager  # imports TensorFlow: only once the sweep is valid
 
     cancel = cancel or threading.Event()
     report = report or (lambda event: None)
@@ -857,8 +857,8 @@ def estimate_text(sweep: Sweep, runs: list[Run], cache_dir=None) -> str:
     Each trial's precision is what Start would train it with (``config_precision``: for ``auto``, the
     measurement remembered in ``cache_dir`` for its depth and batch size), as the sidebar's estimate uses.
     """
-    from resnet.estimate import estimate_time
-    from resnet.hardware import config_precision, detect_hardware
+    from resnet.core.hardware import config_precision, detect_hardware
+    from resnet.store.estimate import estimate_time
 
     device = detect_hardware().device_label
     by_id = {run.run_id: run for run in runs}

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from resnet.config import TrainConfig
-from resnet.runs import Run
+from resnet.store.runs import Run
 from resnet.wording import format_duration, plural
 
 EVAL_SPEEDUP = 3.0  # evaluation images per training image in the same time (forward pass only)

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from resnet.config import ConfigError, TrainConfig
-from resnet.runs import Run, RunError, RunStatus, RunStore
-from resnet.schedule import Segment, continues_a_cycle, plan_segments
+from resnet.core.schedule import Segment, continues_a_cycle, plan_segments
+from resnet.store.runs import Run, RunError, RunStatus, RunStore
 from resnet.wording import TextEnum, plural
 
 

@@ -1,4 +1,4 @@
-"""The training child process: ``python -m resnet.worker``, started and driven by ``resnet.jobs.JobManager``.
+"""The training child process: ``python -m resnet.training.worker``, started and driven by ``resnet.training.jobs.JobManager``.
 
 Why a child process: TensorFlow keeps roughly one run's variables and optimizer slots alive inside the
 process after every training, even after ``keras.backend.clear_session()`` (about 200 MB per ResNet-18
@@ -14,7 +14,7 @@ Protocol (one JSON object per line):
 - stdout: ``{"event": "progress", ...EpochProgress fields}`` while training, then exactly one
   ``{"event": "finished", "status": ..., "message": ...}`` or ``{"event": "failed", "error": ...}``.
   The child imports TensorFlow and the trainer (and reads the dataset, if it is on disk) *before* it reads
-its request, so a child started ahead of need (``resnet.jobs.SpareWorker``) starts training the moment a
+its request, so a child started ahead of need (``resnet.training.jobs.SpareWorker``) starts training the moment a
 job arrives. Until then it holds no run, no lock and no device. The request's ``environment`` (the
 parent's when it sent the job) replaces the one the child was started with: the cache and dataset
 folders may have changed meanwhile; what TensorFlow read at import may not (the parent checks that).
@@ -52,7 +52,7 @@ def _watch_input(cancel: threading.Event) -> None:
 def _import_training() -> BaseException | None:
     """Import what training needs before the request comes; the error, if that fails (told with the job)."""
     try:
-        import resnet.trainer  # noqa: F401  (TensorFlow and Keras: the slow part of a start)
+        import resnet.training.trainer  # noqa: F401  (TensorFlow and Keras: the slow part of a start)
         from data.fashion_mnist import DatasetError, load_fashion_mnist
     except BaseException as error:  # told to the parent once it sends a job
         return error
@@ -103,8 +103,8 @@ def main() -> int:
         if import_error is not None:  # TensorFlow could not start: the parent hears why, not just an exit code
             raise import_error
         from resnet.config import TrainConfig
-        from resnet.runs import RunStore
-        from resnet.trainer import prepare_training, train_prepared
+        from resnet.store.runs import RunStore
+        from resnet.training.trainer import prepare_training, train_prepared
 
         store = RunStore(request["store"])
         config = TrainConfig.from_dict(request["config"])

@@ -7,10 +7,10 @@ A run folder holds:
 - ``checkpoint-NNNN.keras``: model and optimizer state after epoch NNNN;
 - ``predictions-NNNN.npz``: class probabilities on the evaluation images after epoch NNNN;
 - ``map-NNNN.npz``: the evaluation images' penultimate features after epoch NNNN projected to 2-D, with
-  the predicted class and confidence (``resnet/explain.py``); kept for every epoch;
+  the predicted class and confidence (``resnet/core/explain.py``); kept for every epoch;
 - ``features-NNNN.npz``: the nearest-neighbour bank (penultimate features of ``BANK_SIZE`` training
   images) for the checkpoint of epoch NNNN, written on first use (``RunStore.feature_bank``);
-- ``state.json``: the commit record (``resnet.run_state.RunState``): status, epochs done, which
+- ``state.json``: the commit record (``resnet.store.run_state.RunState``): status, epochs done, which
   checkpoint and predictions belong to them, the learning-rate segments, and where and how the run
   was trained;
 - ``.lock``: held (``flock``) by the process training the run: a run is ``running`` only while some
@@ -25,8 +25,8 @@ that read the state just before a commit still finds its files; the maps of ever
 
 Everything read from a run folder is validated in one place per kind of file: JSON records with bounded
 size and depth (``resnet/records.py``), ``state.json`` and ``history.csv`` field by field
-(``resnet/run_state.py``), the NumPy files' shapes, types and values against the run
-(``resnet/run_arrays.py``). A run that fails is listed as ``damaged`` with the reason and never breaks the
+(``resnet/store/run_state.py``), the NumPy files' shapes, types and values against the run
+(``resnet/store/run_arrays.py``). A run that fails is listed as ``damaged`` with the reason and never breaks the
 listing; a derived cache that fails (the features bank, the map computed for an old run) is ignored and
 computed again. Parsed runs are cached by their files' modification times, so listing many runs on every
 page rerun costs little.
@@ -59,10 +59,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from resnet import run_arrays
 from resnet.config import ConfigError, TrainConfig
 from resnet.records import RecordError, read_json
-from resnet.run_state import (
+from resnet.store import run_arrays
+from resnet.store.run_state import (
     FORMAT_VERSION,
     HISTORY_COLUMNS,
     DamagedRun,
@@ -91,7 +91,7 @@ __all__ = [
 ]
 
 ENV_VAR = "RESNET_CACHE_DIR"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # used with fullmatch
 EPOCH_FILE = re.compile(r"(checkpoint|predictions|map|features)-(\d{4})\.(keras|npz)")
 EPOCH_FILE_SUFFIX = {"checkpoint": "keras", "predictions": "npz", "map": "npz", "features": "npz"}
@@ -373,7 +373,7 @@ class RunStore:
         """Write the checkpoint, predictions and feature map of ``epoch`` (not yet committed: see ``record_epoch``).
 
         ``save_checkpoint(path)`` writes the model to ``path`` (a ``.keras`` file). ``feature_map`` holds
-        ``coords``, ``explained``, ``predicted`` and ``confidence`` (``resnet.explain.feature_map_arrays``);
+        ``coords``, ``explained``, ``predicted`` and ``confidence`` (``resnet.core.explain.feature_map_arrays``);
         its ``indices`` default to ``eval_indices``.
         """
         if epoch != run.epochs_done + 1:
@@ -517,7 +517,7 @@ class RunStore:
         return None
 
     def load_predictions(self, run: Run) -> dict[str, np.ndarray]:
-        """The committed predictions, checked (``resnet.run_arrays.check_predictions``): probabilities
+        """The committed predictions, checked (``resnet.store.run_arrays.check_predictions``): probabilities
         (n, 10) float32, indices int32 into the test set, labels uint8, epoch. RunError if there are none,
         DamagedRun (naming the file and what is wrong) if they are unreadable or do not fit the run."""
         path = run.predictions_path
@@ -555,7 +555,7 @@ class RunStore:
     def load_feature_map(self, run: Run, epoch: int) -> dict[str, np.ndarray]:
         """The map of ``epoch``: ``coords`` (n, 2) float32, ``explained`` (2,) float32, ``indices`` int32
         (test images the run evaluates), ``predicted`` uint8, ``confidence`` float16 and ``epoch``
-        (checked: ``resnet.run_arrays.check_feature_map``). RunError if there is none, DamagedRun if it
+        (checked: ``resnet.store.run_arrays.check_feature_map``). RunError if there is none, DamagedRun if it
         is unreadable or does not fit the run."""
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or not 1 <= epoch <= run.epochs_done:
             raise RunError(f"run {run.run_id} has no epoch {epoch!r} (epochs 1-{run.epochs_done} are committed)")
@@ -573,7 +573,7 @@ class RunStore:
 
         For runs trained before maps were recorded (or whose map is damaged): ``compute_map()`` returns
         ``coords``, ``explained``, ``predicted``, ``confidence`` and ``indices`` from the checkpoint
-        (``resnet.explain.feature_map_of``), and the map is written atomically for later views. RunError
+        (``resnet.core.explain.feature_map_of``), and the map is written atomically for later views. RunError
         if it cannot be written (a folder in the way of the file, a read-only run folder).
         """
         epoch = run.epochs_done
@@ -602,9 +602,9 @@ class RunStore:
         """The nearest-neighbour bank of the run's checkpoint, from ``features-NNNN.npz`` or computed once.
 
         ``compute(train_indices)`` returns the penultimate features (n, d) of those training images with
-        the checkpoint's model (``resnet.explain.penultimate_features``). ``train_labels`` are the 60,000
+        the checkpoint's model (``resnet.core.explain.penultimate_features``). ``train_labels`` are the 60,000
         training labels (default: read with ``data.fashion_mnist.load_fashion_mnist``). A missing,
-        unreadable or stale file is (re)computed and written atomically (``resnet.run_arrays.read_bank``);
+        unreadable or stale file is (re)computed and written atomically (``resnet.store.run_arrays.read_bank``);
         if it cannot be written (a folder in its place, a read-only run folder) the bank is used unsaved
         and ``FeatureBank.unsaved`` says why. The file of an older epoch than the previous one is removed.
         """
@@ -633,7 +633,7 @@ class RunStore:
         features = np.asarray(compute(indices), dtype=np.float32)
         if features.ndim != 2 or len(features) != len(indices) or not np.isfinite(features).all():
             raise RunError(f"run {run.run_id}: the bank's features have shape {features.shape} or are not finite")
-        from resnet.explain import normalise_rows
+        from resnet.core.explain import normalise_rows
 
         bank = FeatureBank(run.epochs_done, indices, labels, _read_only(normalise_rows(features).astype(np.float16)))
         arrays = {"epoch": np.int32(bank.epoch), "indices": indices, "labels": labels, "features": bank.features}

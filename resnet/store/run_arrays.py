@@ -28,7 +28,7 @@ import numpy as np
 from numpy.lib import format as npy
 
 from data.fashion_mnist import TEST_SIZE
-from resnet.run_state import DamagedRun
+from resnet.store.run_state import DamagedRun
 
 CLASSES = 10
 MAX_FILE_BYTES = 256 * 2**20  # the largest real file, a ResNet-50 bank of 6,000 x 2,048 float16, is 25 MB
