@@ -42,7 +42,7 @@ def main() -> None:
     sidebar.hardware_ui(services.device_text(), services.uses_gpu())
     values, url_problems = settings_ui()
     config, config_error = params.config_from_values(values)
-    runs = manager.runs()  # one listing per rerun, shared by every part of the page
+    runs = manager.store.list_runs()  # one listing per rerun, shared by every part of the page
     snapshot = manager.snapshot()
     shown = state.pick_shown_run(runs, state.active_run_id(snapshot))
     precision = services.concrete_precision(values["precision"], config)
@@ -64,7 +64,7 @@ def main() -> None:
     feedback.show_outcome(state.take_flash())
     feedback.show_outcome(services.dataset_problem())
     if not runs and not manager.snapshot().active:
-        welcome_ui(manager.cache_root)
+        welcome_ui(manager.store.root)
 
     live.live_ui(manager)
     if shown is not None:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from data.fashion_mnist import DatasetError
 from resnet.config import ConfigError, TrainConfig
-from resnet.store.plan import PlanKind
+from resnet.store.plan import PlanKind, plan_training
 from resnet.store.runs import Run, RunError
 from resnet.training.jobs import JobAlreadyRunning, JobManager
 
@@ -45,7 +45,7 @@ def perform(manager: JobManager, action: Action, config: TrainConfig | None, sho
 
 def start(manager: JobManager, config: TrainConfig, *, resume: bool = True) -> Outcome:
     """Start training ``config`` (continuing the newest run of the same settings if ``resume``)."""
-    plan = manager.plan(config, resume=resume)
+    plan = plan_training(manager.store, config, resume=resume)
     if plan.kind is PlanKind.UP_TO_DATE:
         return Outcome(
             "info",

@@ -11,8 +11,10 @@ import numpy as np
 import streamlit as st
 
 from resnet.core import explain
-from resnet.store.runs import FeatureBank, Run, RunError, path_mtime
-from resnet.training.jobs import JobManager
+from resnet.files import path_mtime
+from resnet.store import artefacts
+from resnet.store.artefacts import FeatureBank
+from resnet.store.runs import Run, RunError
 
 
 def _checkpoint_key(run: Run) -> tuple[str, float]:
@@ -23,13 +25,13 @@ def _checkpoint_key(run: Run) -> tuple[str, float]:
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _model_at(path: str, mtime: float, _manager: JobManager, _run: Run):
-    return _manager.load_model(_run)
+def _model_at(path: str, mtime: float, _store, _run: Run):
+    return artefacts.load_model(_store, _run)
 
 
-def checkpoint_model(manager: JobManager, run: Run):
+def checkpoint_model(store, run: Run):
     """The run's committed checkpoint as a Keras model; RunError (or DamagedRun) if there is none to load."""
-    return _model_at(*_checkpoint_key(run), manager, run)
+    return _model_at(*_checkpoint_key(run), store, run)
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -43,10 +45,21 @@ def heatmaps(run: Run, model, test_index: int, image: np.ndarray, classes, stage
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)
-def _bank_at(path: str, mtime: float, _manager: JobManager, _run: Run, _model, _images, _labels) -> FeatureBank:
-    return _manager.feature_bank(_run, _model, _images, _labels)
+def _bank_at(path: str, mtime: float, _run: Run, _model, _images, _labels) -> FeatureBank:
+    images = np.asarray(_images)
+    return artefacts.feature_bank(
+        _run, lambda indices: explain.penultimate_features(_model, images[indices]), train_labels=_labels
+    )
 
 
-def feature_bank(manager: JobManager, run: Run, model, train_images: np.ndarray, train_labels) -> FeatureBank:
+def feature_bank(run: Run, model, train_images: np.ndarray, train_labels) -> FeatureBank:
     """The run's nearest-neighbour bank (from its features file, or computed once and written there)."""
-    return _bank_at(*_checkpoint_key(run), manager, run, model, train_images, train_labels)
+    return _bank_at(*_checkpoint_key(run), run, model, train_images, train_labels)
+
+
+def ensure_feature_map(store, run: Run, model, test_images: np.ndarray) -> dict:
+    """The map of the checkpoint's epoch, computed from ``model`` once for a run that recorded none."""
+    images = np.asarray(test_images)
+    return artefacts.ensure_feature_map(
+        store, run, lambda indices: explain.feature_map_of(model, images[indices], indices)
+    )

@@ -13,7 +13,9 @@ import streamlit as st
 from app import charts, checkpoints, state
 from data.fashion_mnist import CLASS_NAMES, TEST_SIZE, DatasetError, load_fashion_mnist
 from resnet.core import explain
-from resnet.store.runs import BANK_SIZE, Run, RunError
+from resnet.store import artefacts
+from resnet.store.artefacts import BANK_SIZE
+from resnet.store.runs import Run, RunError
 from resnet.training.jobs import JobManager
 from resnet.wording import plural
 
@@ -51,7 +53,7 @@ def _model(manager: JobManager, run: Run, what: str):
     """The run's checkpoint as a model, or None with the reason shown."""
     try:
         with st.spinner(f"Loading the checkpoint of epoch {run.epochs_done} to {what}..."):
-            return checkpoints.checkpoint_model(manager, run)
+            return checkpoints.checkpoint_model(manager.store, run)
     except RunError as error:
         st.warning(f"Cannot {what}: {error}.")
         return None
@@ -116,7 +118,7 @@ def neighbours_ui(manager, run, model, image, true_index, predicted_index) -> No
             f"Computing the features of {min(BANK_SIZE, run.config.train_subset):,} training images for epoch "
             f"{run.epochs_done} (once per checkpoint; later views read them from the cache)..."
         ):
-            bank = checkpoints.feature_bank(manager, run, model, train.train_images, train.train_labels)
+            bank = checkpoints.feature_bank(run, model, train.train_images, train.train_labels)
     except RunError as error:
         st.warning(f"The nearest training images cannot be shown: {error}")
         return
@@ -184,14 +186,14 @@ def feature_map_ui(manager: JobManager, run: Run, predictions: dict, images: np.
     st.subheader("Feature-space map")
     true_labels = np.full(TEST_SIZE, -1, dtype=int)
     true_labels[np.asarray(predictions["indices"], dtype=int)] = np.asarray(predictions["labels"], dtype=int)
-    epochs = manager.feature_map_epochs(run)
+    epochs = artefacts.feature_map_epochs(run)
     if run.epochs_done and run.epochs_done not in epochs:
         st.caption(
             f"This run recorded no map for epoch {run.epochs_done} (it was trained before maps were kept); "
             "it can be computed from the checkpoint."
         )
         if _compute_map_button(manager, run, images, "Compute the map of the last epoch") is not None:
-            epochs = manager.feature_map_epochs(run)
+            epochs = artefacts.feature_map_epochs(run)
     if not epochs:
         st.info("No feature map yet: one is recorded after every epoch.")
         return
@@ -225,7 +227,7 @@ def _compute_map_button(manager: JobManager, run: Run, images: np.ndarray | None
         return None
     try:
         with st.spinner(f"Computing features of the evaluated test images for epoch {run.epochs_done}..."):
-            return manager.ensure_feature_map(run, model, images)
+            return checkpoints.ensure_feature_map(manager.store, run, model, images)
     except RunError as error:
         st.warning(f"The map of epoch {run.epochs_done} cannot be computed: {error}")
         return None
@@ -233,7 +235,7 @@ def _compute_map_button(manager: JobManager, run: Run, images: np.ndarray | None
 
 def _one_map(manager: JobManager, run: Run, epoch: int, true_labels: np.ndarray, images: np.ndarray | None) -> None:
     try:
-        feature_map = manager.feature_map(run, epoch)
+        feature_map = artefacts.load_feature_map(manager.store, run, epoch)
     except RunError as error:
         st.warning(f"The map of epoch {epoch} cannot be read: {error}")
         if epoch != run.epochs_done:

@@ -144,7 +144,7 @@ def understanding_ui(manager: JobManager, run: Run | None) -> None:
         st.error(f"Run {run.run_id} is damaged: {run.problem}")
         return
     try:
-        predictions = manager.predictions(run)
+        predictions = manager.store.load_predictions(run)
     except DamagedRun as error:  # damaged since the run was listed
         st.error(f"Run {run.run_id} is damaged: {error}")
         return

@@ -12,7 +12,7 @@ import streamlit as st
 
 from resnet.store.estimate import run_eta_seconds
 from resnet.training.jobs import JobManager, JobSnapshot, JobState
-from resnet.training.trainer import Phase
+from resnet.training.protocol import Phase
 from resnet.wording import format_duration
 
 REFRESH_SECONDS = 2.0  # live view redraw while a job is active
@@ -70,7 +70,7 @@ def live_ui(manager: JobManager) -> None:
     """The job's progress, redrawn every ``REFRESH_SECONDS`` while it is active (see the module docstring)."""
     snapshot = manager.snapshot()
     was_active = snapshot.active
-    running = manager.run(snapshot.run_id) if was_active else None
+    running = manager.store.find(snapshot.run_id) if was_active else None
     epochs_shown = running.epochs_done if running is not None else None
 
     @st.fragment(run_every=REFRESH_SECONDS if was_active else WATCH_SECONDS)
@@ -78,7 +78,7 @@ def live_ui(manager: JobManager) -> None:
         now = manager.snapshot()
         if now.active != was_active:
             st.rerun(scope="app")  # the job ended, or another tab started one
-        run = manager.run(now.run_id) if now.active else None
+        run = manager.store.find(now.run_id) if now.active else None
         if run is not None and (run.run_id, run.epochs_done) != (snapshot.run_id, epochs_shown):
             st.rerun(scope="app")  # an epoch was committed: grow the curves
         job_status_ui(now, run.history if run is not None else None)

@@ -72,7 +72,7 @@ def _checkpoint_download(manager: JobManager, run: Run):
 
     def read() -> bytes:
         try:
-            return manager.checkpoint_bytes(run)
+            return manager.store.checkpoint_bytes(run)
         except (RunError, OSError):  # deleted or superseded since the page was drawn
             return b""
 
@@ -82,7 +82,7 @@ def _checkpoint_download(manager: JobManager, run: Run):
 def runs_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
     """The Runs tab: the table of every run, overlaid curves, and one run's buttons."""
     if not runs:
-        st.info(f"No runs in {manager.cache_root} yet. Runs trained here or with `python -m resnet train` appear here.")
+        st.info(f"No runs in {manager.store.root} yet. Runs trained here or with `python -m resnet train` appear here.")
         return
     runs_table_ui(runs)
     compare_ui(runs, shown)

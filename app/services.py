@@ -15,9 +15,10 @@ import streamlit as st
 from app.actions import Outcome
 from data.fashion_mnist import DatasetError, resolve_dataset_dir
 from resnet.config import TrainConfig
-from resnet.core.hardware import config_precision, detect_hardware, resolve_precision
-from resnet.core.precision import Precision
-from resnet.store.runs import RunStore, default_cache_dir
+from resnet.core.hardware import detect_hardware
+from resnet.core.precision import Precision, resolve, resolve_precision
+from resnet.files import default_cache_dir
+from resnet.store.runs import RunStore
 from resnet.training.jobs import JobManager
 
 
@@ -54,7 +55,7 @@ def concrete_precision(requested: str, config: TrainConfig | None = None) -> Pre
     """
     if config is None:
         return resolve_precision(requested)
-    return config_precision(config.replace(precision=requested), default_cache_dir())
+    return resolve(config.replace(precision=requested), cache_dir=default_cache_dir())
 
 
 def dataset_problem() -> Outcome | None:

@@ -17,7 +17,7 @@ from resnet.config import LIMITS, RECIPES, TrainConfig
 from resnet.core.precision import BUDGET_SHARE, MIXED_MARGIN, Source
 from resnet.core.schedule import continues_a_cycle
 from resnet.store.estimate import Estimate
-from resnet.store.plan import PlanKind, TrainingPlan
+from resnet.store.plan import PlanKind, TrainingPlan, plan_training
 from resnet.store.runs import Run, RunError, RunStatus
 from resnet.training.jobs import JobManager, JobSnapshot
 
@@ -103,7 +103,7 @@ def controls_ui(
         help="If a run with these settings (everything but epochs) exists, Start trains it on to the chosen "
         "number of epochs instead of starting over. Turn off to start a fresh run.",
     )
-    plan = manager.plan(config, resume=resume, runs=runs) if config is not None else None
+    plan = plan_training(manager.store, config, resume=resume, runs=runs) if config is not None else None
     _plan_caption(plan, estimate, precision)
     left, right = sidebar.columns(2)
     start = left.button(
@@ -166,7 +166,7 @@ def train_further_ui(manager: JobManager, snapshot: JobSnapshot, shown: Run | No
         help=_further_help(shown),
     )
     try:
-        plan = manager.plan(shown.config.replace(epochs=int(epochs)), run_id=shown.run_id)
+        plan = plan_training(manager.store, shown.config.replace(epochs=int(epochs)), run_id=shown.run_id)
     except RunError as error:
         sidebar.caption(str(error))
         return None

@@ -170,4 +170,4 @@ def _runner_for(cache_dir: str, _manager: JobManager) -> SweepRunner:
 
 def get_sweep_runner(manager: JobManager) -> SweepRunner:
     """The sweep runner of this server process for ``manager`` (``app.services.get_manager()``)."""
-    return _runner_for(str(manager.cache_root.resolve()), manager)
+    return _runner_for(str(manager.store.root.resolve()), manager)

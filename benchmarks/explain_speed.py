@@ -6,7 +6,7 @@
 Saves a freshly built (untrained: only the speed is measured) ResNet-50 as a ``.keras`` checkpoint in a
 temporary folder, then times, in one process:
 
-- loading the checkpoint (``keras.models.load_model(..., safe_mode=True)``, as ``RunStore.load_model``);
+- loading the checkpoint (``keras.models.load_model(..., safe_mode=True)``, as ``resnet.store.artefacts.load_model``);
 - the first Grad-CAM (building the sub-model and tracing its ``tf.function``) and later ones (median
   of 10 images, two classes each: the true and the predicted class, as the view asks);
 - penultimate features of the evaluation images (``penultimate_features``: a ``tf.function`` over
@@ -65,8 +65,9 @@ def main() -> None:
     from data.pipeline import eval_dataset
     from resnet.config import TrainConfig
     from resnet.core import explain
-    from resnet.store.runs import BANK_SIZE
-    from resnet.training.trainer import EVAL_BATCH_SIZE, build_compiled_model
+    from resnet.core.model import build_compiled_model
+    from resnet.store.artefacts import BANK_SIZE
+    from resnet.training.trainer import EVAL_BATCH_SIZE
 
     dataset = load_fashion_mnist()
     images, labels = dataset.test_images[: args.images], dataset.test_labels[: args.images]
@@ -146,7 +147,7 @@ def main() -> None:
         f"{projection.explained[0]:.4f}, {projection.explained[1]:.4f} vs {exact_ratios[0]:.4f}, {exact_ratios[1]:.4f}",
     )
 
-    bank.flags.writeable = False  # as RunStore.feature_bank hands it out: converted to float32 once
+    bank.flags.writeable = False  # as resnet.store.artefacts.feature_bank hands it out: converted to float32 once
     queries = features[:101]
     seconds, _ = timed(lambda: explain.nearest_neighbours(bank, queries[0], 8))
     row("first nearest-neighbour query (bank converted to float32)", f"{seconds * 1000:.0f} ms")

@@ -49,14 +49,15 @@ def fill_cache(root: Path, runs: int, epochs: int) -> None:
                 "cumulative_seconds": 10.0 * epoch,
                 "images_per_second": 100.0,
             }
-            store.commit_epoch(
+            files = store.write_epoch_files(
                 run,
-                row,
+                epoch,
                 save_checkpoint=fake_checkpoint,
                 probabilities=np.full((10, 10), 0.1),
                 eval_indices=np.arange(10),
                 eval_labels=np.zeros(10),
             )
+            store.record_epoch(run, row, files)
         store.update_state(run, status="complete")
 
 

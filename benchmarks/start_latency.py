@@ -10,7 +10,7 @@ in one process:
 
 - ``fresh child``: every Start spawns ``python -m resnet.training.worker``, which imports TensorFlow after it is
   asked (``SpareWorker(keep_spare=False)``: what the app did before spares);
-- ``spare child``: the job manager's spare (``resnet.training.jobs.SpareWorker``) has imported TensorFlow ahead;
+- ``spare child``: the job manager's spare (``resnet.training.spare.SpareWorker``) has imported TensorFlow ahead;
   the benchmark waits until the spare is idle before each Start, as a user's next press would find it.
 
 ``--app`` runs the same through the real page: AppTest presses the sidebar's Start button; the time is
@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from resnet.config import TrainConfig  # noqa: E402
 from resnet.store.runs import RunStore  # noqa: E402
-from resnet.training.jobs import JobManager, SpareWorker  # noqa: E402
+from resnet.training.jobs import JobManager  # noqa: E402
+from resnet.training.spare import SpareWorker  # noqa: E402
 
 TINY = TrainConfig(epochs=1, batch_size=64, train_subset=256, eval_subset=200, depth=18, precision="float32")
 SETTLE_SECONDS = 15.0  # a spare started after the previous job is idle by then (its import is done)
@@ -67,11 +68,11 @@ def through_app(keep_spare: bool, rounds: int, cache: Path) -> list[float]:
     from streamlit.testing.v1 import AppTest
 
     from app import services
-    from resnet.training import jobs
+    from resnet.training import spare
 
     os.environ["RESNET_CACHE_DIR"] = str(cache)
-    jobs.SPARE_WORKER.close()
-    jobs.SPARE_WORKER.keep_spare = keep_spare
+    spare.SPARE_WORKER.close()
+    spare.SPARE_WORKER.keep_spare = keep_spare
     services._manager_for.clear()  # a new server's manager: it prepares the spare as the app starts
     times = []
     for round_ in range(rounds):
@@ -81,7 +82,7 @@ def through_app(keep_spare: bool, rounds: int, cache: Path) -> list[float]:
         at.run()
         time.sleep(SETTLE_SECONDS)
         times.append(first_batch_seconds(services.get_manager(), lambda at=at: at.button(key="start").click().run()))
-    jobs.SPARE_WORKER.close()
+    spare.SPARE_WORKER.close()
     return times
 
 

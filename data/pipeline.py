@@ -32,28 +32,6 @@ ERASE_PROBABILITY = 0.5
 ERASE_MAX_SIDE = 14  # largest side of the erased rectangle, in pixels
 
 
-def stratified_subset(labels: np.ndarray, size: int, *, seed: int) -> np.ndarray:
-    """Indices of ``size`` examples with the same per-class balance as ``labels``.
-
-    Each class gets ``size // classes`` examples, and the remainder goes one each to the first classes.
-    The choice within a class is random but fixed by ``seed``; the indices come back sorted.
-    """
-    labels = np.asarray(labels)
-    if not 1 <= size <= len(labels):
-        raise ValueError(f"subset size must be between 1 and {len(labels)}, got {size}")
-    if size == len(labels):
-        return np.arange(len(labels))
-    classes = np.unique(labels)
-    rng = np.random.default_rng(seed)
-    base, remainder = divmod(size, len(classes))
-    chosen = []
-    for position, klass in enumerate(classes):
-        members = np.flatnonzero(labels == klass)
-        take = min(len(members), base + (1 if position < remainder else 0))
-        chosen.append(rng.choice(members, size=take, replace=False))
-    return np.sort(np.concatenate(chosen))
-
-
 def _to_float_batch(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     images = tf.cast(images, tf.float32)[..., tf.newaxis]
     return images, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)

@@ -15,7 +15,7 @@ import pytest
 from support import EXPLAINED, copy_run, own_file
 from test_app import assert_no_exception, charts, new_app, texts
 
-from resnet.store.runs import features_name, map_name
+from resnet.store.run_state import features_name, map_name
 
 RUN = EXPLAINED
 

@@ -168,7 +168,7 @@ def test_a_trial_stopped_from_the_sidebar_stops_the_sweep_and_a_restart_continue
     assert snapshot.state == "stopped" and snapshot.done == 0, snapshot
     record = runner.sweeps.load("halted")
     assert record.trials[1].run_id is None  # the second trial never started
-    first = manager.run(record.trials[0].run_id)
+    first = manager.store.find(record.trials[0].run_id)
     assert first.status == "stopped"
 
     at.run()
@@ -182,7 +182,7 @@ def test_a_trial_stopped_from_the_sidebar_stops_the_sweep_and_a_restart_continue
     assert (runner.snapshot().state, runner.snapshot().done) == ("finished", 2), runner.snapshot()
     record = runner.sweeps.load("halted")
     assert record.trials[0].run_id == first.run_id  # the same run, continued
-    assert [manager.run(trial.run_id).epochs_done for trial in record.trials] == [1, 1]
+    assert [manager.store.find(trial.run_id).epochs_done for trial in record.trials] == [1, 1]
 
 
 def test_a_damaged_sweep_record_is_reported_not_raised(cache_dir, runner):

@@ -20,7 +20,8 @@ from resnet.config import (
     param_specs,
     parse_bool,
 )
-from resnet.core.hardware import Hardware, resolve_precision
+from resnet.core.hardware import Hardware
+from resnet.core.precision import resolve_precision
 from resnet.core.schedule import Segment, learning_rate_at, plan_segments
 
 

@@ -32,6 +32,7 @@ from support import FINISHED
 
 from resnet.config import ConfigError, TrainConfig
 from resnet.core.hardware import Hardware, Placement, training_placement, training_strategy
+from resnet.store import artefacts
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Two epochs of 4 steps: seconds per epoch on two CPU cores, enough steps for the loss to fall by a third.
@@ -168,11 +169,12 @@ def test_two_replicas_follow_the_one_device_loss_trajectory(two_runs):
 
 @pytest.mark.slow  # a training child on two logical CPUs
 def test_two_replicas_take_the_same_steps_at_the_same_learning_rates(two_runs):
+
     from resnet.store.runs import RunStore
 
     one, two, _ = two_runs
     steps = 2 * (CONFIG.train_subset // CONFIG.batch_size)  # a split global batch: 4 steps per epoch
-    optimizers = [RunStore(run.path.parent).load_model(run).optimizer for run in (one, two)]
+    optimizers = [artefacts.load_model(RunStore(run.path.parent), run).optimizer for run in (one, two)]
     assert [int(optimizer.iterations.numpy()) for optimizer in optimizers] == [steps, steps]
     # The callback's last learning rate (per batch, from the schedule) reached the mirrored optimizer too.
     learning_rates = [float(np.asarray(optimizer.learning_rate)) for optimizer in optimizers]
@@ -188,7 +190,7 @@ def test_checkpoints_load_and_predict_alike_on_one_device_and_on_two(two_runs, d
     # Two replicas -> one device: the mirrored run's checkpoint predicts what the mirrored run predicted.
     store = RunStore(two.path.parent)
     saved = store.load_predictions(two)
-    probabilities, _, _ = evaluate(store.load_model(two), dataset, saved["indices"])
+    probabilities, _, _ = evaluate(artefacts.load_model(store, two), dataset, saved["indices"])
     assert np.abs(probabilities - saved["probabilities"]).max() <= SAME_PROBABILITIES
     # One device -> two replicas (in the child): likewise.
     assert report["one_device_checkpoint_replicas"] == 2

@@ -1,6 +1,6 @@
 """Explaining a mistake: Grad-CAM, penultimate features, the nearest-training-image bank and the per-epoch map.
 
-A real tiny run is trained once per session (``support.EXPLAINED``: ResNet-18, 2 epochs on 512 images,
+A real tiny run is trained once per session (``support.EXPLAINED``: ResNet-18, 2 epochs on 768 images,
 through the trainer, so its map files are the trainer's own) and copied into this module's own cache; a
 ResNet-50 is trained for a few steps for the bottleneck blocks. Tests that change a run work on a further
 copy of its folder.
@@ -13,13 +13,15 @@ import shutil
 
 import numpy as np
 import pytest
-from support import EXPLAINED, copy_run
+from support import EXPLAINED, commit_epoch, copy_run
 
 from resnet.config import TrainConfig
 from resnet.core import explain
 from resnet.core.model import build_resnet, stage_output_names
+from resnet.store import artefacts
+from resnet.store.artefacts import BANK_SIZE
 from resnet.store.run_state import HISTORY_COLUMNS
-from resnet.store.runs import BANK_SIZE, DamagedRun, RunError, RunStore
+from resnet.store.runs import DamagedRun, RunError, RunStore
 
 RUN = EXPLAINED
 
@@ -32,13 +34,13 @@ def explained(trained, dataset_dir, tmp_path_factory):
     store = RunStore(tmp_path_factory.mktemp("explain") / "cache")
     run = store.load(copy_run(trained(RUN).path, store.root).name)
     assert run.status == "complete" and run.epochs_done == 2, run
-    return store, run, store.load_model(run), load_fashion_mnist(dataset_dir)
+    return store, run, artefacts.load_model(store, run), load_fashion_mnist(dataset_dir)
 
 
 @pytest.fixture(scope="module")
 def resnet50(dataset):
     """A bottleneck ResNet-50 trained for a few steps (2 batches of 64 images)."""
-    from resnet.training.trainer import build_compiled_model
+    from resnet.core.model import build_compiled_model
 
     model = build_compiled_model(TrainConfig(depth=50, batch_size=64), "float32")
     images = dataset.train_images[:128, ..., np.newaxis].astype(np.float32)
@@ -292,22 +294,24 @@ def test_project_2d_of_degenerate_inputs_is_zeros():
 def test_the_trainer_writes_a_map_for_every_epoch(explained):
     store, run, _, _ = explained
     run = store.load(run.run_id)  # as read after the run ended
-    assert store.feature_map_epochs(run) == [1, 2]
+    assert artefacts.feature_map_epochs(run) == [1, 2]
     predictions = store.load_predictions(run)
     for epoch in (1, 2):
-        arrays = store.load_feature_map(run, epoch)
+        arrays = artefacts.load_feature_map(store, run, epoch)
         assert arrays["coords"].shape == (200, 2) and arrays["coords"].dtype == np.float32
         assert np.isfinite(arrays["coords"]).all() and arrays["coords"].std() > 0
         assert arrays["explained"].shape == (2,) and 0 < arrays["explained"].sum() <= 1.0 + 1e-6
         assert int(arrays["epoch"]) == epoch and arrays["indices"].dtype == np.int32
         assert np.array_equal(arrays["indices"], predictions["indices"])
         assert arrays["predicted"].dtype == np.uint8 and arrays["confidence"].dtype == np.float16
-    last = store.load_feature_map(run, 2)
+    last = artefacts.load_feature_map(store, run, 2)
     assert np.array_equal(last["predicted"], predictions["probabilities"].argmax(axis=1))
     assert np.allclose(last["confidence"], predictions["probabilities"].max(axis=1), atol=1e-3)
-    assert not np.allclose(store.load_feature_map(run, 1)["coords"], last["coords"])  # each epoch its own map
+    assert not np.allclose(
+        artefacts.load_feature_map(store, run, 1)["coords"], last["coords"]
+    )  # each epoch its own map
     with pytest.raises(RunError, match="no epoch 3"):
-        store.load_feature_map(run, 3)
+        artefacts.load_feature_map(store, run, 3)
 
 
 def test_maps_are_kept_for_every_epoch_and_uncommitted_files_are_removed(cache_dir):
@@ -325,7 +329,8 @@ def test_maps_are_kept_for_every_epoch_and_uncommitted_files_are_removed(cache_d
     for epoch in (1, 2, 3):
         row = {column: 0.5 for column in HISTORY_COLUMNS} | {"epoch": epoch, "cumulative_seconds": 10.0 * epoch}
         probabilities = rng.dirichlet(np.ones(10), size=50)
-        store.commit_epoch(
+        commit_epoch(
+            store,
             run,
             row,
             save_checkpoint=_write_zip,
@@ -337,7 +342,7 @@ def test_maps_are_kept_for_every_epoch_and_uncommitted_files_are_removed(cache_d
     names = {path.name for path in run.path.iterdir()}
     assert {"map-0001.npz", "map-0002.npz", "map-0003.npz"} <= names
     assert "checkpoint-0001.keras" not in names and "predictions-0001.npz" not in names  # superseded
-    assert store.feature_map_epochs(store.load(run.run_id)) == [1, 2, 3]
+    assert artefacts.feature_map_epochs(store.load(run.run_id)) == [1, 2, 3]
     # Files of an epoch that was never committed (a crash before state.json) go before training resumes.
     (run.path / "map-0004.npz").write_bytes((run.path / "map-0003.npz").read_bytes())
     (run.path / "features-0004.npz").write_bytes(b"partial")
@@ -350,31 +355,30 @@ def test_a_damaged_or_missing_map_is_a_clear_error(copied):
     store, run = copied
     (run.path / "map-0001.npz").write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(DamagedRun, match="map-0001.npz is unreadable"):
-        store.load_feature_map(run, 1)
+        artefacts.load_feature_map(store, run, 1)
     (run.path / "map-0001.npz").unlink()
     with pytest.raises(RunError, match="no feature map for epoch 1"):
-        store.load_feature_map(run, 1)
-    assert store.feature_map_epochs(run) == [2]
+        artefacts.load_feature_map(store, run, 1)
+    assert artefacts.feature_map_epochs(run) == [2]
     arrays = dict(np.load(run.path / "map-0002.npz"))
     np.savez(run.path / "map-0002.npz", **{**arrays, "coords": arrays["coords"][:10]})
     with pytest.raises(DamagedRun, match="indices of shape"):
-        store.load_feature_map(run, 2)
+        artefacts.load_feature_map(store, run, 2)
 
 
 def test_an_old_run_gets_a_map_of_its_checkpoint_once(explained, copied):
     _, original, model, dataset = explained
     store, run = copied
-    written = store.load_feature_map(run, 2)
+    written = artefacts.load_feature_map(store, run, 2)
     (run.path / "map-0002.npz").unlink()  # as a run trained before maps existed
-    indices = store.load_predictions(run)["indices"]
     calls = []
 
-    def compute_map():
+    def compute_map(evaluated):
         calls.append(1)
-        return explain.feature_map_of(model, dataset.test_images[indices], indices)
+        return explain.feature_map_of(model, dataset.test_images[evaluated], evaluated)
 
-    computed = store.ensure_feature_map(run, compute_map)
-    again = store.ensure_feature_map(run, compute_map)
+    computed = artefacts.ensure_feature_map(store, run, compute_map)
+    again = artefacts.ensure_feature_map(store, run, compute_map)
     assert len(calls) == 1 and (run.path / "map-0002.npz").is_file()
     for key in ("indices", "predicted", "epoch"):
         assert np.array_equal(computed[key], written[key]) and np.array_equal(again[key], written[key])
@@ -397,17 +401,17 @@ def test_the_feature_bank_is_written_once_then_reused(explained, copied):
     _, _, model, dataset = explained
     store, run = copied
     calls, compute = counted_features(model, dataset)
-    bank = store.feature_bank(run, compute, train_labels=dataset.train_labels)
+    bank = artefacts.feature_bank(run, compute, train_labels=dataset.train_labels)
     path = run.path / "features-0002.npz"
     stamp = path.stat().st_mtime_ns
-    assert calls == [512]  # the run trained on 512 images, fewer than BANK_SIZE: all of them
-    assert bank.epoch == 2 and bank.features.dtype == np.float16 and bank.features.shape == (512, 512)
+    assert calls == [RUN.train_subset]  # the run trained on fewer images than BANK_SIZE: all of them
+    assert bank.epoch == 2 and bank.features.dtype == np.float16 and bank.features.shape == (RUN.train_subset, 512)
     assert not bank.features.flags.writeable
     assert np.allclose(np.linalg.norm(bank.features.astype(np.float32), axis=1), 1.0, atol=1e-2)
     assert bank.indices.dtype == np.int32 and np.array_equal(bank.labels, dataset.train_labels[bank.indices])
-    assert np.bincount(bank.labels, minlength=10).tolist() == [52, 52] + [51] * 8  # class-balanced
-    again = store.feature_bank(run, compute, train_labels=dataset.train_labels)
-    assert calls == [512] and path.stat().st_mtime_ns == stamp
+    assert np.bincount(bank.labels, minlength=10).tolist() == [77] * 8 + [76] * 2  # class-balanced (768 images)
+    again = artefacts.feature_bank(run, compute, train_labels=dataset.train_labels)
+    assert calls == [RUN.train_subset] and path.stat().st_mtime_ns == stamp
     assert np.array_equal(again.features, bank.features) and np.array_equal(again.indices, bank.indices)
     # A training image's nearest neighbour in the bank is itself (distance 0).
     position = 17
@@ -420,16 +424,16 @@ def test_a_corrupted_feature_bank_is_recomputed(explained, copied):
     _, _, model, dataset = explained
     store, run = copied
     calls, compute = counted_features(model, dataset)
-    first = store.feature_bank(run, compute, train_labels=dataset.train_labels)
+    first = artefacts.feature_bank(run, compute, train_labels=dataset.train_labels)
     path = run.path / "features-0002.npz"
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(data[: len(data) // 2]))  # truncated
-    second = store.feature_bank(run, compute, train_labels=dataset.train_labels)
-    assert calls == [512, 512] and np.array_equal(second.features, first.features)
+    second = artefacts.feature_bank(run, compute, train_labels=dataset.train_labels)
+    assert calls == [RUN.train_subset] * 2 and np.array_equal(second.features, first.features)
     assert np.array_equal(np.load(path)["features"], first.features)  # and written again
     path.write_bytes(b"garbage")
-    store.feature_bank(run, compute, train_labels=dataset.train_labels)
-    assert calls == [512, 512, 512]
+    artefacts.feature_bank(run, compute, train_labels=dataset.train_labels)
+    assert calls == [RUN.train_subset] * 3
 
 
 def test_the_bank_is_a_class_balanced_subset_of_the_training_images(tmp_path, dataset):
@@ -438,10 +442,10 @@ def test_the_bank_is_a_class_balanced_subset_of_the_training_images(tmp_path, da
     store = RunStore(tmp_path)
     full = store.load(make_run(store, epochs_done=1).run_id)
     full.config = full.config.replace(train_subset=60_000)
-    indices = store.bank_indices(full, dataset.train_labels)
+    indices = artefacts.bank_indices(full, dataset.train_labels)
     assert len(indices) == BANK_SIZE == 6000 and len(np.unique(indices)) == BANK_SIZE
     assert np.bincount(dataset.train_labels[indices], minlength=10).tolist() == [600] * 10
-    assert np.array_equal(indices, store.bank_indices(full, dataset.train_labels))  # a fixed seed
+    assert np.array_equal(indices, artefacts.bank_indices(full, dataset.train_labels))  # a fixed seed
 
 
 def test_features_of_older_epochs_go_when_superseded(tmp_path, dataset):
@@ -456,28 +460,26 @@ def test_features_of_older_epochs_go_when_superseded(tmp_path, dataset):
 
     def commit(epoch):
         row = {column: 0.5 for column in HISTORY_COLUMNS} | {"epoch": epoch, "cumulative_seconds": 10.0 * epoch}
-        store.commit_epoch(
+        commit_epoch(
+            store,
             run, row, save_checkpoint=_write_zip, probabilities=np.full((100, 10), 0.1), eval_indices=np.arange(100),
             eval_labels=np.zeros(100),
         )  # fmt: skip
 
-    store.feature_bank(run, compute, train_labels=dataset.train_labels)
-    commit(2)
-    store.feature_bank(run, compute, train_labels=dataset.train_labels)
-    assert {"features-0001.npz", "features-0002.npz"} <= {path.name for path in run.path.iterdir()}
-    commit(3)  # epoch 1's features go with its checkpoint
-    names = {path.name for path in run.path.iterdir()}
-    assert "features-0001.npz" not in names and "features-0002.npz" in names
-    store.feature_bank(run, compute, train_labels=dataset.train_labels)
-    commit(4)
-    store.feature_bank(run, compute, train_labels=dataset.train_labels)
-    assert sorted(path.name for path in run.path.glob("features-*")) == ["features-0003.npz", "features-0004.npz"]
+    artefacts.feature_bank(run, compute, train_labels=dataset.train_labels)
+    assert [path.name for path in run.path.glob("features-*")] == ["features-0001.npz"]
+    commit(2)  # epoch 1's features go with its checkpoint, right after the commit
+    assert not list(run.path.glob("features-*"))
+    artefacts.feature_bank(run, compute, train_labels=dataset.train_labels)
+    commit(3)
+    artefacts.feature_bank(run, compute, train_labels=dataset.train_labels)
+    assert [path.name for path in run.path.glob("features-*")] == ["features-0003.npz"]
 
 
 def test_delete_removes_maps_and_features(explained, copied):
     _, _, model, dataset = explained
     store, run = copied
-    store.feature_bank(
+    artefacts.feature_bank(
         run, lambda indices: explain.penultimate_features(model, dataset.train_images[indices]),
         train_labels=dataset.train_labels,
     )  # fmt: skip

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from support import STARTED, copy_run, own_file, written
 
+from resnet.store import artefacts
 from resnet.store.runs import DamagedRun, RunStore
 from resnet.training.jobs import JobAlreadyRunning, JobManager
 
@@ -87,9 +88,9 @@ def test_sigkill_mid_epoch_keeps_completed_epochs_and_the_run_extends(cache_dir,
     assert run.history["epoch"].tolist() == [1, 2, 3, 4]
     assert run.history["cumulative_seconds"].is_monotonic_increasing
     assert run.checkpoint_path.name == "checkpoint-0004.keras"
-    # The committed checkpoint and the previous epoch's (the store keeps it for readers of the last state).
+    # The committed checkpoint alone: the previous epoch's goes right after each commit.
     checkpoints = sorted(path.name for path in run.path.iterdir() if "checkpoint" in path.name)
-    assert checkpoints == ["checkpoint-0003.keras", "checkpoint-0004.keras"]
+    assert checkpoints == ["checkpoint-0004.keras"]
 
 
 EPOCH_REPEATS = 200_000  # each checkpoint of WRITER holds str(epoch) this many times
@@ -118,8 +119,10 @@ WRITER = (
     while run.epochs_done < EPOCH_LIMIT:
         epoch = run.epochs_done + 1
         row = {column: float(epoch) for column in HISTORY_COLUMNS}
-        store.commit_epoch(run, row, save_checkpoint=checkpoint_writer(epoch), probabilities=probabilities(epoch),
-                           eval_indices=np.arange(100), eval_labels=np.zeros(100))
+        files = store.write_epoch_files(run, epoch, save_checkpoint=checkpoint_writer(epoch),
+                                        probabilities=probabilities(epoch), eval_indices=np.arange(100),
+                                        eval_labels=np.zeros(100))
+        store.record_epoch(run, row, files)
     """
     )
     .replace("EPOCH_REPEATS", str(EPOCH_REPEATS))
@@ -160,7 +163,7 @@ def test_a_checkpoint_that_is_not_a_keras_model_is_reported_and_not_loaded(cache
     with zipfile.ZipFile(own_file(run.checkpoint_path), "w") as archive:  # a zip, but not a Keras model
         archive.writestr("config.json", "{}")
     with pytest.raises(DamagedRun, match="checkpoint-0001.keras is not a loadable Keras model"):
-        store.load_model(store.load(run.run_id))
+        artefacts.load_model(store, store.load(run.run_id))
     manager = JobManager(store)
     manager.start(TINY.replace(epochs=2), run_id=run.run_id)
     assert manager.wait(timeout=600)
@@ -243,4 +246,4 @@ def test_a_full_disk_stops_training_with_a_clear_error_and_keeps_completed_epoch
     assert "failed during epoch 2" in run.message and "epochs 1-1 kept" in run.message
     assert run.history["epoch"].tolist() == [1]
     assert not [path for path in run.path.iterdir() if path.name.startswith(".tmp-")]
-    store.load_model(run)  # the epoch-1 checkpoint is intact and loads
+    artefacts.load_model(store, run)  # the epoch-1 checkpoint is intact and loads

@@ -62,6 +62,7 @@ from resnet.config import ConfigError, TrainConfig
 from resnet.core import precision
 from resnet.core.hardware import Hardware
 from resnet.core.precision import Measurement, Source
+from resnet.store import artefacts
 from resnet.store.run_state import HISTORY_COLUMNS, RunStatus
 from resnet.store.runs import RunError, RunStore
 from resnet.sweeps import SweepError, SweepStore, new_sweep, requested_sweep
@@ -217,8 +218,8 @@ def real_run(trained, tmp_path_factory):
     run = store.load(trained_run.run_id)
     assert run.status is RunStatus.COMPLETE and run.epochs_done == 2, run
     # The nearest-neighbour bank Why? writes, so that mutations reach it too.
-    dataset, model = load_fashion_mnist(), store.load_model(run)
-    store.feature_bank(
+    dataset, model = load_fashion_mnist(), artefacts.load_model(store, run)
+    artefacts.feature_bank(
         run, lambda indices: explain.penultimate_features(model, dataset.train_images[indices]),
         train_labels=dataset.train_labels,
     )  # fmt: skip
@@ -833,9 +834,9 @@ def check_arrays(run, store: RunStore, train_labels: np.ndarray) -> list[str]:
         or labels.max(initial=0) > 9
     ):
         problems.append(f"predictions that do not fit the run: {probabilities.shape}, {indices[:5]}, {labels[:5]}")
-    for epoch in store.feature_map_epochs(run):
+    for epoch in artefacts.feature_map_epochs(run):
         try:
-            feature_map = store.load_feature_map(run, epoch)
+            feature_map = artefacts.load_feature_map(store, run, epoch)
         except RunError:
             continue
         except Exception as error:  # noqa: BLE001 (any other exception is the finding)
@@ -844,7 +845,7 @@ def check_arrays(run, store: RunStore, train_labels: np.ndarray) -> list[str]:
         if not np.isin(feature_map["indices"], indices).all() or feature_map["predicted"].max(initial=0) > 9:
             problems.append(f"the map of epoch {epoch} does not fit the run")
     try:
-        bank = store.feature_bank(run, fake_features, train_labels=train_labels)
+        bank = artefacts.feature_bank(run, fake_features, train_labels=train_labels)
     except RunError:
         return problems
     except Exception as error:  # noqa: BLE001 (any other exception is the finding)
@@ -1157,7 +1158,7 @@ def check_precision(cache: Path) -> tuple[str, list[str]]:
     entries = precision.read_record(path)
     if not all(isinstance(value, Measurement) and value.precision in value.speeds for value in entries.values()):
         problems.append(f"read_record gave {entries!r:.200}")
-    chosen = precision.remembered_precision("auto", BF16, depth=TINY.depth, batch_size=TINY.batch_size, cache_dir=cache)
+    chosen = precision.resolve_precision("auto", BF16, depth=TINY.depth, batch_size=TINY.batch_size, cache_dir=cache)
     if chosen.source not in (Source.MEASURED, Source.NOT_MEASURED):
         problems.append(f"auto precision from the record: {chosen!r} ({chosen.source})")
     precision.remember(path, "fuzz", Measurement.from_dict(MEASUREMENT))  # never raises: at worst logged

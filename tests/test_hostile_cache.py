@@ -25,9 +25,11 @@ from test_runs import make_run
 from resnet.__main__ import main
 from resnet.config import TrainConfig
 from resnet.core import explain
-from resnet.core.precision import read_record, record_path, remembered_precision
+from resnet.core.precision import read_record, record_path, resolve_precision
+from resnet.store import artefacts
 from resnet.store.plan import PlanKind, plan_training
-from resnet.store.runs import RunError, RunStore, map_name
+from resnet.store.run_state import map_name
+from resnet.store.runs import RunError, RunStore
 from resnet.sweeps import DamagedSweep, SweepError, SweepStore, new_sweep
 
 BASE = TrainConfig(epochs=3, train_subset=200, batch_size=32)
@@ -161,7 +163,7 @@ def test_4_a_map_with_out_of_range_values_is_reported_on_the_page(store, cache_d
     warnings = "\n".join(texts(at.warning))
     assert "The map of epoch 2 cannot be read" in warnings and reason in warnings
     with pytest.raises(RunError, match=reason):
-        store.load_feature_map(run, 2)
+        artefacts.load_feature_map(store, run, 2)
     assert the_run(store).status == "stopped"  # a map is no reason to refuse the run
 
 
@@ -238,7 +240,7 @@ def test_7_200000_nested_brackets_in_the_precision_record_are_ignored(tmp_path):
         assert read_record(path) == {}
     # What the train command and the sidebar do on hardware that claims bfloat16: the claim, unmeasured.
     bf16 = Hardware(gpus=(), gpu_compute_capability=None, cpu_name="Test CPU", cpu_bf16=True)
-    claimed = remembered_precision("auto", bf16, depth=50, batch_size=128, cache_dir=tmp_path)
+    claimed = resolve_precision("auto", bf16, depth=50, batch_size=128, cache_dir=tmp_path)
     assert claimed == "mixed_bfloat16" and claimed.source == "not measured yet"
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from resnet.config import TrainConfig
-from resnet.store.runs import RunStore, lock_held
+from resnet.files import lock_held
+from resnet.store.runs import RunStore
 from resnet.training.jobs import JobManager
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -29,26 +30,37 @@ def resident_mb(pid: int | str = "self") -> float:
         return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def training_pid(store: RunStore, manager: JobManager) -> int | None:
+    """The pid of the process training the job's run, as that process wrote it into the run's state."""
+    run = store.find(manager.snapshot().run_id)
+    return run.state.pid if run is not None and run.status == "running" else None
+
+
+def gone(pid: int) -> bool:
+    """The process has exited and was reaped (or is a zombie about to be)."""
+    return not os.path.exists(f"/proc/{pid}") or "Z" in _process_state(pid)
+
+
 def test_the_training_runs_in_a_child_process_that_exits_afterwards(cache_dir):
     store = RunStore(cache_dir)
     manager = JobManager(store)
     seen = []
 
     def remember(progress, original=manager._report):
-        seen.append((progress.phase, progress.epoch, progress.batch, manager.worker_pid))
+        seen.append((progress.phase, progress.epoch, progress.batch, training_pid(store, manager)))
         original(progress)
 
     manager._report = remember
     run_id = manager.start(SMALL.replace(epochs=1))
     assert manager.wait(timeout=600)
     assert manager.snapshot().state == "complete", manager.snapshot()
-    workers = {pid for *_, pid in seen}
-    assert len(workers) == 1 and os.getpid() not in workers
+    workers = {pid for phase, *_, pid in seen if phase == "training"}
+    assert len(workers) == 1 and None not in workers and os.getpid() not in workers
     assert ("training", 1, 10) in [entry[:3] for entry in seen]
     run = store.load(run_id)
     assert run.status == "complete" and run.history["epoch"].tolist() == [1]
     assert run.state.pid in workers  # the child wrote the run; it has exited and was reaped
-    assert manager.worker_pid is None and not lock_held(run.path / ".lock")  # its lock died with it
+    assert gone(run.state.pid) and not lock_held(run.path / ".lock")  # its lock died with it
 
 
 @pytest.mark.slow  # fault injection or many runs
@@ -59,7 +71,7 @@ def test_killing_the_training_process_fails_the_run_but_keeps_completed_epochs(c
     def kill_in_epoch_two(progress, original=manager._report):
         original(progress)
         if (progress.phase, progress.epoch, progress.batch) == ("training", 2, 3):
-            os.kill(manager.worker_pid, signal.SIGKILL)
+            os.kill(training_pid(store, manager), signal.SIGKILL)
 
     manager._report = kill_in_epoch_two
     run_id = manager.start(SMALL)
@@ -95,7 +107,7 @@ def test_a_fault_while_following_the_child_stops_it_and_ends_the_job(cache_dir):
     assert "progress display broke" in snapshot.error
     run = store.load(run_id)
     assert (run.status, run.epochs_done) == ("stopped", 1), run.message
-    assert manager.worker_pid is None
+    assert gone(run.state.pid)
 
 
 @pytest.mark.slow  # fault injection or many runs
@@ -113,7 +125,7 @@ def test_when_the_server_process_dies_its_training_child_stops_and_keeps_epochs(
         manager.start(TrainConfig(**{SMALL.to_dict()!r}))
         while not (manager.snapshot().epoch == 2 and manager.snapshot().batch >= 2):
             time.sleep(0.05)
-        print(manager.worker_pid, flush=True)
+        print(RunStore({str(cache_dir)!r}).list_runs()[0].state.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
@@ -163,7 +175,7 @@ def test_consecutive_runs_do_not_grow_the_server_process(cache_dir):
 
 
 def test_stray_or_malformed_lines_from_the_child_are_ignored():
-    from resnet.training.jobs import _parse_line
+    from resnet.training.protocol import parse_line as _parse_line
 
     assert _parse_line("not json\n") == (None, {})
     assert _parse_line("[1, 2]\n") == (None, {})

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.pipeline import augment_batch, eval_dataset, stratified_subset, train_dataset
+from data.pipeline import augment_batch, eval_dataset, train_dataset
+from data.subsets import stratified_subset
 
 
 def test_stratified_subset_keeps_class_balance(dataset):

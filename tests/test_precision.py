@@ -10,7 +10,7 @@ import pytest
 
 from resnet.config import TrainConfig
 from resnet.core import precision
-from resnet.core.hardware import Hardware, resolve_precision
+from resnet.core.hardware import Hardware
 from resnet.core.precision import (
     FLOAT32,
     MIXED_MARGIN,
@@ -24,6 +24,8 @@ from resnet.core.precision import (
     default_steps,
     read_record,
     record_path,
+    resolve,
+    resolve_precision,
 )
 
 
@@ -188,7 +190,6 @@ def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(t
 
 
 def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measures_nothing(tmp_path, dataset_dir):
-    from resnet.core.hardware import config_precision
     from resnet.store.runs import RunStore
     from resnet.training.trainer import prepare_training
 
@@ -200,7 +201,7 @@ def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measur
     assert precision.MODELS_BUILT == built and not record_path(store.root).exists()
     claim = resolve_precision("auto")
     auto = prepare_training(config, store=store, resume=False)
-    assert auto.run.state.precision == auto.precision == config_precision(config, store.root)
+    assert auto.run.state.precision == auto.precision == resolve(config, cache_dir=store.root)
     if claim.source == Source.NOTHING_TO_MEASURE:  # this machine claims no mixed policy: nothing measured
         assert auto.precision == "float32" and precision.MODELS_BUILT == built
         assert not record_path(store.root).exists()

@@ -10,9 +10,11 @@ import stat
 
 import numpy as np
 import pytest
+from support import commit_epoch
 from test_runs import _write_zip, make_run
 
 from resnet.core.schedule import Segment
+from resnet.store.run_state import HISTORY_COLUMNS
 from resnet.store.runs import RunError, RunState, RunStatus, RunStore
 
 # A state.json exactly as the first version of the run store wrote it (format_version 1).
@@ -155,10 +157,19 @@ def test_delete_is_refused_while_another_process_holds_the_run_lock(cache_dir):
     assert not run.path.exists()
 
 
-def test_only_epochs_before_the_previous_one_are_removed_on_commit(cache_dir):
-    run = make_run(RunStore(cache_dir), epochs_done=4)
-    names = sorted(path.name for path in run.path.glob("*-000*"))
-    assert names == ["checkpoint-0003.keras", "checkpoint-0004.keras", "predictions-0003.npz", "predictions-0004.npz"]
+def test_a_commit_removes_the_previous_epochs_files_and_a_reader_of_the_old_state_reads_again(cache_dir):
+    store = RunStore(cache_dir)
+    run = make_run(store, epochs_done=3)
+    names = sorted(path.name for path in run.path.glob("*-000*") if not path.name.startswith("map"))
+    assert names == ["checkpoint-0003.keras", "predictions-0003.npz"]  # one checkpoint per run
+    before = store.load(run.run_id)  # read before the next commit: it names epoch 3's files
+    row = {column: 0.5 for column in HISTORY_COLUMNS} | {"epoch": 4, "cumulative_seconds": 40.0}
+    commit_epoch(
+        store, run, row, save_checkpoint=_write_zip, probabilities=np.full((100, 10), 0.1),
+        eval_indices=np.arange(100), eval_labels=np.zeros(100),
+    )  # fmt: skip
+    assert not (run.path / "predictions-0003.npz").exists()
+    assert int(store.load_predictions(before)["epoch"]) == 4  # its file gone: the state read once more
 
 
 def test_the_parsed_run_cache_sees_every_change(cache_dir):

@@ -7,9 +7,11 @@ import os
 
 import numpy as np
 import pytest
+from support import commit_epoch
 
 from resnet.config import TrainConfig
-from resnet.store.runs import ACTIVE_RUNS, HISTORY_COLUMNS, RunError, RunStore, atomic_write
+from resnet.files import atomic_write
+from resnet.store.runs import ACTIVE_RUNS, HISTORY_COLUMNS, RunError, RunStore
 
 
 def make_run(store: RunStore, epochs_done: int = 2, **config_changes):
@@ -18,7 +20,8 @@ def make_run(store: RunStore, epochs_done: int = 2, **config_changes):
     run = store.create(config, precision="float32", device="CPU: test", train_images=200, eval_images=100)
     for epoch in range(1, epochs_done + 1):
         row = {column: 0.5 for column in HISTORY_COLUMNS} | {"epoch": epoch, "cumulative_seconds": 10.0 * epoch}
-        store.commit_epoch(
+        commit_epoch(
+            store,
             run,
             row,
             save_checkpoint=lambda path: _write_zip(path),
@@ -44,7 +47,7 @@ def test_a_committed_run_reads_back(cache_dir):
     assert loaded.status == "stopped" and loaded.epochs_done == 2
     assert loaded.history["epoch"].tolist() == [1, 2]
     assert loaded.checkpoint_path.name == "checkpoint-0002.keras"
-    assert (run.path / "checkpoint-0001.keras").exists()  # the previous epoch's files stay until the next commit
+    assert not (run.path / "checkpoint-0001.keras").exists()  # the previous epoch's files go with the commit
     assert [entry.run_id for entry in store.list_runs()] == [run.run_id]
 
 

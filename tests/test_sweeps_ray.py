@@ -19,6 +19,7 @@ ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra: pip 
 from resnet.__main__ import main  # noqa: E402
 from resnet.core.hardware import detect_hardware  # noqa: E402
 from resnet.core.precision import candidates_for, read_record, record_path  # noqa: E402
+from resnet.store import artefacts  # noqa: E402
 from resnet.store.runs import HISTORY_COLUMNS, RunStore  # noqa: E402
 from resnet.sweeps import Outcome, SweepStore, requested_sweep  # noqa: E402
 from resnet.sweeps.on_ray import run_sweep_on_ray  # noqa: E402
@@ -64,7 +65,7 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
         assert run.history.columns.tolist() == list(HISTORY_COLUMNS)
         assert run.history["epoch"].tolist() == list(range(1, run.epochs_done + 1))
         assert run.checkpoint_path.is_file() and store.load_predictions(run)["probabilities"].shape == (200, 10)
-        assert store.feature_map_epochs(run) == list(range(1, run.epochs_done + 1))  # every epoch's map relayed
+        assert artefacts.feature_map_epochs(run) == list(range(1, run.epochs_done + 1))  # every epoch's map relayed
         assert run.state.device and run.state.pid == os.getpid()
         assert run.state.precision in candidates_for(detect_hardware())  # what the worker measured or resolved
     if len(candidates_for(detect_hardware())) > 1:  # auto is measured here: the driver keeps what tasks measured
@@ -93,6 +94,6 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
     assert [run.epochs_done for run in runs] == [1, 1, 2, 2] and all(run.status == "complete" for run in runs)
     assert [(run.path / "history.csv").stat().st_mtime_ns for run in runs[:3]] == stamps  # not retrained
     assert runs[3].history.iloc[0].to_dict() == first_row  # continued from the epoch the driver had
-    assert store.feature_map_epochs(runs[3]) == [1, 2]  # the maps of both epochs, from both workers
+    assert artefacts.feature_map_epochs(runs[3]) == [1, 2]  # the maps of both epochs, from both workers
     assert out.err.count("already trained") == 3 and "Continuing run" in out.err
     assert runs[3].run_id in out.out and "Pareto front" in out.out

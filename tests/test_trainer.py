@@ -13,8 +13,9 @@ import pytest
 from support import STARTED, copy_run, written
 
 from resnet.config import ConfigError, TrainConfig
-from resnet.core.hardware import config_precision
+from resnet.core.precision import resolve
 from resnet.core.schedule import Segment
+from resnet.store import artefacts
 from resnet.store.runs import RunError, RunStore
 from resnet.training import trainer
 from resnet.training.jobs import JobAlreadyRunning, JobManager
@@ -44,11 +45,13 @@ def test_two_epochs_of_resnet50_lower_the_training_loss(cache_dir):
     assert history["train_loss"][1] < history["train_loss"][0]
     # auto precision: what this machine resolves for ResNet-50 at batch 64 (measured if its hardware claims a
     # mixed policy, float32 if it claims none).
-    assert run.status == "complete" and run.state.precision == config_precision(config, cache_dir)
+    assert run.status == "complete" and run.state.precision == resolve(config, cache_dir=cache_dir)
     assert all(history["images_per_second"] > 0)
     assert history["cumulative_seconds"].tolist() == pytest.approx(history["epoch_seconds"].cumsum().tolist())
     # Without label smoothing the optimised loss is the plain cross-entropy, which is also recorded.
     assert history["train_cross_entropy"].tolist() == pytest.approx(history["train_loss"].tolist(), rel=1e-3)
+    # A finished run holds one checkpoint (283 MB for ResNet-50 with its optimizer state), not two.
+    assert [path.name for path in run.path.glob("checkpoint-*")] == ["checkpoint-0002.keras"]
 
 
 def test_history_checkpoint_and_predictions_exist_after_each_epoch(cache_dir):
@@ -74,16 +77,13 @@ def test_history_checkpoint_and_predictions_exist_after_each_epoch(cache_dir):
         "predictions": (200, 10),
     }
     files = sorted(path.name for path in run.path.iterdir() if not path.name.startswith("."))
-    # Epoch 1's files stay until the next commit: a reader that read the state before epoch 2 was
-    # committed still finds them.
+    # Epoch 1's checkpoint and predictions went right after epoch 2's commit: a finished run holds one.
     assert files == [
-        "checkpoint-0001.keras",
         "checkpoint-0002.keras",
         "config.json",
         "history.csv",
         "map-0001.npz",  # the feature maps of every epoch stay (resnet/core/explain.py)
         "map-0002.npz",
-        "predictions-0001.npz",
         "predictions-0002.npz",
         "state.json",
     ]
@@ -239,7 +239,7 @@ def test_each_epoch_restarts_the_models_keras_seed_generators_from_seed_and_epoc
 def test_a_diverged_epoch_fails_the_run_says_what_works_and_keeps_the_completed_epochs(cache_dir, trained):
     store = RunStore(cache_dir)
     run = store.load(copy_run(trained(STARTED).path, cache_dir).name)  # TINY, trained once per session
-    model = store.load_model(run)  # poison the weights as a diverged optimiser step would
+    model = artefacts.load_model(store, run)  # poison the weights as a diverged optimiser step would
     logits = model.get_layer("logits")
     logits.kernel.assign(np.full(logits.kernel.shape, np.nan, dtype=np.float32))
     run.checkpoint_path.unlink()  # a hard link to the session's run: replaced, not written through

@@ -319,7 +319,7 @@ _FLOAT32_BANK_LOCK = threading.Lock()
 
 
 def _as_float32(bank: np.ndarray) -> np.ndarray:
-    """``bank`` in float32; the copy of a read-only bank (``RunStore.feature_bank``'s) is kept for the next
+    """``bank`` in float32; the copy of a read-only bank (``resnet.store.artefacts.feature_bank``'s) is kept for the next
     query, as converting 6,000 x 2,048 float16 values costs several times the product itself."""
     if bank.dtype == np.float32:
         return bank

@@ -4,8 +4,8 @@
 mixed policy is worth timing against float32 (``claimed_mixed_precision``): mixed_float16 on a GPU with
 tensor cores (compute capability 7.0 or newer), mixed_bfloat16 on a CPU with AMX or AVX512-BF16
 (elsewhere bfloat16 is emulated and can be many times slower than float32), none everywhere else.
-``resolve_precision`` answers what ``auto`` uses: the remembered measurement when there is one, else
-float32 where nothing is claimed, else the claimed policy, marked as not measured yet.
+``resnet.core.precision.resolve`` answers what ``auto`` uses: the remembered measurement when there is
+one, else float32 where nothing is claimed, else the claimed policy, marked as not measured yet.
 
 Devices (``TrainConfig.gpus``): ``"1"`` trains on TensorFlow's default device, the first GPU or else the
 CPU; ``"all"`` trains data-parallel on every GPU when there are two or more (``tf.distribute``'s
@@ -133,44 +133,6 @@ def claimed_mixed_precision(hardware: Hardware) -> str | None:
         capability = hardware.gpu_compute_capability
         return "mixed_float16" if capability and tuple(capability) >= (7, 0) else None
     return "mixed_bfloat16" if hardware.cpu_bf16 else None
-
-
-def resolve_precision(
-    requested: str,
-    hardware: Hardware | None = None,
-    *,
-    depth: int | None = None,
-    batch_size: int | None = None,
-    gpus: str = "1",
-    cache_dir=None,
-):
-    """What ``requested`` trains with on this machine: a Keras dtype policy name (a ``str``).
-
-    The answer is a ``resnet.core.precision.Precision``, a ``str`` that also says how it was decided
-    (``.source``, ``.text``): a precision other than ``auto`` is itself; ``auto`` is float32 where the
-    hardware claims no mixed policy (nothing to measure), else the measurement remembered in the cache
-    folder for this machine, ``depth`` and ``batch_size`` (when given), else the claimed mixed policy,
-    marked as not measured yet. Reads at most a small JSON file: measuring is
-    ``resnet.core.precision.choose_precision``'s, when a run is prepared.
-    """
-    from resnet.core.precision import remembered_precision
-
-    return remembered_precision(
-        requested,
-        hardware if hardware is not None or requested != "auto" else detect_hardware(),
-        depth=depth,
-        batch_size=batch_size,
-        gpus=gpus,
-        cache_dir=cache_dir,
-    )
-
-
-def config_precision(config, cache_dir=None):
-    """What a run of ``config`` (a ``TrainConfig``) trains with here: ``resolve_precision`` for its precision,
-    depth, batch size and devices, with the measurement remembered in ``cache_dir`` (default: the cache)."""
-    return resolve_precision(
-        config.precision, depth=config.depth, batch_size=config.batch_size, gpus=config.gpus, cache_dir=cache_dir
-    )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ ResNet-18/34 use basic blocks (two 3x3 convolutions) in stages of 2-2-2-2 and 3-
 The last batch norm of each residual branch starts at zero (see ``RESIDUAL_GAMMA_INIT``); the layers
 and parameters are the seed's.
 
+``build_compiled_model`` is the model a run trains: built from a ``TrainConfig`` and compiled with its
+optimizer and loss (the trainer and the precision measurement both use it).
+
     python -c "from resnet.core.model import build_resnet; build_resnet(50).summary()"
 """
 
@@ -135,3 +138,32 @@ def stage_output_names(depth: int) -> list[str]:
     """Names of the last layer of each of the four stages (conv2 ... conv5)."""
     _, blocks_per_stage = ARCHITECTURES[depth]
     return [f"conv{stage}_block{blocks}_out" for stage, blocks in enumerate(blocks_per_stage, start=2)]
+
+
+def _optimizer(config):
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=config.learning_rate)
+    return keras.optimizers.SGD(
+        learning_rate=config.learning_rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+    )
+
+
+def build_compiled_model(config, precision: str):
+    """A fresh model for ``config`` compiled for training (weights from the config's seed): its optimizer,
+    the label-smoothed loss, and plain cross-entropy beside accuracy as metrics."""
+    keras.utils.set_random_seed(config.seed)
+    model = build_resnet(config.depth, precision=precision)
+    optimizer = _optimizer(config)
+    if precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.CategoricalCrossentropy(name="cross_entropy"),
+        ],
+    )
+    return model

@@ -15,7 +15,7 @@ emulated and about 12x slower; on an AMX Xeon it took 125 to 203 images/s. So ``
    needs no loss scaling, keeps full-precision activations, and its runs compare with every other.
 4. The answer is remembered in ``<cache>/.precision.json`` (written atomically; a damaged file is
    ignored and rewritten), keyed by the device (CPU model and a hash of its flags, or GPU name), the
-   TensorFlow version, depth, batch size and candidates; later runs read it (``resolve_precision``).
+   TensorFlow version, depth, batch size and candidates; later runs read it (``resolve``).
 
 The budget: a full-data epoch is 60,000 images; the steps of the measurement may take 5% of that
 epoch's time at the float32 speed it measures (``budget_seconds``). float32 goes first and gets at
@@ -41,7 +41,14 @@ from pathlib import Path
 
 from data import quiet
 from data.fashion_mnist import TRAIN_SIZE
-from resnet.core.hardware import Hardware, claimed_mixed_precision, detect_hardware
+from resnet.core.hardware import (
+    Hardware,
+    claimed_mixed_precision,
+    detect_hardware,
+    training_placement,
+    training_strategy,
+)
+from resnet.files import default_cache_dir, file_signature, write_json
 from resnet.records import RecordError, finite_number, is_number, read_json
 
 log = logging.getLogger(__name__)
@@ -256,7 +263,6 @@ def record_key(hardware: Hardware, *, depth: int, batch_size: int, candidates: S
 
 
 def record_path(cache_dir=None) -> Path:
-    from resnet.store.runs import default_cache_dir
 
     return Path(cache_dir if cache_dir is not None else default_cache_dir()) / RECORD_NAME
 
@@ -272,11 +278,9 @@ def read_record(path: Path) -> dict[str, Measurement]:
     every number is compared before it is converted (``Measurement.from_dict``): a damaged entry is
     left out, a damaged file is ignored, and the next measurement rewrites it.
     """
-    try:
-        stat = path.stat()
-    except OSError:
+    signature = file_signature(path)
+    if signature is None:
         return {}
-    signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
     cached = _parsed.get(str(path))
     if cached is not None and cached[0] == signature:
         return cached[1]
@@ -312,7 +316,6 @@ def remember(path: Path, key: str, measurement: Measurement) -> None:
     A record that cannot be written (a folder in its place, a read-only cache) is reported in the log:
     the measurement still decides this run, and the next run measures again.
     """
-    from resnet.store.runs import write_json
 
     entries = {name: value.to_dict() for name, value in _parse_record(path).items()} if os.path.lexists(path) else {}
     entries[key] = measurement.to_dict()
@@ -324,7 +327,7 @@ def remember(path: Path, key: str, measurement: Measurement) -> None:
 
 
 # --- resolving and choosing ------------------------------------------------------------------------------
-def remembered_precision(
+def resolve_precision(
     requested: str,
     hardware: Hardware | None = None,
     *,
@@ -333,7 +336,14 @@ def remembered_precision(
     gpus: str = "1",
     cache_dir=None,
 ) -> Precision:
-    """What ``requested`` trains with, without measuring anything (``resnet.core.hardware.resolve_precision``)."""
+    """What ``requested`` trains with on this machine, without measuring anything.
+
+    A precision other than ``auto`` is itself; ``auto`` is float32 where the hardware claims no mixed
+    policy (nothing to measure), else the measurement remembered in the cache folder for this machine,
+    ``depth`` and ``batch_size`` (when given), else the claimed mixed policy, marked as not measured yet.
+    Reads at most a small JSON file: measuring is ``choose_precision``'s, when a run is prepared. With a
+    ``TrainConfig`` at hand, ask ``resolve``.
+    """
     if requested != "auto":
         return Precision(requested, Source.REQUESTED, "as asked")
     hardware = hardware or detect_hardware()
@@ -358,6 +368,20 @@ def remembered_precision(
     )
 
 
+def resolve(config, *, cache_dir=None, hardware: Hardware | None = None) -> Precision:
+    """What a run of ``config`` (a ``TrainConfig``) trains with here, without measuring: its precision for
+    its depth, batch size and devices, with the measurement remembered in ``cache_dir`` (default: the
+    cache). The one answer the sidebar, the time estimates, the trainer and the Ray tasks all use."""
+    return resolve_precision(
+        config.precision,
+        hardware,
+        depth=config.depth,
+        batch_size=config.batch_size,
+        gpus=config.gpus,
+        cache_dir=cache_dir,
+    )
+
+
 def choose_precision(config, *, cache_dir=None, hardware: Hardware | None = None, measure: bool = True) -> Precision:
     """The precision a new run of ``config`` trains with here; measures ``auto`` the first time.
 
@@ -368,9 +392,7 @@ def choose_precision(config, *, cache_dir=None, hardware: Hardware | None = None
     if config.precision != "auto":
         return Precision(config.precision, Source.REQUESTED, "as asked")
     hardware = hardware or detect_hardware()
-    known = remembered_precision(
-        "auto", hardware, depth=config.depth, batch_size=config.batch_size, gpus=config.gpus, cache_dir=cache_dir
-    )
+    known = resolve(config, cache_dir=cache_dir, hardware=hardware)
     if known.source != Source.NOT_MEASURED or not measure:
         log.info("auto precision: %s", known.text)
         return known
@@ -458,12 +480,12 @@ def _speed(timing: _Timing, batch_size: int, baseline: _Timing | None) -> float 
 
 
 def _measure(config, candidates: Sequence[str], steps: int) -> Measurement:
+    # Imported here: TensorFlow and Keras stay out of processes that only read the record (the app's page).
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from resnet.core.hardware import training_placement, training_strategy
-    from resnet.training.trainer import build_compiled_model
+    from resnet.core.model import build_compiled_model
 
     global MODELS_BUILT
     started = time.perf_counter()

@@ -67,28 +67,50 @@ class RunStatus(str, Enum):  # noqa: UP042 (StrEnum needs Python 3.11; the READM
         return self.value
 
 
+# Every file of an epoch is "<kind>-NNNN.<suffix>": its checkpoint and predictions (named by the state),
+# its feature map (kept for every epoch) and the nearest-neighbour bank of a checkpoint (written on first use).
+EPOCH_FILE_SUFFIX = {"checkpoint": "keras", "predictions": "npz", "map": "npz", "features": "npz"}
+EPOCH_FILE = re.compile(r"(checkpoint|predictions|map|features)-(\d{4})\.(keras|npz)")
 # The only file names a state may point to: a name from a copied or edited state.json is never joined
 # to the run folder unless it fully matches (no "../", no absolute path, no other file).
 CHECKPOINT_NAME = re.compile(r"checkpoint-\d{4}\.keras")
 PREDICTIONS_NAME = re.compile(r"predictions-\d{4}\.npz")
 
 
+def epoch_file_name(kind: str, epoch: int) -> str:
+    return f"{kind}-{epoch:04d}.{EPOCH_FILE_SUFFIX[kind]}"
+
+
 def checkpoint_name(epoch: int) -> str:
-    return f"checkpoint-{epoch:04d}.keras"
+    return epoch_file_name("checkpoint", epoch)
 
 
 def predictions_name(epoch: int) -> str:
-    return f"predictions-{epoch:04d}.npz"
+    return epoch_file_name("predictions", epoch)
 
 
-# Files the state never names (resnet/store/runs.py finds them by name): the feature map of every epoch, and
-# the nearest-neighbour bank of the checkpoint's epoch.
 def map_name(epoch: int) -> str:
-    return f"map-{epoch:04d}.npz"
+    return epoch_file_name("map", epoch)
 
 
 def features_name(epoch: int) -> str:
-    return f"features-{epoch:04d}.npz"
+    return epoch_file_name("features", epoch)
+
+
+def epoch_file(name: str) -> tuple[str, int] | None:
+    """(kind, epoch) of an epoch file's name, or None for any other name."""
+    match = EPOCH_FILE.fullmatch(name)
+    if match and EPOCH_FILE_SUFFIX[match.group(1)] == match.group(3):
+        return match.group(1), int(match.group(2))
+    return None
+
+
+def epoch_files(folder: Path):
+    """(path, epoch, kind) of every checkpoint, predictions, map and features file in ``folder``."""
+    for path in folder.iterdir():
+        found = epoch_file(path.name)
+        if found is not None:
+            yield path, found[1], found[0]
 
 
 @dataclass(frozen=True)

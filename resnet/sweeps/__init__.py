@@ -51,9 +51,10 @@ import pandas as pd
 
 from resnet.config import PARAMS, PLACEMENT_FIELDS, ConfigError, TrainConfig, check_value, parse_bool
 from resnet.core.schedule import Segment
+from resnet.files import lock_held, try_lock, write_json
 from resnet.records import RecordError, finite_number, read_json, short
 from resnet.store.plan import PlanKind, TrainingPlan, plan_training
-from resnet.store.runs import RUN_ID_PATTERN, Run, RunError, RunStore, lock_held, try_lock, write_json
+from resnet.store.runs import RUN_ID_PATTERN, Run, RunError, RunStore
 from resnet.wording import TextEnum, format_duration, plural
 
 FORMAT_VERSION = 1
@@ -854,10 +855,11 @@ def _number(value) -> str:
 def estimate_text(sweep: Sweep, runs: list[Run], cache_dir=None) -> str:
     """How long the trials' remaining epochs would take on this machine, from earlier runs' speed.
 
-    Each trial's precision is what Start would train it with (``config_precision``: for ``auto``, the
+    Each trial's precision is what Start would train it with (``resnet.core.precision.resolve``: for ``auto``, the
     measurement remembered in ``cache_dir`` for its depth and batch size), as the sidebar's estimate uses.
     """
-    from resnet.core.hardware import config_precision, detect_hardware
+    from resnet.core.hardware import detect_hardware
+    from resnet.core.precision import resolve
     from resnet.store.estimate import estimate_time
 
     device = detect_hardware().device_label
@@ -868,7 +870,7 @@ def estimate_text(sweep: Sweep, runs: list[Run], cache_dir=None) -> str:
         remaining = max(0, trial.config.epochs - done)
         if not remaining:
             continue
-        precision = config_precision(trial.config, cache_dir)
+        precision = resolve(trial.config, cache_dir=cache_dir)
         estimate = estimate_time(trial.config, runs, device=device, precision=precision)
         if estimate.epoch_seconds is None:
             unknown.append(number)

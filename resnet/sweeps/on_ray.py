@@ -53,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from resnet.files import PROJECT_ROOT
 from resnet.store.runs import ACTIVE_RUNS, RunError, RunStatus, RunStore
 from resnet.sweeps import (
     Outcome,
@@ -66,7 +67,6 @@ from resnet.sweeps import (
 )
 from resnet.wording import failed_message, stopped_message
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 INSTALL_HINT = "pip install -r requirements-cluster.txt"
 # The project's own packages travel with the job to a remote cluster (Ray uploads them once), so its
 # machines need only the runtime packages of requirements.txt, not a copy of this folder.
@@ -170,8 +170,8 @@ def train_trial_task(index, config_values, run_id, files, dataset_files, inbox, 
 
 def _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, measurements=None) -> dict:
     from resnet.config import TrainConfig
-    from resnet.core.hardware import detect_hardware, resolve_precision
-    from resnet.core.precision import Measurement, read_record, record_path, remember
+    from resnet.core.hardware import detect_hardware
+    from resnet.core.precision import Measurement, read_record, record_path, remember, resolve
     from resnet.training.trainer import prepare_training, train_prepared
 
     config = TrainConfig.from_dict(config_values)
@@ -193,7 +193,7 @@ def _train_in_private_store(folder, config_values, run_id, files, dataset_files,
         raise RunError(f"run {run_id} arrived damaged on the worker ({run.problem})")
     if not run.epochs_done:  # no checkpoint fixes the precision yet: this machine decides (prepare_training measures)
         store.update_state(
-            run, precision=str(resolve_precision(config.precision)), device=detect_hardware().device_label
+            run, precision=str(resolve(config, cache_dir=store.root)), device=detect_hardware().device_label
         )
     prepared = prepare_training(config, store=store, run_id=run_id, dataset_dir=data)
     measured = {key: value.to_dict() for key, value in read_record(record_path(store.root)).items() if key not in known}

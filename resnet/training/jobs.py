@@ -20,26 +20,19 @@ Where the training itself runs:
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from resnet.config import TrainConfig
-from resnet.store.plan import TrainingPlan, plan_training
-from resnet.store.runs import Run, RunError, RunStatus, RunStore
-from resnet.training.trainer import EpochProgress, Phase, PreparedTraining, prepare_training, train_prepared
+from resnet.store.plan import TrainingPlan
+from resnet.store.runs import RunError, RunStatus, RunStore
+from resnet.training import protocol
+from resnet.training.protocol import EpochProgress, Event, Phase
+from resnet.training.spare import SPARE_WORKER, SpareWorker
 from resnet.wording import TextEnum, failed_message
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class JobState(TextEnum):
@@ -97,131 +90,6 @@ class JobSnapshot:
         return self.epoch_elapsed * (self.batches_per_epoch - self.batch) / self.batch
 
 
-def _parse_line(line: str) -> tuple[str | None, dict]:
-    """One protocol line of the training child as (event, fields); (None, {}) for anything else."""
-    try:
-        message = json.loads(line)
-    except ValueError:
-        return None, {}
-    if not isinstance(message, dict):
-        return None, {}
-    event = message.pop("event", None)
-    if event == "progress":
-        names = {field.name for field in dataclasses.fields(EpochProgress)}
-        if not names.issuperset(message) or not {"phase", "epoch", "target_epochs"} <= message.keys():
-            return None, {}
-        if message["phase"] not in {phase.value for phase in Phase}:
-            return None, {}
-    return event, message
-
-
-# What a training child reads while it starts (TensorFlow's and the linker's settings, Python's paths, the
-# verbosity of its start-up output): a spare started under other values is not used. Everything else of the
-# environment travels with the request and is applied when the job arrives (resnet/training/worker.py).
-IMPORT_TIME_VARIABLES = tuple("TF_ XLA_ CUDA NVIDIA LD_ PYTHON KERAS OMP_ MKL KMP_ RESNET_VERBOSE".split())
-
-
-def worker_environment() -> dict[str, str]:
-    """The environment of a training child: this process's, with the project on its Python path."""
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(
-        path for path in (str(PROJECT_ROOT), environment.get("PYTHONPATH")) if path
-    )
-    return environment
-
-
-def _import_settings(environment: dict[str, str]) -> dict[str, str]:
-    return {name: value for name, value in environment.items() if name.startswith(IMPORT_TIME_VARIABLES)}
-
-
-class SpareWorker:
-    """One training child started ahead of need, shared by every JobManager of this process.
-
-    Without it, every Start waits for a fresh ``python -m resnet.training.worker`` to import TensorFlow before its
-    first batch. The spare has imported it (and read the dataset if it is on disk) and waits for its
-    request. It holds no GPU (TensorFlow initialises devices only once a job asks) and no lock (it knows no
-    run yet), and it exits when its input closes: when this process ends, or when it is given up because
-    the settings it started under changed (``IMPORT_TIME_VARIABLES``). ``take`` hands it out, or starts a
-    child at once if there is none; the job manager asks for the next spare (``prepare``) when its job
-    evaluates its last epoch (so a sweep's next trial finds it ready) and when the job's child exits.
-    Not earlier: a spare importing TensorFlow beside a job that builds its model and traces its first
-    step slowed that job's first batch from 4.6 to 7.5 s on two cores (docs/benchmarks.md, section 4),
-    more than the spare saves.
-    """
-
-    def __init__(self, *, keep_spare: bool = True):
-        self.keep_spare = keep_spare  # False: every job starts its own child (as before spares; benchmarks compare)
-        self._lock = threading.Lock()
-        self._process: subprocess.Popen | None = None
-        self._settings: dict[str, str] | None = None
-        self._closing_registered = False
-
-    def take(self) -> tuple[subprocess.Popen, dict[str, str]]:
-        """A training child waiting for its request, and the environment to send with it."""
-        environment = worker_environment()
-        with self._lock:
-            process, settings = self._process, self._settings
-            self._process = self._settings = None
-        if process is not None and process.poll() is None and settings == _import_settings(environment):
-            return process, environment
-        if process is not None:
-            _give_up(process)
-        return self._start(environment), environment
-
-    def prepare(self) -> None:
-        """Start a spare unless a live one under the current settings is waiting."""
-        if not self.keep_spare:
-            return
-        environment = worker_environment()
-        with self._lock:
-            process = self._process
-            if process is not None and process.poll() is None and self._settings == _import_settings(environment):
-                return
-            self._process, self._settings = None, None
-        if process is not None:
-            _give_up(process)
-        spare = self._start(environment)
-        with self._lock:
-            if self._process is None:
-                self._process, self._settings = spare, _import_settings(environment)
-                return
-        _give_up(spare)  # another thread prepared one meanwhile
-
-    def close(self) -> None:
-        """End the spare (at exit; it would also end on its own once this process is gone)."""
-        with self._lock:
-            process, self._process, self._settings = self._process, None, None
-        if process is not None:
-            _give_up(process)
-
-    def _start(self, environment: dict[str, str]) -> subprocess.Popen:
-        if not self._closing_registered:
-            self._closing_registered = True
-            atexit.register(self.close)
-        return subprocess.Popen(
-            [sys.executable, "-m", "resnet.training.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            cwd=PROJECT_ROOT,
-            env=environment,
-            text=True,
-        )
-
-
-def _give_up(process: subprocess.Popen) -> None:
-    """End a child that has no job yet: it holds nothing (no run, no lock, no device), so a kill loses nothing."""
-    process.kill()
-    process.wait()
-    for stream in (process.stdin, process.stdout):
-        try:
-            stream.close()
-        except OSError:
-            pass
-
-
-SPARE_WORKER = SpareWorker()  # this process's spare training child
-
-
 class LockedSnapshot:
     """An immutable snapshot behind ``self._lock``: readers take it whole, the worker replaces fields.
 
@@ -274,6 +142,9 @@ class JobManager(LockedSnapshot):
             self._cancel.clear()
             self._process = None
         try:
+            # Imported here: the trainer brings Keras, which a process that only shows runs never needs.
+            from resnet.training.trainer import prepare_training
+
             # Isolated, the child trains the run, and it measures auto precision if that is still to be
             # done (resnet/core/precision.py): this process (the app's server) builds no model.
             prepared = prepare_training(
@@ -326,66 +197,6 @@ class JobManager(LockedSnapshot):
             )
         return f"{what}; stop it or wait for it to finish"
 
-    # --- what the app needs of the run store (the page never touches files itself) --------------------
-    @property
-    def cache_root(self) -> Path:
-        return self.store.root
-
-    def runs(self) -> list[Run]:
-        """Every cached run, most recently updated first (parsed runs are cached by file times)."""
-        return self.store.list_runs()
-
-    def run(self, run_id: str | None) -> Run | None:
-        """One run as committed now, or None if there is no such run."""
-        if not run_id:
-            return None
-        try:
-            return self.store.load(run_id)
-        except RunError:
-            return None
-
-    def plan(
-        self, config: TrainConfig, *, run_id: str | None = None, resume: bool = True, runs: list[Run] | None = None
-    ) -> TrainingPlan:
-        """What ``start`` would train (resnet.store.plan.plan_training); RunError if ``run_id`` names no run."""
-        return plan_training(self.store, config, run_id=run_id, resume=resume, runs=runs)
-
-    def predictions(self, run: Run) -> dict:
-        return self.store.load_predictions(run)
-
-    def checkpoint_bytes(self, run: Run) -> bytes:
-        return self.store.checkpoint_bytes(run)
-
-    # --- explanations (resnet/core/explain.py over the run's checkpoint and its recorded feature maps) -------
-    def load_model(self, run: Run):
-        """The committed checkpoint as a Keras model (RunError/DamagedRun if there is none to load)."""
-        return self.store.load_model(run)
-
-    def feature_map_epochs(self, run: Run) -> list[int]:
-        return self.store.feature_map_epochs(run)
-
-    def feature_map(self, run: Run, epoch: int) -> dict:
-        return self.store.load_feature_map(run, epoch)
-
-    def ensure_feature_map(self, run: Run, model, test_images) -> dict:
-        """The map of the checkpoint's epoch, computed from ``model`` once for runs that recorded none."""
-        from resnet.core.explain import feature_map_of
-
-        def compute() -> dict:
-            indices = self.store.load_predictions(run)["indices"]
-            return feature_map_of(model, np.asarray(test_images)[indices], indices)
-
-        return self.store.ensure_feature_map(run, compute)
-
-    def feature_bank(self, run: Run, model, train_images, train_labels=None):
-        """The nearest-neighbour bank of the checkpoint (``RunStore.feature_bank``), computed with ``model``."""
-        from resnet.core.explain import penultimate_features
-
-        images = np.asarray(train_images)
-        return self.store.feature_bank(
-            run, lambda indices: penultimate_features(model, images[indices]), train_labels=train_labels
-        )
-
     def delete(self, run_id: str) -> None:
         """Delete a run; RunError while this job or another process trains it."""
         snapshot = self.snapshot()
@@ -403,6 +214,8 @@ class JobManager(LockedSnapshot):
             self._snapshot = dataclasses.replace(self._snapshot, state=state, **changes)
 
     def _work(self, prepared) -> None:
+        from resnet.training.trainer import train_prepared  # in this process: the one-shot CLI (isolated=False)
+
         try:
             run = train_prepared(prepared, cancel=self._cancel, report=self._report)
             self._update(state=JobState(run.status.value), message=run.message, finished_at=time.time())
@@ -414,38 +227,39 @@ class JobManager(LockedSnapshot):
                 finished_at=time.time(),
             )
 
-    def _spawn(self, prepared: PreparedTraining) -> subprocess.Popen:
+    def _spawn(self, prepared) -> subprocess.Popen:
         """Hand the prepared run to a training child (the spare, when one is ready) and send it the request."""
         process, environment = self._spares.take()
-        request = {
-            "store": str(prepared.store.root),
-            "run_id": prepared.run.run_id,
-            "config": prepared.config.to_dict(),
-            "dataset_dir": None if self.dataset_dir is None else str(self.dataset_dir),
-            "environment": environment,  # this process's, now: the spare may have been started before a change
-        }
-        process.stdin.write(json.dumps(request) + "\n")
+        process.stdin.write(
+            protocol.request_line(
+                store=prepared.store.root,
+                run_id=prepared.run.run_id,
+                config=prepared.config.to_dict(),
+                dataset_dir=self.dataset_dir,
+                environment=environment,  # this process's, now: the spare may have been started before a change
+            )
+        )
         process.stdin.flush()
         return process
 
-    def _follow(self, prepared: PreparedTraining) -> None:
+    def _follow(self, prepared) -> None:
         """Turn the child's progress lines into snapshots until it ends; always leaves a final state."""
         process = self._process
         outcome = None
         try:
             for line in process.stdout:
-                event, message = _parse_line(line)
-                if event == "progress":
+                event, message = protocol.parse_line(line)
+                if event is Event.PROGRESS:
                     progress = EpochProgress(**message)
                     if progress.phase is Phase.EVALUATING and progress.epoch == progress.target_epochs:
                         self._spares.prepare()  # its last evaluation: the next child imports while this one ends
                     self._report(progress)
-                elif event == "finished" and message.get("status") in FINAL_STATES:
+                elif event is Event.FINISHED and message.get("status") in FINAL_STATES:
                     outcome = (event, message)
-                elif event == "failed":
+                elif event is Event.FAILED:
                     outcome = (event, {**message, "error": str(message.get("error", "unknown error"))})
         except Exception as error:  # a fault here must not leave the job 'running' forever: stop the child
-            outcome = ("failed", {"error": f"lost track of the training process ({type(error).__name__}: {error})"})
+            outcome = (Event.FAILED, {"error": f"lost track of the training process ({type(error).__name__}: {error})"})
             self._send_stop(process)
             for _ in process.stdout:  # drain, so the child can finish its batch and exit
                 pass
@@ -454,10 +268,10 @@ class JobManager(LockedSnapshot):
             self._close_input(process)
             self._spares.prepare()  # for the next job: it imports now, not beside this one's training
         if outcome is None:
-            outcome = ("failed", {"error": f"the training process ended unexpectedly (exit code {code})"})
+            outcome = (Event.FAILED, {"error": f"the training process ended unexpectedly (exit code {code})"})
             self._record_crash(prepared.run.run_id, outcome[1]["error"])
         event, message = outcome
-        if event == "finished":
+        if event is Event.FINISHED:
             self._update(state=JobState(message["status"]), message=message.get("message", ""), finished_at=time.time())
         else:
             self._update(
@@ -480,7 +294,7 @@ class JobManager(LockedSnapshot):
     def _send_stop(process: subprocess.Popen) -> None:
         if process.poll() is None:
             try:
-                process.stdin.write("stop\n")
+                process.stdin.write(protocol.STOP + "\n")
                 process.stdin.flush()
             except (OSError, ValueError):  # already gone: the follower thread records how it ended
                 pass
@@ -509,12 +323,6 @@ class JobManager(LockedSnapshot):
                 self._snapshot, state=JobState.STOPPING, message="stopping after the current batch"
             )
             return True
-
-    @property
-    def worker_pid(self) -> int | None:
-        """The process id of the training child while one is alive (isolated mode), else None."""
-        process = self._process
-        return process.pid if process is not None and process.poll() is None else None
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the worker thread to end; True if it has (or none was started)."""

@@ -46,25 +46,22 @@ import numpy as np
 
 from data.fashion_mnist import FashionMNIST, load_fashion_mnist
 from data.pipeline import epoch_seed, train_dataset
+from data.subsets import stratified_subset
 from resnet.config import TrainConfig
 from resnet.core.explain import feature_map_arrays
-from resnet.core.hardware import Placement, resolve_precision, training_placement, training_strategy, training_text
-from resnet.core.precision import choose_precision
+from resnet.core.hardware import Placement, training_placement, training_strategy, training_text
+from resnet.core.model import build_compiled_model
+from resnet.core.precision import choose_precision, resolve
 from resnet.core.schedule import SegmentSchedule
+from resnet.store import artefacts
 from resnet.store.plan import TrainingPlan, plan_training
 from resnet.store.runs import ACTIVE_RUNS, Run, RunStatus, RunStore
-from resnet.wording import TextEnum, complete_message, diverged_message, failed_message, stopped_message
+from resnet.training.protocol import EpochProgress, Phase
+from resnet.wording import complete_message, diverged_message, failed_message, stopped_message
 
 EVAL_BATCH_SIZE = 500
 
 log = logging.getLogger(__name__)
-
-
-class Phase(TextEnum):
-    BUILDING = "building"
-    TRAINING = "training"
-    EVALUATING = "evaluating"
-    SAVING = "saving"
 
 
 @dataclass
@@ -90,22 +87,6 @@ class PreparedTraining:
         return self.plan.target_epochs
 
 
-@dataclass
-class EpochProgress:
-    """What the trainer reports while it works (the job manager keeps the latest one)."""
-
-    phase: Phase
-    epoch: int
-    target_epochs: int
-    batch: int = 0
-    batches_per_epoch: int = 0
-    images_per_second: float = 0.0
-    epoch_elapsed: float = 0.0
-
-    def __post_init__(self):
-        self.phase = Phase(self.phase)
-
-
 @dataclass(frozen=True)
 class EpochTraining:
     """What one training pass measured."""
@@ -116,36 +97,6 @@ class EpochTraining:
     seconds: float
     images_per_second: float
     learning_rate: float  # of the epoch's last batch
-
-
-def _optimizer(config: TrainConfig):
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=config.learning_rate)
-    return keras.optimizers.SGD(
-        learning_rate=config.learning_rate, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
-    )
-
-
-def build_compiled_model(config: TrainConfig, precision: str):
-    """A fresh, compiled model for ``config`` (weights from the config's seed)."""
-    from resnet.core.model import build_resnet
-
-    keras.utils.set_random_seed(config.seed)
-    model = build_resnet(config.depth, precision=precision)
-    optimizer = _optimizer(config)
-    if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-        metrics=[
-            keras.metrics.CategoricalAccuracy(name="accuracy"),
-            keras.metrics.CategoricalCrossentropy(name="cross_entropy"),
-        ],
-    )
-    return model
 
 
 def prepare_training(
@@ -196,13 +147,14 @@ def prepare_training(
         if precision != run.state.precision:
             store.update_state(run, precision=precision)
     else:
-        precision = run.state.precision or str(resolve_precision(config.precision))  # a checkpoint keeps its precision
+        precision = run.state.precision or str(
+            resolve(config, cache_dir=store.root)
+        )  # a checkpoint keeps its precision
         log.info("precision: %s (run %s's own)", precision, run.run_id)
     return PreparedTraining(plan, run, store, dataset, train_indices, eval_indices, precision, placement)
 
 
 def _subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    from data.pipeline import stratified_subset
 
     return stratified_subset(labels, size, seed=seed)
 
@@ -392,7 +344,7 @@ def _model_for(prepared: PreparedTraining):
     strategy = training_strategy(prepared.config.gpus, devices=prepared.placement.devices)
     with strategy.scope():
         if prepared.run.epochs_done:
-            return prepared.store.load_model(prepared.run)
+            return artefacts.load_model(prepared.store, prepared.run)
         return build_compiled_model(prepared.config, prepared.precision)
 
 

@@ -1,50 +1,45 @@
-"""The training child process: ``python -m resnet.training.worker``, started and driven by ``resnet.training.jobs.JobManager``.
+"""The training child: ``python -m resnet.training.worker``, started and driven by ``resnet.training.jobs``.
 
 Why a child process: TensorFlow keeps roughly one run's variables and optimizer slots alive inside the
 process after every training, even after ``keras.backend.clear_session()`` (about 200 MB per ResNet-18
 run; ``benchmarks/memory_runs.py``). A long-lived app server that trains in its own process therefore
 grows with every run. A child that exits after its run gives all of it back.
 
-Protocol (one JSON object per line):
+What it reads and writes is ``resnet.training.protocol``: the request, then ``stop`` (or the end of its
+input: the parent closed the pipe or died) to stop after the current batch, keeping completed epochs as
+the Stop button does; progress lines, then one ``finished`` or ``failed`` line. End of input before any
+request ends it at once, having done nothing. Everything else it or TensorFlow prints goes to stderr,
+so it cannot corrupt that stream: TensorFlow's start-up chatter is captured there (data/quiet.py, shown
+with ``RESNET_VERBOSE=1``), and an error's traceback is printed there too.
 
-- stdin, first line: the request ``{"store": ..., "run_id": ..., "config": {...}, "dataset_dir": ...,
-  "environment": {...}}``; afterwards the line ``stop`` asks for a stop after the current batch. End of
-  input (the parent closed the pipe or died) also stops: completed epochs are kept, as with the Stop button.
-  End of input before any request ends the child at once, having done nothing.
-- stdout: ``{"event": "progress", ...EpochProgress fields}`` while training, then exactly one
-  ``{"event": "finished", "status": ..., "message": ...}`` or ``{"event": "failed", "error": ...}``.
-  The child imports TensorFlow and the trainer (and reads the dataset, if it is on disk) *before* it reads
-its request, so a child started ahead of need (``resnet.training.jobs.SpareWorker``) starts training the moment a
-job arrives. Until then it holds no run, no lock and no device. The request's ``environment`` (the
-parent's when it sent the job) replaces the one the child was started with: the cache and dataset
+It imports TensorFlow and the trainer (and reads the dataset, if it is on disk) *before* it reads its
+request, so a child started ahead of need (``resnet.training.spare.SpareWorker``) starts training the
+moment a job arrives. Until then it holds no run, no lock and no device. The request's ``environment``
+(the parent's when it sent the job) replaces the one the child was started with: the cache and dataset
 folders may have changed meanwhile; what TensorFlow read at import may not (the parent checks that).
-
-Everything else the child or TensorFlow prints goes to stderr, so it cannot corrupt the protocol;
-  TensorFlow's start-up chatter is captured there (data/quiet.py, shown with ``RESNET_VERBOSE=1``), and
-  an error's traceback is printed there too.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import sys
 import threading
 import traceback
 
+from resnet.training import protocol  # no TensorFlow: the child imports that next, before its request
+
 
 def _protocol_stream():
     """A private copy of stdout for the protocol; file descriptor 1 itself is pointed at stderr."""
-    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    return protocol
+    return stream
 
 
 def _watch_input(cancel: threading.Event) -> None:
     for line in sys.stdin:
-        if line.strip() == "stop":
+        if line.strip() == protocol.STOP:
             cancel.set()
     cancel.set()  # end of input: the parent is gone or gave up on us
 
@@ -64,22 +59,23 @@ def _import_training() -> BaseException | None:
 
 
 def main() -> int:
-    protocol = _protocol_stream()
+    output = _protocol_stream()
     import_error = _import_training()
     send_lock = threading.Lock()
     cancel = threading.Event()
 
-    def send(**message) -> None:
-        """Tell the parent; if it is gone (broken pipe), stop after the current batch instead."""
+    def send(line: str) -> None:
+        """Tell the parent (one ``resnet.training.protocol`` line); if it is gone (broken pipe), stop
+        after the current batch instead."""
         with send_lock:
-            if protocol.closed:
+            if output.closed:
                 return
             try:
-                protocol.write(json.dumps(message) + "\n")
+                output.write(line)
             except (OSError, ValueError):
                 cancel.set()
                 try:
-                    protocol.close()
+                    output.close()
                 except OSError:
                     pass
 
@@ -87,11 +83,9 @@ def main() -> int:
     if not line:  # given up before any job (a spare no longer needed, or the parent is gone)
         return 0
     try:
-        request = json.loads(line)
-        if not isinstance(request, dict):
-            raise ValueError(f"expected a JSON object, got {type(request).__name__}")
+        request = protocol.parse_request(line)
     except ValueError as error:
-        send(event="failed", error=f"bad request to the training process: {error}", message="")
+        send(protocol.failed_line(f"bad request to the training process: {error}", ""))
         return 2
     if isinstance(request.get("environment"), dict):
         os.environ.clear()
@@ -111,21 +105,19 @@ def main() -> int:
         prepared = prepare_training(
             config, store=store, run_id=request["run_id"], resume=False, dataset_dir=request.get("dataset_dir")
         )
-        run = train_prepared(
-            prepared, cancel=cancel, report=lambda progress: send(event="progress", **dataclasses.asdict(progress))
-        )
-        send(event="finished", status=run.status.value, message=run.message)
+        run = train_prepared(prepared, cancel=cancel, report=lambda progress: send(protocol.progress_line(progress)))
+        send(protocol.finished_line(run.status.value, run.message))
         return 0
     except BaseException as error:  # the parent must always hear how the run ended
         if not isinstance(error, (FloatingPointError, KeyboardInterrupt)):  # a diverged run is an outcome
             traceback.print_exc()  # to stderr: the server's log keeps where it happened
         message = prepared.run.message if prepared is not None else ""
-        send(event="failed", error=f"{type(error).__name__}: {error}", message=message)
+        send(protocol.failed_line(f"{type(error).__name__}: {error}", message))
         return 1
     finally:
         send_lock.acquire()  # nothing more to say; a dead parent's pipe must not raise at exit
         try:
-            protocol.close()
+            output.close()
         except OSError:
             pass
 
