@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from resnet.sweeps import Outcome, Sweep, SweepEvent, SweepStore, first_failure, run_sweep
+from resnet.sweeps.local import run_sweep
+from resnet.sweeps.record import Sweep, SweepStore
+from resnet.sweeps.trials import SweepEvent, TrialOutcome, first_failure
 from resnet.training.jobs import JobAlreadyRunning, JobManager, LockedSnapshot
 from resnet.wording import TextEnum
 
@@ -148,14 +150,14 @@ class SweepRunner(LockedSnapshot):
         with self._lock:
             snapshot = self._snapshot
             changes = {"trial": number, "run_id": result.run_id}
-            if result.outcome in (Outcome.TRAINED, Outcome.DONE):
+            if result.outcome in (TrialOutcome.TRAINED, TrialOutcome.DONE):
                 changes |= {"done": snapshot.done + 1, "message": f"trial {number}: {result.message}"}
-            elif result.outcome in (Outcome.FAILED, Outcome.REFUSED):
+            elif result.outcome in (TrialOutcome.FAILED, TrialOutcome.REFUSED):
                 changes |= {
                     "failed": snapshot.failed + 1,
                     "message": f"trial {number} {result.outcome}: {result.message}",
                 }
-            elif result.outcome == Outcome.STOPPED:
+            elif result.outcome == TrialOutcome.STOPPED:
                 if not self._cancel.is_set():  # stopped by the sidebar's Stop (any tab): the sweep stops too
                     self._cancel.set()
                     changes["state"] = SweepState.STOPPING

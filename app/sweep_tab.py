@@ -21,23 +21,10 @@ from app.actions import Outcome
 from app.sweep_job import SweepBusy, SweepRunner, SweepSnapshot, SweepState
 from resnet.config import FIELD_HELP, ConfigError, TrainConfig
 from resnet.store.runs import Run
-from resnet.sweeps import (
-    MAX_TRIALS,
-    PRESETS,
-    DamagedSweep,
-    Sweep,
-    SweepError,
-    SweepStore,
-    budget_sentence,
-    check_grid,
-    describe_trial,
-    estimate_text,
-    pareto_front,
-    parse_values,
-    requested_sweep,
-    sweep_progress,
-    sweep_table,
-)
+from resnet.sweeps.grid import MAX_TRIALS, PRESETS, check_grid, parse_values
+from resnet.sweeps.record import DamagedSweep, Sweep, SweepError, SweepStore, requested_sweep
+from resnet.sweeps.report import budget_sentence, describe_trial, estimate_text, pareto_front, sweep_table
+from resnet.sweeps.trials import sweep_progress
 
 REFRESH_SECONDS = 2.0  # the progress box's redraw while a sweep runs
 SEED_STUDY = "seed-study"

@@ -61,8 +61,10 @@ def main() -> None:
     import ray
 
     from resnet.store.runs import RunStore
-    from resnet.sweeps import Outcome, SweepStore, requested_sweep, run_sweep
+    from resnet.sweeps.local import run_sweep
     from resnet.sweeps.on_ray import connect, run_sweep_on_ray
+    from resnet.sweeps.record import SweepStore, requested_sweep
+    from resnet.sweeps.trials import TrialOutcome
 
     grid = {"epochs": args.epochs, "batch_size": args.batch_size, "train_subset": args.subset, "depth": args.depth}
     grid["eval_subset"] = "200"
@@ -76,7 +78,7 @@ def main() -> None:
         return [store.load(result.run_id).total_seconds for result in results]
 
     def check(results, what: str) -> None:
-        if any(result.outcome != Outcome.TRAINED for result in results):
+        if any(result.outcome != TrialOutcome.TRAINED for result in results):
             raise SystemExit(f"{what}: not every trial trained: {results}")
 
     store, sweep = fresh_sweep()

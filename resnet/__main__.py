@@ -207,7 +207,7 @@ def command_show(args, store: RunStore) -> int:
 # --- sweeps (resnet/sweeps.py; on Ray: resnet/sweeps/on_ray.py) -----------------------------------------------
 def add_sweep_commands(commands) -> None:
     """``sweep`` (train a grid of runs) and ``sweeps`` (list them); each config field takes a comma list."""
-    from resnet.sweeps import MAX_TRIALS, PRESETS
+    from resnet.sweeps.grid import MAX_TRIALS, PRESETS
 
     sweep = commands.add_parser(
         "sweep",
@@ -281,18 +281,10 @@ class SweepPrinter:
 def command_sweep(args, store: RunStore) -> int:
     import threading
 
-    from resnet.sweeps import (
-        SweepStore,
-        budget_sentence,
-        estimate_text,
-        first_failure,
-        format_sweep_table,
-        pareto_front,
-        requested_sweep,
-        run_sweep,
-        sweep_progress,
-        sweep_table,
-    )
+    from resnet.sweeps.local import run_sweep
+    from resnet.sweeps.record import SweepStore, requested_sweep
+    from resnet.sweeps.report import budget_sentence, estimate_text, format_sweep_table, pareto_front, sweep_table
+    from resnet.sweeps.trials import first_failure, sweep_progress
 
     texts = {spec.name: getattr(args, spec.name) for spec in param_specs(TrainConfig)}
     sweeps = SweepStore(store.root)
@@ -375,7 +367,8 @@ class _StopOnInterrupt:
 
 
 def command_sweeps(store: RunStore) -> int:
-    from resnet.sweeps import SweepStore, sweep_progress
+    from resnet.sweeps.record import SweepStore
+    from resnet.sweeps.trials import sweep_progress
 
     sweeps = SweepStore(store.root)
     listings = sweeps.list_sweeps()

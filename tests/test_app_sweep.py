@@ -16,7 +16,8 @@ from support import run_folders, written
 from test_app import TRAINING_TIMEOUT, assert_no_exception, charts, new_app, texts
 
 from app import state
-from resnet.sweeps import MAX_TRIALS, SweepStore
+from resnet.sweeps.grid import MAX_TRIALS
+from resnet.sweeps.record import SweepStore
 
 TINY = {"epochs": 1, "batch_size": 64, "train_subset": 256, "eval_subset": 200, "depth": 18}
 SWEEP_TIMEOUT = 2 * TRAINING_TIMEOUT
@@ -154,7 +155,7 @@ def test_a_tiny_sweep_from_the_tab_is_one_training_at_a_time_and_shows_its_answe
 @pytest.mark.slow  # long run: several trials
 def test_a_trial_stopped_from_the_sidebar_stops_the_sweep_and_a_restart_continues_it(cache_dir, runner, dataset_dir):
     from resnet.config import TrainConfig
-    from resnet.sweeps import requested_sweep
+    from resnet.sweeps.record import requested_sweep
 
     manager = runner.manager
     base = TrainConfig(**TINY)

@@ -65,7 +65,7 @@ from resnet.core.precision import Measurement, Source
 from resnet.store import artefacts
 from resnet.store.run_state import HISTORY_COLUMNS, RunStatus
 from resnet.store.runs import RunError, RunStore
-from resnet.sweeps import SweepError, SweepStore, new_sweep, requested_sweep
+from resnet.sweeps.record import SweepError, SweepStore, new_sweep, requested_sweep
 
 pytestmark = pytest.mark.slow  # fault injection: hundreds of damaged run folders
 

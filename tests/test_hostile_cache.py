@@ -30,7 +30,7 @@ from resnet.store import artefacts
 from resnet.store.plan import PlanKind, plan_training
 from resnet.store.run_state import map_name
 from resnet.store.runs import RunError, RunStore
-from resnet.sweeps import DamagedSweep, SweepError, SweepStore, new_sweep
+from resnet.sweeps.record import DamagedSweep, SweepError, SweepStore, new_sweep
 
 BASE = TrainConfig(epochs=3, train_subset=200, batch_size=32)
 

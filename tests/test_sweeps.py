@@ -20,20 +20,11 @@ from support import written
 from resnet.__main__ import main
 from resnet.config import ConfigError, TrainConfig
 from resnet.store.runs import HISTORY_COLUMNS, RunStore
-from resnet.sweeps import (
-    MAX_TRIALS,
-    DamagedSweep,
-    Outcome,
-    SweepError,
-    SweepStore,
-    budget_sentence,
-    estimate_text,
-    new_sweep,
-    pareto_front,
-    requested_sweep,
-    run_sweep,
-    sweep_table,
-)
+from resnet.sweeps.grid import MAX_TRIALS
+from resnet.sweeps.local import run_sweep
+from resnet.sweeps.record import DamagedSweep, SweepError, SweepStore, new_sweep, requested_sweep
+from resnet.sweeps.report import budget_sentence, estimate_text, pareto_front, sweep_table
+from resnet.sweeps.trials import TrialOutcome
 
 # epochs 2,1 first: trial 1 (2 epochs) finishes, trial 2 (2 epochs) is stopped after its first epoch.
 GRID = {"epochs": "2,1", "batch_size": "64,32"}
@@ -59,10 +50,10 @@ def test_a_sweep_stopped_in_its_second_trial_continues_where_it_stopped(cache_di
 
     results = run_sweep(sweep, store, cancel=cancel, report=stop_after_the_first_epoch_of_trial_2, isolated=False)
     assert [result.outcome for result in results] == [
-        Outcome.TRAINED,
-        Outcome.STOPPED,
-        Outcome.NOT_RUN,
-        Outcome.NOT_RUN,
+        TrialOutcome.TRAINED,
+        TrialOutcome.STOPPED,
+        TrialOutcome.NOT_RUN,
+        TrialOutcome.NOT_RUN,
     ]
     record = sweeps.load("study")
     first, second = (store.load(trial.run_id) for trial in record.trials[:2])

@@ -21,8 +21,9 @@ from resnet.core.hardware import detect_hardware  # noqa: E402
 from resnet.core.precision import candidates_for, read_record, record_path  # noqa: E402
 from resnet.store import artefacts  # noqa: E402
 from resnet.store.runs import HISTORY_COLUMNS, RunStore  # noqa: E402
-from resnet.sweeps import Outcome, SweepStore, requested_sweep  # noqa: E402
 from resnet.sweeps.on_ray import run_sweep_on_ray  # noqa: E402
+from resnet.sweeps.record import SweepStore, requested_sweep  # noqa: E402
+from resnet.sweeps.trials import TrialOutcome  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a real Ray
 
@@ -53,7 +54,7 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
 
     results = run_sweep_on_ray(sweep, store, cpus_per_trial=1, report=kill_trial_4_after_its_first_commit)
     assert killed, "trial 4 never committed its first epoch"
-    assert [result.outcome for result in results] == [Outcome.TRAINED] * 3 + [Outcome.FAILED]
+    assert [result.outcome for result in results] == [TrialOutcome.TRAINED] * 3 + [TrialOutcome.FAILED]
     assert len(set(pids.values())) == 4 and os.getpid() not in pids.values()  # each trial in its own worker
     record = sweeps.load("cluster")
     runs = [store.load(trial.run_id) for trial in record.trials]
@@ -82,7 +83,7 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
             cancel.set()
 
     results = run_sweep_on_ray(sweep, store, cpus_per_trial=1, cancel=cancel, report=stop_in_epoch_2)
-    assert [result.outcome for result in results] == [Outcome.DONE] * 3 + [Outcome.STOPPED]
+    assert [result.outcome for result in results] == [TrialOutcome.DONE] * 3 + [TrialOutcome.STOPPED]
     stopped = store.load(runs[3].run_id)
     assert (stopped.status, stopped.epochs_done) == ("stopped", 1)
     assert stopped.message == "stopped during epoch 2: epochs 1-1 kept, the partial epoch 2 was discarded"

@@ -55,16 +55,8 @@ import numpy as np
 
 from resnet.files import PROJECT_ROOT
 from resnet.store.runs import ACTIVE_RUNS, RunError, RunStatus, RunStore
-from resnet.sweeps import (
-    Outcome,
-    Report,
-    Sweep,
-    SweepError,
-    SweepEvent,
-    SweepStore,
-    TrialResult,
-    start_trial,
-)
+from resnet.sweeps.record import Sweep, SweepError, SweepStore
+from resnet.sweeps.trials import Report, SweepEvent, TrialOutcome, TrialResult, start_trial
 from resnet.wording import failed_message, stopped_message
 
 INSTALL_HINT = "pip install -r requirements-cluster.txt"
@@ -278,12 +270,12 @@ def run_sweep_on_ray(
         driver.close()
     stopped = "the sweep was stopped before this trial began"
     return [
-        driver.results.get(index) or TrialResult(index, trial.run_id, Outcome.NOT_RUN, stopped)
+        driver.results.get(index) or TrialResult(index, trial.run_id, TrialOutcome.NOT_RUN, stopped)
         for index, trial in enumerate(sweep.trials)
     ]
 
 
-_OUTCOMES = {"complete": Outcome.TRAINED, "stopped": Outcome.STOPPED}  # a task's final status
+_OUTCOMES = {"complete": TrialOutcome.TRAINED, "stopped": TrialOutcome.STOPPED}  # a task's final status
 
 
 class _Driver:
@@ -327,7 +319,7 @@ class _Driver:
         try:
             start = start_trial(self.store, sweeps, sweep, index, prepare=prepare)
         except RunError as error:  # this trial's run only; a missing dataset stops the sweep
-            self._end(TrialResult(index, trial.run_id, Outcome.REFUSED, str(error)))
+            self._end(TrialResult(index, trial.run_id, TrialOutcome.REFUSED, str(error)))
             return sweep
         if start.result is not None:  # already trained, or refused
             self._end(start.result)
@@ -337,7 +329,7 @@ class _Driver:
         try:
             lock.__enter__()
         except RunError as error:
-            self._end(TrialResult(index, start.run_id, Outcome.REFUSED, str(error)))
+            self._end(TrialResult(index, start.run_id, TrialOutcome.REFUSED, str(error)))
             return start.sweep
         ref = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
             index, trial.config.to_dict(), prepared.run.run_id, _committed_files(prepared.run), self.dataset,
@@ -417,9 +409,9 @@ class _Driver:
             answer = self.ray.get(ref)
         except Exception as failure:  # the task raised, was cancelled, or its worker died
             answer, error = {}, _first_line(failure)
-        outcome, message = _OUTCOMES.get(answer.get("status"), Outcome.FAILED), answer.get("message")
+        outcome, message = _OUTCOMES.get(answer.get("status"), TrialOutcome.FAILED), answer.get("message")
         if not trial.final and self.stopping:  # ended by this process's stop, as a stop here ends a training
-            outcome = Outcome.STOPPED if trial.worker else Outcome.NOT_RUN
+            outcome = TrialOutcome.STOPPED if trial.worker else TrialOutcome.NOT_RUN
             message = stopped_message(run.epochs_done + 1, run.epochs_done)
             if run.state.status is RunStatus.RUNNING:
                 self.store.update_state(run, status=RunStatus.STOPPED, message=message)
@@ -457,7 +449,9 @@ class _Driver:
             ACTIVE_RUNS.discard(run.run_id)
             with contextlib.suppress(Exception):
                 trial.lock.__exit__(None, None, None)
-            self.results[trial.index] = TrialResult(trial.index, run.run_id, Outcome.FAILED, "abandoned by the driver")
+            self.results[trial.index] = TrialResult(
+                trial.index, run.run_id, TrialOutcome.FAILED, "abandoned by the driver"
+            )
         self.running.clear()
         with contextlib.suppress(Exception):
             self.ray.kill(self.inbox)
