@@ -16,7 +16,8 @@ from app.actions import Outcome
 from data.fashion_mnist import DatasetError, resolve_dataset_dir
 from resnet.config import TrainConfig
 from resnet.core.hardware import detect_hardware
-from resnet.core.precision import Precision, resolve, resolve_precision
+from resnet.core.precision import resolve, resolve_precision
+from resnet.core.precision_record import Precision
 from resnet.files import default_cache_dir
 from resnet.store.runs import RunStore
 from resnet.training.jobs import JobManager

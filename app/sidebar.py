@@ -14,7 +14,7 @@ from app import state
 from app.actions import Action
 from app.params import key
 from resnet.config import LIMITS, RECIPES, TrainConfig
-from resnet.core.precision import BUDGET_SHARE, MIXED_MARGIN, Source
+from resnet.core.precision_record import BUDGET_SHARE, MIXED_MARGIN, Source
 from resnet.core.schedule import continues_a_cycle
 from resnet.store.estimate import Estimate
 from resnet.store.plan import PlanKind, TrainingPlan, plan_training

@@ -33,7 +33,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from resnet.config import TrainConfig
-    from resnet.core import precision
+    from resnet.core import precision, precision_record
     from resnet.core.hardware import detect_hardware
 
     hardware = detect_hardware()
@@ -45,15 +45,15 @@ def main() -> int:
         )
     wall = time.perf_counter() - started
     float32 = measurement.speeds["float32"]
-    epoch = precision.EPOCH_IMAGES / float32
+    epoch = precision_record.EPOCH_IMAGES / float32
     print(
         f"auto precision measurement, ResNet-{args.depth}, batch {args.batch_size}, "
         f"{datetime.date.today().isoformat()}, {hardware.cpu_text if not hardware.gpus else hardware.gpus[0]}, "
-        f"TensorFlow {precision.tensorflow_version()}, {platform.python_version()}"
+        f"TensorFlow {precision_record.tensorflow_version()}, {platform.python_version()}"
     )
     print(f"result: {measurement.text()}")
-    print(f"timed steps per candidate: {measurement.steps} (after {precision.WARM_STEPS} warm-up steps)")
-    print(f"float32 epoch of {precision.EPOCH_IMAGES:,} images at {float32:.1f} img/s: {epoch:.0f} s")
+    print(f"timed steps per candidate: {measurement.steps} (after {precision_record.WARM_STEPS} warm-up steps)")
+    print(f"float32 epoch of {precision_record.EPOCH_IMAGES:,} images at {float32:.1f} img/s: {epoch:.0f} s")
     print(
         f"budget (5% of that epoch): {measurement.budget_seconds:.1f} s; steps after each first step: "
         f"{measurement.step_seconds:.1f} s; the rest: {measurement.seconds - measurement.step_seconds:.1f} s"

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import resource
@@ -329,7 +328,8 @@ def measure_all(names, args) -> tuple[dict, dict]:
             if project is None:
                 print("measuring project (train_prepared) ...", file=sys.stderr, flush=True)
                 project = measure("project", args)
-                details = project.get("details", {})
+                if "skipped" not in project:  # with the project's training speed, for the full-dataset estimate
+                    details = dict(project["details"], images_per_second=project["project"]["images_per_second"])
             row = project if "skipped" in project else dict(project[name], peak_memory_mb=project["peak_memory_mb"])
         else:
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
@@ -371,7 +371,7 @@ def print_table(results: dict, details: dict, args) -> None:
         "different machine states: compare both.)"
     )
     if details:
-        epoch_train = 60_000 / project["images_per_second"] if project else math.nan
+        epoch_train = 60_000 / details["images_per_second"]
         overhead = details["eval_seconds"] * 10_000 / args.eval_images + details["save_seconds"]
         print(
             f"\nInference: {details['inference_images_per_second']:.0f} images/s "

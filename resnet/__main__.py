@@ -204,7 +204,7 @@ def command_show(args, store: RunStore) -> int:
     return 0
 
 
-# --- sweeps (resnet/sweeps.py; on Ray: resnet/sweeps/on_ray.py) -----------------------------------------------
+# --- sweeps (resnet/sweeps/; on Ray: resnet/sweeps/on_ray.py) ------------------------------------------------
 def add_sweep_commands(commands) -> None:
     """``sweep`` (train a grid of runs) and ``sweeps`` (list them); each config field takes a comma list."""
     from resnet.sweeps.grid import MAX_TRIALS, PRESETS

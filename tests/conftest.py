@@ -78,7 +78,7 @@ def cache_dir(tmp_path, monkeypatch, session_cache):
     It holds no runs; it starts with the session's precision record (if anything was measured), and what
     this test measures is added to that record afterwards.
     """
-    from resnet.core.precision import read_record, record_path, remember
+    from resnet.core.precision_record import read_record, record_path, remember
 
     folder = tmp_path / "cache"
     folder.mkdir()

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from resnet.config import TrainConfig
-from resnet.core.precision import RECORD_NAME
+from resnet.core.precision_record import RECORD_NAME
 
 # float32, not auto: these runs serve tests whose point is not precision, and on a CPU that claims bfloat16
 # auto's measurement can pick either policy on a loaded machine (seen here: mixed_bfloat16 at 391 against

@@ -73,7 +73,7 @@ def wait_for_health(url: str, server: subprocess.Popen, log: Path, timeout: floa
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory, session_cache, dataset_dir):
     """``streamlit run streamlit_app.py`` on a free port with this module's run cache: (url, cache); always stopped."""
-    from resnet.core.precision import record_path
+    from resnet.core.precision_record import record_path
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     folder = tmp_path_factory.mktemp("browser")

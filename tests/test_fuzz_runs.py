@@ -59,9 +59,9 @@ from support import FINISHED
 from test_app import charts, texts
 
 from resnet.config import ConfigError, TrainConfig
-from resnet.core import precision
+from resnet.core import precision, precision_record
 from resnet.core.hardware import Hardware
-from resnet.core.precision import Measurement, Source
+from resnet.core.precision_record import Measurement, Source
 from resnet.store import artefacts
 from resnet.store.run_state import HISTORY_COLUMNS, RunStatus
 from resnet.store.runs import RunError, RunStore
@@ -456,7 +456,11 @@ class Case:
         return f"state.json: {key} = {values[key]!r}"
 
     def state_rollback(self) -> str:
-        """A consistent state one epoch back (history.csv keeps its second row: not yet committed)."""
+        """A consistent state one epoch back (history.csv keeps its second row: not yet committed). A finished
+        run keeps only its last epoch's files, so epoch 1's are copies of the trained run's epoch 2 files."""
+        for kind, suffix in (("checkpoint", "keras"), ("predictions", "npz")):
+            remove(self.folder / f"{kind}-0001.{suffix}")
+            shutil.copyfile(self.original / f"{kind}-0002.{suffix}", self.folder / f"{kind}-0001.{suffix}")
         values = self.read_json("state.json")
         values.update(epochs_done=1, checkpoint="checkpoint-0001.keras", predictions="predictions-0001.npz")
         self.write_json("state.json", values)
@@ -762,10 +766,10 @@ def _short(value) -> str:
 def make_victim(folder: Path, original: Path) -> None:
     """Files beside the cache that mutated runs point at: valid copies of a run's files, and a secret."""
     folder.mkdir()
-    for name in ("state.json", "config.json", "history.csv", "predictions-0002.npz", "predictions-0001.npz"):
+    for name in ("state.json", "config.json", "history.csv", "predictions-0002.npz"):
         shutil.copyfile(original / name, folder / name)
-    import zipfile
-
+    # A finished run keeps only its last epoch's files; the victim's epoch-1 predictions are a valid copy of them.
+    shutil.copyfile(original / "predictions-0002.npz", folder / "predictions-0001.npz")
     for name in ("checkpoint-0002.keras", "checkpoint-0001.keras"):
         with zipfile.ZipFile(folder / name, "w") as archive:
             archive.writestr("config.json", "{}")
@@ -940,8 +944,8 @@ MEASUREMENT = {
 
 
 def precision_key() -> str:
-    candidates = precision.candidates_for(BF16)
-    return precision.record_key(BF16, depth=TINY.depth, batch_size=TINY.batch_size, candidates=candidates)
+    candidates = precision_record.candidates_for(BF16)
+    return precision_record.record_key(BF16, depth=TINY.depth, batch_size=TINY.batch_size, candidates=candidates)
 
 
 def make_cache_files(cache: Path, run_id: str, victim: Path) -> None:
@@ -950,7 +954,7 @@ def make_cache_files(cache: Path, run_id: str, victim: Path) -> None:
     sweeps = SweepStore(cache)
     sweeps.save(new_sweep("study", {"epochs": (1, TINY.epochs)}, TINY).with_run_id(1, run_id))
     (cache / SWEEP_LOCK).write_text("")
-    precision.remember(precision.record_path(cache), precision_key(), Measurement.from_dict(MEASUREMENT))
+    precision_record.remember(precision_record.record_path(cache), precision_key(), Measurement.from_dict(MEASUREMENT))
     (victim / "sweeps").mkdir()
     shutil.copyfile(cache / RECORD, victim / "sweeps" / "study.json")
     shutil.copyfile(cache / RECORD, victim / "study.json")
@@ -1154,14 +1158,14 @@ def check_sweeps(cache: Path, run_id: str) -> tuple[str, list[str]]:
 def check_precision(cache: Path) -> tuple[str, list[str]]:
     """What the train command and the sidebar read of the precision record, and a measurement written
     into it: (whether the run's entry was read, problems found)."""
-    path, key, problems = precision.record_path(cache), precision_key(), []
-    entries = precision.read_record(path)
+    path, key, problems = precision_record.record_path(cache), precision_key(), []
+    entries = precision_record.read_record(path)
     if not all(isinstance(value, Measurement) and value.precision in value.speeds for value in entries.values()):
         problems.append(f"read_record gave {entries!r:.200}")
     chosen = precision.resolve_precision("auto", BF16, depth=TINY.depth, batch_size=TINY.batch_size, cache_dir=cache)
     if chosen.source not in (Source.MEASURED, Source.NOT_MEASURED):
         problems.append(f"auto precision from the record: {chosen!r} ({chosen.source})")
-    precision.remember(path, "fuzz", Measurement.from_dict(MEASUREMENT))  # never raises: at worst logged
+    precision_record.remember(path, "fuzz", Measurement.from_dict(MEASUREMENT))  # never raises: at worst logged
     return ("read" if key in entries else "ignored"), problems
 
 

@@ -25,7 +25,8 @@ from test_runs import make_run
 from resnet.__main__ import main
 from resnet.config import TrainConfig
 from resnet.core import explain
-from resnet.core.precision import read_record, record_path, resolve_precision
+from resnet.core.precision import resolve_precision
+from resnet.core.precision_record import read_record, record_path
 from resnet.store import artefacts
 from resnet.store.plan import PlanKind, plan_training
 from resnet.store.run_state import map_name

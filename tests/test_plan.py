@@ -10,7 +10,7 @@ from test_runs import make_run
 from resnet.config import ConfigError, TrainConfig
 from resnet.core.schedule import Segment, SegmentSchedule, continues_a_cycle, learning_rate_at, plan_segments
 from resnet.store.plan import PlanKind, plan_training
-from resnet.store.runs import ACTIVE_RUNS, RunError, RunStore
+from resnet.store.runs import RunError, RunStore
 
 SETTINGS = {"train_subset": 200, "batch_size": 32}
 
@@ -67,12 +67,9 @@ def test_a_run_trained_elsewhere_or_damaged_is_not_planned(cache_dir):
     store = RunStore(cache_dir)
     run = make_run(store, epochs_done=1)
     store.update_state(run, status="running", pid=os.getpid(), host=os.uname().nodename)
-    ACTIVE_RUNS.add(run.run_id)
-    try:
+    with store.locked(run):  # as its trainer holds it
         plan = plan_training(store, TrainConfig(epochs=4, **SETTINGS))
         assert plan.kind is PlanKind.BUSY and "being trained by another process" in plan.summary()
-    finally:
-        ACTIVE_RUNS.discard(run.run_id)
     (run.path / "history.csv").write_text("garbage")
     plan = plan_training(store, TrainConfig(epochs=4, **SETTINGS), run_id=run.run_id)
     assert plan.kind is PlanKind.DAMAGED and "is damaged" in plan.summary()

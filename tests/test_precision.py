@@ -5,28 +5,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import pytest
 
 from resnet.config import TrainConfig
 from resnet.core import precision
 from resnet.core.hardware import Hardware
-from resnet.core.precision import (
+from resnet.core.precision import resolve, resolve_precision
+from resnet.core.precision_record import (
     FLOAT32,
     MIXED_MARGIN,
     Measurement,
     Source,
-    _stop_rule,
-    _Timing,
     budget_seconds,
     candidates_for,
     decide,
     default_steps,
     read_record,
     record_path,
-    resolve,
-    resolve_precision,
 )
+from resnet.core.precision_timing import _stop_rule, _Timing
 
 
 def hardware(*, gpus=(), capability=None, bf16=False) -> Hardware:
@@ -142,15 +141,22 @@ def test_the_record_keeps_valid_entries_and_ignores_damaged_ones(tmp_path):
         assert read_record(path) == {}
 
 
-def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(tmp_path):
+BUILT = "to time it"  # the log line of every model a measurement builds (resnet/core/precision_timing.py)
+
+
+def models_built(caplog) -> int:
+    return sum(BUILT in record.getMessage() for record in caplog.records)
+
+
+def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(tmp_path, caplog):
     config = TrainConfig(depth=18, batch_size=16, train_subset=1000)
     candidates = ("float32", "mixed_bfloat16")
     path = record_path(tmp_path)
     path.write_text('{"version": 1, "entries": {"truncated')  # a damaged record: ignored, never fatal
 
-    built = precision.MODELS_BUILT
+    caplog.set_level(logging.INFO, logger="resnet.core.precision_timing")
     measurement = precision.measure_precision(config, cache_dir=tmp_path, candidates=candidates, steps=2)
-    assert measurement.fresh and precision.MODELS_BUILT == built + 2
+    assert measurement.fresh and models_built(caplog) == 2
     assert set(measurement.speeds) == set(candidates) and measurement.speeds["float32"] > 0
     assert measurement.precision in candidates and (measurement.depth, measurement.batch_size) == (18, 16)
     assert measurement.seconds >= measurement.step_seconds > 0 and measurement.budget_seconds > 0
@@ -167,7 +173,7 @@ def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(t
     assert Measurement.from_dict(entry) == measurement
 
     again = precision.measure_precision(config, cache_dir=tmp_path, candidates=candidates, steps=2)
-    assert not again.fresh and again == measurement and precision.MODELS_BUILT == built + 2  # nothing built
+    assert not again.fresh and again == measurement and models_built(caplog) == 2  # nothing built
 
     # A machine like this one whose CPU claimed bfloat16 would read this very measurement for auto.
     from resnet.core.hardware import detect_hardware
@@ -186,29 +192,31 @@ def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(t
         config.replace(precision="mixed_bfloat16"), cache_dir=tmp_path, hardware=claiming
     )
     assert explicit == "mixed_bfloat16" and explicit.source == Source.REQUESTED
-    assert precision.MODELS_BUILT == built + 2
+    assert models_built(caplog) == 2
 
 
-def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measures_nothing(tmp_path, dataset_dir):
+def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measures_nothing(
+    tmp_path, dataset_dir, caplog
+):
     from resnet.store.runs import RunStore
     from resnet.training.trainer import prepare_training
 
     store = RunStore(tmp_path / "cache")  # no precision record yet
-    built = precision.MODELS_BUILT
+    caplog.set_level(logging.INFO, logger="resnet.core.precision_timing")
     config = TrainConfig(epochs=1, batch_size=32, train_subset=200, eval_subset=200, depth=18)
     explicit = prepare_training(config.replace(precision="mixed_bfloat16"), store=store)
     assert explicit.precision == "mixed_bfloat16" and explicit.run.state.precision == "mixed_bfloat16"
-    assert precision.MODELS_BUILT == built and not record_path(store.root).exists()
+    assert models_built(caplog) == 0 and not record_path(store.root).exists()
     claim = resolve_precision("auto")
     auto = prepare_training(config, store=store, resume=False)
     assert auto.run.state.precision == auto.precision == resolve(config, cache_dir=store.root)
     if claim.source == Source.NOTHING_TO_MEASURE:  # this machine claims no mixed policy: nothing measured
-        assert auto.precision == "float32" and precision.MODELS_BUILT == built
+        assert auto.precision == "float32" and models_built(caplog) == 0
         assert not record_path(store.root).exists()
     else:  # it claims one: measured once, then remembered
-        assert precision.MODELS_BUILT == built + 2 and record_path(store.root).exists()
+        assert models_built(caplog) == 2 and record_path(store.root).exists()
         again = prepare_training(config, store=store, resume=False)
-        assert again.precision == auto.precision and precision.MODELS_BUILT == built + 2
+        assert again.precision == auto.precision and models_built(caplog) == 2
 
 
 def test_the_sidebar_says_what_auto_will_do_or_what_was_measured():
@@ -228,3 +236,37 @@ def test_the_sidebar_says_what_auto_will_do_or_what_was_measured():
         "Precision (auto): float32: this CPU has no bfloat16/float16 hardware support; nothing to measure."
     )
     assert precision_caption(resolve_precision("mixed_float16")) == "Precision: mixed_float16, as chosen."
+
+
+def test_the_sidebar_and_the_sweep_estimate_agree_on_a_machine_with_a_remembered_measurement(cache_dir, monkeypatch):
+    """Both ask ``precision.resolve`` for the config: on a CPU that claims bfloat16 where float32 measured
+    faster, both estimate from the float32 run (the sweep estimate used to resolve without depth and batch
+    size, took the unmeasured claim, mixed_bfloat16, and found no run to estimate from)."""
+    from test_runs import make_run
+
+    from app import services
+    from resnet.core import precision as precision_module
+    from resnet.core.precision_record import candidates_for, record_key, remember
+    from resnet.store.estimate import estimate_time
+    from resnet.store.runs import RunStore
+    from resnet.sweeps.record import new_sweep
+    from resnet.sweeps.report import estimate_text
+
+    claiming = hardware(bf16=True)
+    monkeypatch.setattr(precision_module, "detect_hardware", lambda: claiming)  # a machine whose CPU claims bf16
+    config = TrainConfig(epochs=3, train_subset=200, batch_size=32, depth=18)
+    key = record_key(claiming, depth=18, batch_size=32, candidates=candidates_for(claiming))
+    remember(record_path(cache_dir), key, Measurement.from_dict(_entry(depth=18, batch_size=32)))  # float32 won
+    store = RunStore(cache_dir)
+    run = make_run(store, epochs_done=2, depth=18)
+    store.update_state(run, device=claiming.device_label)  # trained with float32 on this machine
+    runs = store.list_runs()
+
+    sidebar = services.concrete_precision("auto", config)
+    assert sidebar == "float32" and sidebar.source == Source.MEASURED
+    sidebar_estimate = estimate_time(config, runs, device=claiming.device_label, precision=sidebar)
+    monkeypatch.setattr("resnet.sweeps.report.detect_hardware", lambda: claiming)
+    sweep_text = estimate_text(new_sweep("agree", {"seed": (1,)}, base=config), runs, cache_dir)
+    assert sidebar_estimate.epoch_seconds is not None and sweep_text.startswith("Estimated time on this machine"), (
+        sweep_text
+    )

@@ -11,7 +11,7 @@ from support import commit_epoch
 
 from resnet.config import TrainConfig
 from resnet.files import atomic_write
-from resnet.store.runs import ACTIVE_RUNS, HISTORY_COLUMNS, RunError, RunStore
+from resnet.store.runs import HISTORY_COLUMNS, RunError, RunStore
 
 
 def make_run(store: RunStore, epochs_done: int = 2, **config_changes):
@@ -101,15 +101,13 @@ def test_a_running_state_from_a_dead_process_reads_as_interrupted(cache_dir):
     run = make_run(store)
     store.update_state(run, status="running", pid=2**22 + 12345, host=os.uname().nodename)
     assert store.load(run.run_id).status == "interrupted"
-    # This very process: running only while it really trains the run (a restarted server in a
+    # This very process: running only while it holds the run's lock (a restarted server in a
     # container can get the same pid as the one that died).
     store.update_state(run, status="running", pid=os.getpid(), host=os.uname().nodename)
     assert store.load(run.run_id).status == "interrupted"
-    ACTIVE_RUNS.add(run.run_id)
-    try:
+    with store.locked(run):
         assert store.load(run.run_id).status == "running"
-    finally:
-        ACTIVE_RUNS.discard(run.run_id)
+    assert store.load(run.run_id).status == "interrupted"
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -18,7 +18,7 @@ ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra: pip 
 
 from resnet.__main__ import main  # noqa: E402
 from resnet.core.hardware import detect_hardware  # noqa: E402
-from resnet.core.precision import candidates_for, read_record, record_path  # noqa: E402
+from resnet.core.precision_record import candidates_for, read_record, record_path  # noqa: E402
 from resnet.store import artefacts  # noqa: E402
 from resnet.store.runs import HISTORY_COLUMNS, RunStore  # noqa: E402
 from resnet.sweeps.on_ray import run_sweep_on_ray  # noqa: E402

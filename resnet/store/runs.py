@@ -106,18 +106,6 @@ def write_history(path: Path, rows: list[dict]) -> None:
     atomic_write(path, lambda temporary: frame.to_csv(temporary, index=False, float_format="%.6g"))
 
 
-# Runs this process is training right now (it holds their locks): answered without probing the lock.
-ACTIVE_RUNS: set[str] = set()
-
-
-def trained_now(run_id: str, folder: Path, state: RunState) -> bool:
-    """Whether a run whose state says ``running`` is being trained now: by this process, or by whatever
-    process holds its lock (here, or on another machine sharing the cache over a locking filesystem)."""
-    if state.pid == os.getpid() and run_id in ACTIVE_RUNS:
-        return True
-    return lock_held(folder / ".lock")
-
-
 @dataclass
 class Run:
     """Everything known about one run folder (files are read on demand: checkpoints are large).
@@ -266,6 +254,11 @@ class RunStore:
 
     def update_state(self, run: Run, **changes) -> None:
         """Write a new state.json with ``changes`` (the commit point of every change)."""
+        self.write_state(run, **changes)
+
+    def write_state(self, run: Run, **changes) -> None:
+        """``update_state`` itself; an epoch's commit writes through here (a subclass that relays state
+        changes elsewhere, ``resnet.sweeps.ray_task.RelayingRunStore``, sends the epoch instead)."""
         if "status" in changes:
             changes["status"] = RunStatus(changes["status"])
         state = run.state.replace(**changes, updated=time.time())
@@ -313,7 +306,7 @@ class RunStore:
         history = [] if run.history is None else run.history.to_dict("records")
         history = history[: run.epochs_done] + [row]
         write_history(run.path / "history.csv", history)
-        self.update_state(run, epochs_done=files.epoch, checkpoint=files.checkpoint, predictions=files.predictions)
+        self.write_state(run, epochs_done=files.epoch, checkpoint=files.checkpoint, predictions=files.predictions)
         run.history = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
         self.remove_superseded_files(run)
 
@@ -381,7 +374,7 @@ class RunStore:
         run = Run(run_id=run_id, path=path, config=config, state=state, history=history, problem=problem)
         if problem is not None:
             run.status = RunStatus.DAMAGED
-        elif state.status is RunStatus.RUNNING and not trained_now(run_id, path, state):
+        elif state.status is RunStatus.RUNNING and not lock_held(path / ".lock"):  # its trainer is gone
             run.status = RunStatus.INTERRUPTED
         else:
             run.status = state.status

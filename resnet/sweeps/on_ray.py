@@ -11,7 +11,7 @@ on multi-node clusters, for nothing a grid sweep needs.
 
 How a trial runs, and why the cache needs no shared filesystem:
 
-1. The driver (this process) prepares the trial's run in its own run store, exactly as a trial here
+1. The driver (this module's ``run_sweep_on_ray``) prepares the trial's run in its own run store, exactly as a trial here
    does (``resnet.sweeps.start_trial`` -> ``prepare_training``), records it in the sweep and holds
    the run's lock; once the task trains, the run is marked running with the driver's pid, so the app
    shows it like a local training.
@@ -44,9 +44,7 @@ import contextlib
 import dataclasses
 import io
 import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -54,7 +52,8 @@ from pathlib import Path
 import numpy as np
 
 from resnet.files import PROJECT_ROOT
-from resnet.store.runs import ACTIVE_RUNS, RunError, RunStatus, RunStore
+from resnet.store.runs import RunError, RunStatus, RunStore
+from resnet.sweeps.ray_task import Inbox, train_trial_task
 from resnet.sweeps.record import Sweep, SweepError, SweepStore
 from resnet.sweeps.trials import Report, SweepEvent, TrialOutcome, TrialResult, start_trial
 from resnet.wording import failed_message, stopped_message
@@ -63,8 +62,6 @@ INSTALL_HINT = "pip install -r requirements-cluster.txt"
 # The project's own packages travel with the job to a remote cluster (Ray uploads them once), so its
 # machines need only the runtime packages of requirements.txt, not a copy of this folder.
 RUNTIME_ENV = {"py_modules": [str(PROJECT_ROOT / "resnet"), str(PROJECT_ROOT / "data")]}
-RELAYED_STATE = ("status", "target_epochs", "segments", "message", "precision", "device")
-PROGRESS_SECONDS = 1.0  # a task reports batch progress at most this often
 
 
 def import_ray():
@@ -93,134 +90,6 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
     return True
 
 
-# --- on the worker -------------------------------------------------------------------------------------
-class RelayingRunStore(RunStore):
-    """A private run store on a Ray worker that sends every commit and state change to the driver."""
-
-    def __init__(self, root, *, send):
-        super().__init__(root)
-        self.send = send
-        self._recording = False
-
-    def update_state(self, run, **changes) -> None:
-        super().update_state(run, **changes)
-        relayed = {key: value for key, value in changes.items() if key in RELAYED_STATE}
-        if relayed and not self._recording:  # record_epoch's own state write travels with the epoch
-            self.send("state", relayed)
-
-    def record_epoch(self, run, row, files) -> None:
-        self._recording = True
-        try:
-            super().record_epoch(run, row, files)
-        finally:
-            self._recording = False
-        feature_map = (run.path / files.feature_map).read_bytes() if files.feature_map else None
-        self.send(
-            "epoch",
-            row,
-            (run.path / files.checkpoint).read_bytes(),
-            (run.path / files.predictions).read_bytes(),
-            feature_map,
-        )
-
-
-def _set_threads(cpus: int) -> None:
-    import tensorflow as tf
-
-    try:  # only possible before TensorFlow's runtime starts (a fresh worker: max_calls=1)
-        tf.config.threading.set_intra_op_parallelism_threads(cpus)
-        tf.config.threading.set_inter_op_parallelism_threads(cpus)
-    except RuntimeError:
-        pass
-
-
-def train_trial_task(index, config_values, run_id, files, dataset_files, inbox, cpus, measurements=None) -> dict:
-    """The body of a trial's Ray task: train ``run_id`` in a private store, relaying every commit.
-
-    Messages go to the driver's ``inbox`` actor without waiting for them (a task blocked in ``ray.get``
-    lends its CPUs to other tasks, which would put more trials on a machine than it has cores); they
-    are awaited once, at the end, so none is lost when the task returns.
-    """
-    import ray
-
-    import resnet  # noqa: F401  (sets TensorFlow's environment before it is imported)
-
-    _set_threads(cpus)
-    sent = []
-
-    def send(kind, *payload):
-        sent.append(inbox.put.remote((kind, index, *payload)))
-
-    send("hello", {"pid": os.getpid(), "host": socket.gethostname()})
-    folder = Path(tempfile.mkdtemp(prefix="resnet-trial-"))
-    try:
-        return _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, measurements)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        ray.get(sent)
-
-
-def _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, measurements=None) -> dict:
-    from resnet.config import TrainConfig
-    from resnet.core.hardware import detect_hardware
-    from resnet.core.precision import Measurement, read_record, record_path, remember, resolve
-    from resnet.training.trainer import prepare_training, train_prepared
-
-    config = TrainConfig.from_dict(config_values)
-    data = folder / "data"
-    data.mkdir()
-    for name, content in dataset_files.items():
-        (data / name).write_bytes(content)
-    store = RelayingRunStore(folder / "cache", send=send)
-    (store.root / run_id).mkdir(parents=True)
-    known = dict(measurements or {})  # the driver's auto-precision measurements: a machine like it measures none
-    for key, values in known.items():
-        measurement = Measurement.from_dict(values)
-        if measurement is not None:
-            remember(record_path(store.root), key, measurement)
-    for name, content in files.items():
-        (store.root / run_id / name).write_bytes(content)
-    run = store.load(run_id)
-    if run.damaged:
-        raise RunError(f"run {run_id} arrived damaged on the worker ({run.problem})")
-    if not run.epochs_done:  # no checkpoint fixes the precision yet: this machine decides (prepare_training measures)
-        store.update_state(
-            run, precision=str(resolve(config, cache_dir=store.root)), device=detect_hardware().device_label
-        )
-    prepared = prepare_training(config, store=store, run_id=run_id, dataset_dir=data)
-    measured = {key: value.to_dict() for key, value in read_record(record_path(store.root)).items() if key not in known}
-    if measured:  # a measurement made here: the driver remembers it for the next trial on such a machine
-        send("precision", measured)
-    run = train_prepared(prepared, report=_progress_sender(send))
-    return {"status": run.status.value, "message": run.message}
-
-
-def _progress_sender(send):
-    last = {"phase": None, "time": 0.0}
-
-    def report(progress) -> None:
-        now = time.monotonic()
-        if progress.phase != last["phase"] or now - last["time"] >= PROGRESS_SECONDS:
-            last.update(phase=progress.phase, time=now)
-            send("progress", dataclasses.asdict(progress))
-
-    return report
-
-
-class Inbox:
-    """What the tasks send the driver, in the order each task sent it (a Ray actor on the driver's node)."""
-
-    def __init__(self):
-        self.items = []
-
-    def put(self, item) -> None:
-        self.items.append(item)
-
-    def take(self) -> list:
-        items, self.items = self.items, []
-        return items
-
-
 # --- on the driver -------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class _Running:
@@ -228,7 +97,7 @@ class _Running:
 
     index: int
     prepared: object  # resnet.training.trainer.PreparedTraining, in the driver's store
-    lock: object  # the context holding the run's lock
+    lock: contextlib.ExitStack  # holds the run's lock until the task ends
     submitted: float
     worker: str = ""
     final: bool = False  # the task relayed its final status
@@ -325,9 +194,9 @@ class _Driver:
             self._end(start.result)
             return start.sweep
         prepared = prepared["run"]
-        lock = self.store.locked(prepared.run)  # held until the task ends: no one else trains the run
+        lock = contextlib.ExitStack()  # the run's lock, held until the task ends: no one else trains the run
         try:
-            lock.__enter__()
+            lock.enter_context(self.store.locked(prepared.run))
         except RunError as error:
             self._end(TrialResult(index, start.run_id, TrialOutcome.REFUSED, str(error)))
             return start.sweep
@@ -394,12 +263,10 @@ class _Driver:
         run = trial.prepared.run
         status = RunStatus(changes["status"]) if "status" in changes else None
         if status is RunStatus.RUNNING:  # running here: this process holds the run's lock
-            ACTIVE_RUNS.add(run.run_id)
             changes = {**changes, "pid": os.getpid(), "host": socket.gethostname()}
         self.store.update_state(run, **changes)
         if status is not None and status is not RunStatus.RUNNING:
             trial.final = True
-            ACTIVE_RUNS.discard(run.run_id)
 
     def _finish(self, ref, trial: _Running) -> TrialResult:
         """The trial's result once its task ended. A task this process stopped leaves its run stopped,
@@ -420,8 +287,7 @@ class _Driver:
         elif not trial.final and run.state.status is RunStatus.RUNNING:
             reason = f"the Ray worker died ({error})"
             self.store.update_state(run, status=RunStatus.FAILED, message=failed_message(run.epochs_done, reason))
-        ACTIVE_RUNS.discard(run.run_id)
-        trial.lock.__exit__(None, None, None)
+        trial.lock.close()
         return TrialResult(
             trial.index,
             run.run_id,
@@ -446,9 +312,8 @@ class _Driver:
                     self.store.update_state(
                         run, status=RunStatus.FAILED, message=failed_message(run.epochs_done, reason)
                     )
-            ACTIVE_RUNS.discard(run.run_id)
             with contextlib.suppress(Exception):
-                trial.lock.__exit__(None, None, None)
+                trial.lock.close()
             self.results[trial.index] = TrialResult(
                 trial.index, run.run_id, TrialOutcome.FAILED, "abandoned by the driver"
             )
@@ -493,14 +358,14 @@ def _inbox(ray):
 
 def _measurements(cache_root) -> dict[str, dict]:
     """The auto-precision measurements remembered in the driver's cache (``resnet.core.precision``), for a task."""
-    from resnet.core.precision import read_record, record_path
+    from resnet.core.precision_record import read_record, record_path
 
     return {key: measurement.to_dict() for key, measurement in read_record(record_path(cache_root)).items()}
 
 
 def _remember_measurements(cache_root, measured: dict) -> None:
     """Keep what a task measured in the driver's record (valid entries it does not have yet)."""
-    from resnet.core.precision import Measurement, read_record, record_path, remember
+    from resnet.core.precision_record import Measurement, read_record, record_path, remember
 
     path = record_path(cache_root)
     known = read_record(path)

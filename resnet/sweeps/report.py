@@ -13,6 +13,9 @@ import numpy as np
 import pandas as pd
 
 from resnet.config import PARAMS
+from resnet.core.hardware import detect_hardware
+from resnet.core.precision import resolve
+from resnet.store.estimate import estimate_time
 from resnet.store.runs import Run
 from resnet.sweeps.record import Sweep, Trial
 from resnet.wording import format_duration, plural
@@ -217,10 +220,6 @@ def estimate_text(sweep: Sweep, runs: list[Run], cache_dir=None) -> str:
     Each trial's precision is what Start would train it with (``resnet.core.precision.resolve``: for ``auto``, the
     measurement remembered in ``cache_dir`` for its depth and batch size), as the sidebar's estimate uses.
     """
-    from resnet.core.hardware import detect_hardware
-    from resnet.core.precision import resolve
-    from resnet.store.estimate import estimate_time
-
     device = detect_hardware().device_label
     by_id = {run.run_id: run for run in runs}
     total, unknown, bases = 0.0, [], set()

@@ -5,11 +5,14 @@ train, the run folder) so that a caller can show the error before anything start
 then trains the plan's epochs; each epoch is three steps:
 
 1. ``train_epoch``: one ``model.fit`` pass over the shuffled training images, the learning rate set
-   before every batch from the run's ``SegmentSchedule``;
+   before every batch from the run's ``SegmentSchedule``. Entering and leaving ``fit`` once per epoch
+   costs about 0.04 s; one ``fit`` over the whole run, committing from callbacks, saved 0.01 s of that
+   (docs/benchmarks.md, section 13), so each epoch keeps its own ``fit``;
 2. ``evaluate_with_features``: probabilities, loss and accuracy on the evaluation images, and their
    penultimate features from the same forward pass;
-3. ``commit_epoch``: checkpoint, predictions and the epoch's feature map (those features projected to
-   2-D, ``resnet/core/explain.py``), then the history row and state (``resnet/store/runs.py``).
+3. ``evaluate_and_commit`` writes the checkpoint, predictions and the epoch's feature map (those features
+   projected to 2-D, ``resnet/core/explain.py``) with ``RunStore.write_epoch_files``, then the history row
+   and state with ``RunStore.record_epoch`` (``resnet/store/runs.py``).
    The epoch's time is taken after the files are written, so it is the whole time a user waits.
 
 Where it trains is ``config.gpus``: the model is built (or its checkpoint loaded), compiled and trained
@@ -55,7 +58,7 @@ from resnet.core.precision import choose_precision, resolve
 from resnet.core.schedule import SegmentSchedule
 from resnet.store import artefacts
 from resnet.store.plan import TrainingPlan, plan_training
-from resnet.store.runs import ACTIVE_RUNS, Run, RunStatus, RunStore
+from resnet.store.runs import Run, RunStatus, RunStore
 from resnet.training.protocol import EpochProgress, Phase
 from resnet.wording import complete_message, diverged_message, failed_message, stopped_message
 
@@ -393,8 +396,7 @@ def train_prepared(
     cancel = cancel or threading.Event()
     report = report or (lambda progress: None)
     store, run, target = prepared.store, prepared.run, prepared.target_epochs
-    with store.locked(run):  # one trainer per run, across processes (app and CLI)
-        ACTIVE_RUNS.add(run.run_id)
+    with store.locked(run):  # one trainer per run, across processes; while held, the run reads as running
         try:
             store.remove_uncommitted_files(run)
             store.update_state(
@@ -418,5 +420,3 @@ def train_prepared(
             reason = str(error) if isinstance(error, FloatingPointError) else f"{type(error).__name__}: {error}"
             store.update_state(run, status=RunStatus.FAILED, message=failed_message(run.epochs_done, reason))
             raise
-        finally:
-            ACTIVE_RUNS.discard(run.run_id)
