@@ -22,8 +22,11 @@ from resnet.wording import plural
 
 DEFAULTS = TrainConfig()
 FIELDS = tuple(PARAMS)  # every TrainConfig field, in declaration order
-EPOCH_RANGE = (1, 200)
-BATCH_SIZES = (16, 32, 64, 128, 256, 512, 1024)
+EPOCH_RANGE = PARAMS["epochs"].limits  # the widgets offer what the config declares, no narrower range of their own
+# The batch-size slider offers the powers of two within the declared limits (8 to 2,048).
+BATCH_SIZES = tuple(
+    2**power for power in range(16) if PARAMS["batch_size"].limits[0] <= 2**power <= PARAMS["batch_size"].limits[1]
+)
 DEPTH_NAMES = {18: "ResNet-18", 34: "ResNet-34", 50: "ResNet-50"}
 GPUS_NAMES = {"1": "1 (one device)", "all": "all (data-parallel)"}
 INIT_FLAG = "_settings_from_url"
@@ -64,12 +67,15 @@ def parse_value(field: str, text: str):
 
 
 def check_widget_range(field: str, value) -> None:
-    """The sidebar offers less than TrainConfig allows for two fields; reject what it cannot show."""
-    if field == "epochs" and not EPOCH_RANGE[0] <= value <= EPOCH_RANGE[1]:
-        raise ConfigError(f"epochs must be between {EPOCH_RANGE[0]} and {EPOCH_RANGE[1]}; got {value!r}")
-    if field == "batch_size" and value not in BATCH_SIZES:
+    """The batch-size slider shows powers of two only; reject another size (the config checks the limits)."""
+    if (
+        field == "batch_size"
+        and isinstance(value, int)
+        and value not in BATCH_SIZES
+        and PARAMS[field].limits[0] <= value <= PARAMS[field].limits[1]
+    ):
         sizes = ", ".join(str(size) for size in BATCH_SIZES)
-        raise ConfigError(f"batch_size must be one of {sizes}; got {value!r}")
+        raise ConfigError(f"batch_size must be a power of two here, one of {sizes}; got {value!r}")
 
 
 def format_value(value) -> str:
@@ -134,9 +140,9 @@ def mirror_to_url(values: Mapping) -> None:
 
 # --- the sidebar widgets ----------------------------------------------------------------------------------
 def _help(field: str, extra: str = "") -> str:
-    """The field's declared help, its limits (unless the widget offers fewer: epochs, batch size), ``extra``."""
+    """The field's declared help, its limits (but batch size's: its slider lists the sizes), ``extra``."""
     limits = PARAMS[field].limits
-    allowed = f" Allowed: {limits[0]:g} to {limits[1]:g}." if limits and field not in ("epochs", "batch_size") else ""
+    allowed = f" Allowed: {limits[0]:g} to {limits[1]:g}." if limits and field != "batch_size" else ""
     return PARAMS[field].help + allowed + (f" {extra}" if extra else "")
 
 
@@ -155,11 +161,9 @@ def settings_ui() -> dict:
     """Draw the settings widgets in the sidebar; returns the field values (not yet validated together)."""
     sidebar = st.sidebar
     values = {}
-    values["epochs"] = sidebar.slider(
-        "Epochs", *EPOCH_RANGE, step=1, key=key("epochs"), help=_help("epochs", "The slider goes to 200.")
-    )
+    values["epochs"] = sidebar.slider("Epochs", *EPOCH_RANGE, step=1, key=key("epochs"), help=_help("epochs"))
     values["batch_size"] = sidebar.select_slider(
-        "Batch size", options=BATCH_SIZES, key=key("batch_size"), help=_help("batch_size", "Powers of two, 16 to 1024.")
+        "Batch size", options=BATCH_SIZES, key=key("batch_size"), help=_help("batch_size", "Powers of two, 8 to 2048.")
     )
     values["learning_rate"] = sidebar.number_input(
         "Learning rate",

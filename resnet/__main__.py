@@ -19,11 +19,21 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
 
+from data import quiet
 from data.fashion_mnist import DatasetError
 from resnet.config import RECIPES, ConfigError, TrainConfig, param_specs, parse_bool
+from resnet.core.hardware import training_placement, training_text
 from resnet.store.runs import RunError, RunStore
+from resnet.sweeps.grid import MAX_TRIALS, PRESETS
+from resnet.sweeps.local import run_sweep
+from resnet.sweeps.on_ray import connect, import_ray, run_sweep_on_ray  # Ray itself: only in import_ray
+from resnet.sweeps.record import SweepStore, requested_sweep
+from resnet.sweeps.report import budget_sentence, estimate_text, format_sweep_table, pareto_front, sweep_table
+from resnet.sweeps.trials import first_failure, sweep_progress
+from resnet.training.jobs import JobManager
 
 
 def _bool(text: str) -> bool:
@@ -128,8 +138,6 @@ def command_train(args, store: RunStore) -> int:
         config = store.load(args.run_id).config or config
         config = config.replace(epochs=args.epochs, gpus=args.gpus)  # where to train may change, not what
 
-    from resnet.training.jobs import JobManager  # imports TensorFlow: only once the request is valid
-
     # In this process (not a child): the CLI process itself ends with the run.
     manager = JobManager(store, dataset_dir=args.dataset_dir, isolated=False)
     run_id = manager.start(config, run_id=args.run_id, resume=not args.new)
@@ -141,21 +149,8 @@ def command_train(args, store: RunStore) -> int:
     if snapshot.plan is not None:  # what the app's sidebar would say of the same request
         print(snapshot.plan.started_text(run_id), file=sys.stderr)
 
-    interrupts = 0
-
-    def on_interrupt(signum, frame):
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts > 1:
-            raise KeyboardInterrupt
-        manager.stop()
-        print(
-            "\nstopping after the current batch (completed epochs are kept; Ctrl-C again to quit now)", file=sys.stderr
-        )
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
     last_logged = None
-    try:
+    with _StopOnInterrupt(manager.stop):
         while not manager.wait(timeout=0.5):
             snapshot = manager.snapshot()
             if sys.stderr.isatty():
@@ -165,8 +160,6 @@ def command_train(args, store: RunStore) -> int:
                 if mark != last_logged:
                     print(_progress_line(snapshot).strip(), file=sys.stderr, flush=True)
                     last_logged = mark
-    finally:
-        signal.signal(signal.SIGINT, previous)
     print(file=sys.stderr)
     snapshot = manager.snapshot()
     run = store.load(run_id)
@@ -207,8 +200,6 @@ def command_show(args, store: RunStore) -> int:
 # --- sweeps (resnet/sweeps/; on Ray: resnet/sweeps/on_ray.py) ------------------------------------------------
 def add_sweep_commands(commands) -> None:
     """``sweep`` (train a grid of runs) and ``sweeps`` (list them); each config field takes a comma list."""
-    from resnet.sweeps.grid import MAX_TRIALS, PRESETS
-
     sweep = commands.add_parser(
         "sweep",
         help="train a grid of runs (a sweep), one after another here or as Ray tasks",
@@ -279,19 +270,10 @@ class SweepPrinter:
 
 
 def command_sweep(args, store: RunStore) -> int:
-    import threading
-
-    from resnet.sweeps.local import run_sweep
-    from resnet.sweeps.record import SweepStore, requested_sweep
-    from resnet.sweeps.report import budget_sentence, estimate_text, format_sweep_table, pareto_front, sweep_table
-    from resnet.sweeps.trials import first_failure, sweep_progress
-
     texts = {spec.name: getattr(args, spec.name) for spec in param_specs(TrainConfig)}
     sweeps = SweepStore(store.root)
     sweep = requested_sweep(sweeps, args.name, texts, preset=args.preset)  # checked: nothing written yet
     if args.ray is not None:
-        from resnet.sweeps.on_ray import import_ray
-
         import_ray()  # the optional extra: say how to install it before anything is written
     runs = store.list_runs()
     done, total = sweep_progress(sweep, runs)
@@ -299,12 +281,10 @@ def command_sweep(args, store: RunStore) -> int:
     if args.ray is None or args.preset:
         print(estimate_text(sweep, runs, store.root), file=sys.stderr)
     if args.ray is None and sweep.trials:  # trained here: say on what, once
-        from resnet.core.hardware import training_placement, training_text
-
         print(training_text(training_placement(sweep.trials[0].config.gpus)), file=sys.stderr)
     cancel = threading.Event()
     printer = SweepPrinter()
-    with sweeps.locked(sweep.name), _StopOnInterrupt(cancel):
+    with sweeps.locked(sweep.name), _StopOnInterrupt(cancel.set):
         if args.ray is None:
             results = run_sweep(sweep, store, cancel=cancel, report=printer, dataset_dir=args.dataset_dir)
         else:
@@ -327,8 +307,6 @@ def command_sweep(args, store: RunStore) -> int:
 
 
 def _sweep_on_ray(args, sweep, store, *, cancel, report):
-    from resnet.sweeps.on_ray import connect, import_ray, run_sweep_on_ray
-
     started = connect(None if args.ray == "local" else args.ray)
     try:
         return run_sweep_on_ray(
@@ -340,22 +318,22 @@ def _sweep_on_ray(args, sweep, store, *, cancel, report):
 
 
 class _StopOnInterrupt:
-    """While a sweep runs in the main thread: the first Ctrl-C sets ``cancel``, the second quits at once."""
+    """While a training or a sweep runs in the main thread: the first Ctrl-C calls ``stop`` (after the
+    current batch, completed epochs kept), the second quits at once."""
 
-    def __init__(self, cancel):
-        self.cancel, self.previous = cancel, None
+    def __init__(self, stop):
+        self.stop, self.asked, self.previous = stop, False, None
 
     def __enter__(self):
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGINT, self._interrupt)
         return self
 
     def _interrupt(self, signum, frame):
-        if self.cancel.is_set():
+        if self.asked:
             raise KeyboardInterrupt
-        self.cancel.set()
+        self.asked = True
+        self.stop()
         print(
             "\nstopping after the current batch (completed epochs are kept; Ctrl-C again to quit now)", file=sys.stderr
         )
@@ -367,9 +345,6 @@ class _StopOnInterrupt:
 
 
 def command_sweeps(store: RunStore) -> int:
-    from resnet.sweeps.record import SweepStore
-    from resnet.sweeps.trials import sweep_progress
-
     sweeps = SweepStore(store.root)
     listings = sweeps.list_sweeps()
     if not listings:
@@ -403,8 +378,6 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "recipe", None):
         args = build_parser(args.recipe).parse_args(argv)
     if getattr(args, "verbose", False):
-        from data import quiet
-
         quiet.set_verbose(True)  # before TensorFlow is imported; child processes inherit it
     if args.command == "train":  # a sweep says where it trains once, not per trial
         _show_engine_messages()

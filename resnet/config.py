@@ -147,6 +147,10 @@ def coerce_values(config_class: type, values: dict) -> dict:
 
 
 # --- the training configuration ------------------------------------------------------------------------
+# The Keras dtype policies a run trains in (``auto`` chooses one of them: resnet/core/precision.py).
+FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16 = "float32", "mixed_bfloat16", "mixed_float16"
+PRECISIONS = (FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16)
+GPU_CHOICES = ("1", "all")  # one device, or data-parallel over every GPU (resnet/core/hardware.py)
 # Fields that say where a run trains, not what it learns (a checkpoint trains on with any of their values):
 # left out of ``TrainConfig.fingerprint()``.
 PLACEMENT_FIELDS = ("gpus",)
@@ -214,7 +218,7 @@ class TrainConfig:
     )
     precision: str = param(  # resnet/core/precision.py decides auto
         "auto",
-        choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+        choices=("auto", *PRECISIONS),
         help="auto: float32, unless the mixed policy the hardware claims (bfloat16 on CPUs with AMX/AVX512-BF16, "
         "float16 on GPUs) measures at least 1.1 times as fast here (timed once per depth and batch size).",
     )
@@ -225,7 +229,7 @@ class TrainConfig:
     )
     gpus: str = param(  # where a run trains, not what it learns: left out of fingerprint()
         "1",
-        choices=("1", "all"),
+        choices=GPU_CHOICES,
         help="1: one device (the first GPU, else the CPU). all: data-parallel over every GPU of this machine "
         "(TensorFlow's MirroredStrategy), each batch split evenly across them; with fewer than 2 GPUs it "
         "trains on one device.",

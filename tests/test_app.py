@@ -146,10 +146,10 @@ def test_shared_url_is_applied_and_bad_values_are_replaced_by_defaults(cache_dir
     assert at.query_params["depth"] == "18"
 
     # Out of the widgets' range, or inconsistent with each other, is rejected too.
-    at = new_app({"epochs": "201", "train_subset": "150", "batch_size": "256", "precision": "fp8"}).run()
+    at = new_app({"epochs": "501", "train_subset": "150", "batch_size": "256", "precision": "fp8"}).run()
     assert_no_exception(at)
     warnings = " ".join(texts(at.warning))
-    assert "epochs must be between 1 and 200" in warnings
+    assert "epochs must be between 1 and 500" in warnings
     assert "precision='fp8'" in warnings
     assert "train_subset" in warnings and "batch_size" in warnings
     assert at.number_input(key="cfg_train_subset").value == 60000

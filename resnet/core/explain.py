@@ -29,7 +29,6 @@ mean nothing.
 
 from __future__ import annotations
 
-import re
 import threading
 import weakref
 from collections import Counter
@@ -56,8 +55,6 @@ EXACT_PCA_MAX_SIDE = 512  # exact SVD when the data matrix has a side this small
 PCA_OVERSAMPLING = 10
 PCA_POWER_ITERATIONS = 3  # enough: on ResNet-50 features, 2 already match 6 to a correlation of 1 - 1e-10
 
-_OUT_LAYER = re.compile(r"conv(\d)_block(\d+)_out")
-
 
 # --- stages -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -65,19 +62,15 @@ class Stage:
     """A stage whose output map Grad-CAM can use: its name (``conv3``), output layer and map side."""
 
     name: str
-    layer: str  # e.g. "conv3_block4_out" (resnet.core.model.stage_output_names)
+    layer: str  # e.g. "conv3_block4_out" (resnet.core.model.stage_outputs)
     size: int  # side of its square map for 28x28 inputs
 
 
 def _stage_layers(model) -> dict[str, str]:
-    """Stage name -> its output layer (the last block's ``_out``), for any depth."""
-    last: dict[int, int] = {}
-    for layer in model.layers:
-        match = _OUT_LAYER.fullmatch(layer.name)
-        if match:
-            stage, block = int(match.group(1)), int(match.group(2))
-            last[stage] = max(last.get(stage, 0), block)
-    return {f"conv{stage}": f"conv{stage}_block{block}_out" for stage, block in sorted(last.items())}
+    """Stage name -> its output layer (the last block's ``_out``), for the model's depth."""
+    from resnet.core.model import depth_of, stage_outputs  # imports Keras, which a model to explain has loaded
+
+    return stage_outputs(depth_of(model))
 
 
 def spatial_stages(model) -> list[Stage]:
@@ -113,7 +106,7 @@ def _cached(model, key, build):
 
 def _sub_model(model, outputs: list):
     """A model sharing ``model``'s layers and weights, with the outputs of the named layers (or tensors)."""
-    import keras
+    import keras  # here: listing and showing runs never import Keras
 
     tensors = [model.get_layer(output).output if isinstance(output, str) else output for output in outputs]
     with model.distribute_strategy.scope():  # a model trained on several devices predicts on all of them
@@ -153,7 +146,7 @@ def _score_scale(model) -> float:
 
 
 def _grad_cam_function(model, stage: Stage):
-    import tensorflow as tf
+    import tensorflow as tf  # here: only explaining needs it
 
     sub_model = _sub_model(model, [stage.layer, LOGITS_LAYER])
     scale = _score_scale(model)
@@ -274,7 +267,7 @@ def overlay(image, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
 
 # --- features -----------------------------------------------------------------------------------------------
 def _features_function(model):
-    import tensorflow as tf
+    import tensorflow as tf  # here: only explaining needs it
 
     sub_model = _sub_model(model, [FEATURES_LAYER])
 
@@ -442,7 +435,7 @@ def feature_map_arrays(features: np.ndarray, probabilities: np.ndarray, *, seed:
 def feature_map_of(model, images, indices, *, batch_size: int = 500) -> dict:
     """The map of evaluation images from a loaded checkpoint (for runs cached before maps were recorded):
     ``feature_map_arrays`` plus ``indices``; ``images`` are raw pixels (n, 28, 28[, 1])."""
-    import tensorflow as tf
+    import tensorflow as tf  # here: only explaining needs it
 
     pixels = tf.data.Dataset.from_tensor_slices(_as_images(images, batch=True)).batch(batch_size)
     probabilities, features = predict_with_features(model, pixels)

@@ -24,6 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from data import quiet
+from resnet.config import GPU_CHOICES, MIXED_BFLOAT16, MIXED_FLOAT16
+
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # The CPU features worth naming when saying where a run trains (what TensorFlow's kernels use).
 SHOWN_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
@@ -94,9 +97,7 @@ def usable_cores() -> int:
 
 @functools.lru_cache(maxsize=1)
 def detect_hardware() -> Hardware:
-    import tensorflow as tf
-
-    from data import quiet
+    import tensorflow as tf  # here: a process that never trains (the app's page) does not import it
 
     # The first probe initialises CUDA, which prints "failed call to cuInit" and the like on a machine
     # without it: captured (data/quiet.py), shown only with --verbose.
@@ -131,8 +132,8 @@ def claimed_mixed_precision(hardware: Hardware) -> str | None:
     """
     if hardware.gpus:
         capability = hardware.gpu_compute_capability
-        return "mixed_float16" if capability and tuple(capability) >= (7, 0) else None
-    return "mixed_bfloat16" if hardware.cpu_bf16 else None
+        return MIXED_FLOAT16 if capability and tuple(capability) >= (7, 0) else None
+    return MIXED_BFLOAT16 if hardware.cpu_bf16 else None
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,8 @@ class Placement:
 
 
 def _check_gpus(gpus: str) -> None:
-    if gpus not in ("1", "all"):
-        raise ValueError(f"gpus must be '1' or 'all'; got {gpus!r}")
+    if gpus not in GPU_CHOICES:
+        raise ValueError(f"gpus must be one of {', '.join(map(repr, GPU_CHOICES))}; got {gpus!r}")
 
 
 def training_text(placement: Placement, hardware: Hardware | None = None) -> str:
@@ -187,7 +188,7 @@ def training_strategy(gpus: str, devices: Sequence[str] | None = None):
     ``model.fit`` splits each global batch of ``batch_size`` across them; with fewer than two devices,
     the default strategy.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # here: only training needs it
 
     _check_gpus(gpus)
     if gpus == "all":

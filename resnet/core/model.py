@@ -22,6 +22,7 @@ import keras
 from keras import layers
 
 from data.fashion_mnist import IMAGE_SIZE, NUM_CLASSES
+from resnet.config import MIXED_FLOAT16, PRECISIONS
 
 # Pixel statistics of the training set (pixel/255), used by the normalising first layer.
 PIXEL_MEAN = 0.2860
@@ -88,10 +89,15 @@ def stack(x, block, filters: int, blocks: int, *, stride: int, name: str, dtype=
     """One stage: a first block with a projection shortcut (and ``stride``), then ``blocks - 1`` more."""
     # A basic block keeps its width, so stage 1 of ResNet-18/34 needs no projection (64 -> 64).
     needs_projection = block is bottleneck_block or stride != 1
-    x = block(x, filters, stride=stride, conv_shortcut=needs_projection, name=f"{name}_block1", dtype=dtype)
+    x = block(x, filters, stride=stride, conv_shortcut=needs_projection, name=block_name(name, 1), dtype=dtype)
     for index in range(2, blocks + 1):
-        x = block(x, filters, name=f"{name}_block{index}", dtype=dtype)
+        x = block(x, filters, name=block_name(name, index), dtype=dtype)
     return x
+
+
+def block_name(stage: str, index: int) -> str:
+    """``conv3_block2``: the prefix of every layer of block ``index`` of ``stage``; its output is ``_out``."""
+    return f"{stage}_block{index}"
 
 
 # depth -> (block function, blocks per stage). Filters are 64/128/256/512 for every depth.
@@ -111,8 +117,8 @@ def build_resnet(depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: 
     """
     if depth not in ARCHITECTURES:
         raise ValueError(f"depth must be one of {sorted(ARCHITECTURES)}, got {depth!r}")
-    if precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
-        raise ValueError(f"precision must be float32, mixed_bfloat16 or mixed_float16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     dtype = keras.DTypePolicy(precision)
     block, blocks_per_stage = ARCHITECTURES[depth]
 
@@ -134,10 +140,25 @@ def build_resnet(depth: int = 50, *, num_classes: int = NUM_CLASSES, precision: 
     return keras.Model(inputs, outputs, name=f"resnet{depth}")
 
 
+def stage_outputs(depth: int) -> dict[str, str]:
+    """Each of the four stages (``conv2`` ... ``conv5``) -> its last layer, the last block's ``_out``."""
+    _, blocks_per_stage = ARCHITECTURES[depth]
+    return {
+        f"conv{stage}": f"{block_name(f'conv{stage}', blocks)}_out" for stage, blocks in enumerate(blocks_per_stage, 2)
+    }
+
+
 def stage_output_names(depth: int) -> list[str]:
     """Names of the last layer of each of the four stages (conv2 ... conv5)."""
-    _, blocks_per_stage = ARCHITECTURES[depth]
-    return [f"conv{stage}_block{blocks}_out" for stage, blocks in enumerate(blocks_per_stage, start=2)]
+    return list(stage_outputs(depth).values())
+
+
+def depth_of(model) -> int:
+    """The depth of a model ``build_resnet`` built (its name, ``resnet50``, survives a checkpoint)."""
+    depth = model.name.removeprefix("resnet")
+    if not depth.isdigit() or int(depth) not in ARCHITECTURES:
+        raise ValueError(f"{model.name!r} is not a ResNet of this project (resnet18, resnet34 or resnet50)")
+    return int(depth)
 
 
 def _optimizer(config):
@@ -156,7 +177,7 @@ def build_compiled_model(config, precision: str):
     keras.utils.set_random_seed(config.seed)
     model = build_resnet(config.depth, precision=precision)
     optimizer = _optimizer(config)
-    if precision == "mixed_float16":
+    if precision == MIXED_FLOAT16:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(
         optimizer=optimizer,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.fashion_mnist import TRAIN_SIZE
+from resnet.config import FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16
 from resnet.core.hardware import (
     Hardware,
     claimed_mixed_precision,
@@ -28,8 +29,7 @@ from resnet.records import RecordError, finite_number, is_number, read_json
 
 log = logging.getLogger(__name__)
 
-FLOAT32 = "float32"
-MIXED_POLICIES = ("mixed_bfloat16", "mixed_float16")
+MIXED_POLICIES = (MIXED_BFLOAT16, MIXED_FLOAT16)
 MIXED_MARGIN = 1.10  # a mixed policy must be at least this much faster than float32 to be chosen
 BUDGET_SHARE = 0.05  # of a full-data epoch's time at float32 speed, for the measurement's steps
 EPOCH_IMAGES = TRAIN_SIZE
@@ -215,7 +215,7 @@ def nothing_to_measure(hardware: Hardware) -> Precision:
 
 # --- the record: <cache>/.precision.json ------------------------------------------------------------------
 def tensorflow_version() -> str:
-    import tensorflow as tf
+    import tensorflow as tf  # here: only processes that measure or train ask (they import it anyway)
 
     return tf.__version__
 

@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from data import quiet
 from resnet.core.hardware import (
     Hardware,
@@ -109,50 +111,20 @@ def _speed(timing: _Timing, batch_size: int, baseline: _Timing | None) -> float 
 
 
 def _measure(config, candidates: Sequence[str], steps: int) -> Measurement:
-    # Imported here: TensorFlow and Keras stay out of processes that only read the record (the app's page).
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from resnet.core.model import build_compiled_model
-
     started = time.perf_counter()
     batch = config.batch_size
-    rng = np.random.default_rng(config.seed)
-    images = rng.integers(0, 256, size=(batch, 28, 28, 1)).astype(np.float32)  # what the input pipeline yields
-    labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=batch)]
-    data = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    data = _random_batches(config)
     placement = training_placement(config.gpus)
     ordered = (FLOAT32, *(name for name in candidates if name != FLOAT32))  # float32 sets the bar and the budget
     timings: dict[str, _Timing] = {}
     baseline: _Timing | None = None
     budget = math.inf
-
     for name in ordered:
         timing = _Timing()
         timings[name] = timing
-        block_started = time.perf_counter()
-        keras.backend.clear_session(free_memory=True)
-        with training_strategy(config.gpus, devices=placement.devices).scope():
-            model = build_compiled_model(config, name)
-        log.info("auto precision: built and compiled a %s ResNet-%d to time it", name, config.depth)
         spent_before = sum(other.after_first for other in timings.values() if other is not timing)
         check = None if baseline is None else _stop_rule(timing, baseline, budget, spent_before, WARM_STEPS + steps)
-        try:
-            with quiet.captured(f"timing {name}"):  # e.g. oneDNN's note that bfloat16 is emulated here
-                model.fit(
-                    data,
-                    steps_per_epoch=WARM_STEPS + steps,
-                    epochs=1,
-                    verbose=0,
-                    shuffle=False,
-                    callbacks=[_step_timer(timing, check)],
-                )
-        finally:
-            del model
-            keras.backend.clear_session(free_memory=True)
-            gc.collect()
-        timing.block_seconds = time.perf_counter() - block_started
+        _time_candidate(config, name, data, placement, timing, check, steps)
         if baseline is None:
             baseline = timing
             budget = budget_seconds(_speed(timing, batch, None))
@@ -175,6 +147,41 @@ def _measure(config, candidates: Sequence[str], steps: int) -> Measurement:
         steps=steps,
         fresh=True,
     )
+
+
+def _random_batches(config):
+    """One random batch shaped as the input pipeline yields them, repeated."""
+    import tensorflow as tf  # here: TensorFlow stays out of processes that only read the record (the app's page)
+
+    rng = np.random.default_rng(config.seed)
+    images = rng.integers(0, 256, size=(config.batch_size, 28, 28, 1)).astype(np.float32)
+    labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=config.batch_size)]
+    return tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+
+def _time_candidate(config, name: str, data, placement, timing: _Timing, check, steps: int) -> None:
+    """Build and compile the model in precision ``name`` and time ``WARM_STEPS + steps`` steps into ``timing``
+    (``check`` may stop it early)."""
+    import keras  # here: Keras stays out of processes that only read the record (the app's page)
+
+    from resnet.core.model import build_compiled_model  # imports Keras
+
+    block_started = time.perf_counter()
+    keras.backend.clear_session(free_memory=True)
+    with training_strategy(config.gpus, devices=placement.devices).scope():
+        model = build_compiled_model(config, name)
+    log.info("auto precision: built and compiled a %s ResNet-%d to time it", name, config.depth)
+    try:
+        with quiet.captured(f"timing {name}"):  # e.g. oneDNN's note that bfloat16 is emulated here
+            model.fit(
+                data, steps_per_epoch=WARM_STEPS + steps, epochs=1, verbose=0, shuffle=False,
+                callbacks=[_step_timer(timing, check)],
+            )  # fmt: skip
+    finally:
+        del model
+        keras.backend.clear_session(free_memory=True)
+        gc.collect()
+    timing.block_seconds = time.perf_counter() - block_started
 
 
 def _stop_rule(timing: _Timing, baseline: _Timing, budget: float, spent_before: float, planned: int):
@@ -202,7 +209,7 @@ def _stop_rule(timing: _Timing, baseline: _Timing, budget: float, spent_before: 
 
 def _step_timer(timing: _Timing, check):
     """A callback that times every training step of ``model.fit`` and stops it when ``check`` gives a reason."""
-    import keras
+    import keras  # here: as in _time_candidate
 
     class StepTimer(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from data.fashion_mnist import load_fashion_mnist
 from data.subsets import stratified_subset
+from resnet.core.explain import normalise_rows
 from resnet.files import atomic_write, save_npz
 from resnet.store import run_arrays
 from resnet.store.run_state import DamagedRun, RunError, epoch_files, features_name, map_name
@@ -132,8 +134,6 @@ def feature_bank(run, compute, *, train_labels: np.ndarray | None = None) -> Fea
     if not epoch or run.config is None:
         raise RunError(f"run {run.run_id} has no checkpoint yet")
     if train_labels is None:
-        from data.fashion_mnist import load_fashion_mnist
-
         train_labels = load_fashion_mnist().train_labels
     indices = bank_indices(run, train_labels)
     labels = np.asarray(train_labels)[indices].astype(np.uint8)
@@ -151,8 +151,6 @@ def feature_bank(run, compute, *, train_labels: np.ndarray | None = None) -> Fea
 
 
 def _computed_bank(run, path: Path, compute, indices: np.ndarray, labels: np.ndarray) -> FeatureBank:
-    from resnet.core.explain import normalise_rows
-
     features = np.asarray(compute(indices), dtype=np.float32)
     if features.ndim != 2 or len(features) != len(indices) or not np.isfinite(features).all():
         raise RunError(f"run {run.run_id}: the bank's features have shape {features.shape} or are not finite")

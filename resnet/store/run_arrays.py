@@ -57,6 +57,17 @@ BANK_SPEC = {
 }
 
 
+def predictions_arrays(probabilities, indices, labels, epoch: int) -> dict[str, np.ndarray]:
+    """The members of ``predictions-NNNN.npz`` as they are written (float32 probabilities, int32 test-set
+    indices, uint8 labels, the epoch)."""
+    return {
+        "probabilities": np.asarray(probabilities).astype(np.float32),
+        "indices": np.asarray(indices).astype(np.int32),
+        "labels": np.asarray(labels).astype(np.uint8),
+        "epoch": np.int32(epoch),
+    }
+
+
 def read_npz(path: Path, spec: dict[str, tuple], *, max_rows: int) -> dict[str, np.ndarray]:
     """The members of ``spec`` (name -> (shape with None for any length, dtype kinds)) of the ``.npz`` at
     ``path``, each at most ``max_rows`` long in every free dimension; DamagedRun says what is wrong."""

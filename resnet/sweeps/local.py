@@ -14,6 +14,7 @@ from resnet.store.plan import TrainingPlan
 from resnet.store.runs import RunError, RunStore
 from resnet.sweeps.record import Sweep, SweepStore
 from resnet.sweeps.trials import Report, SweepEvent, TrialOutcome, TrialResult, start_trial
+from resnet.training.jobs import JobManager
 
 
 def run_sweep(
@@ -37,8 +38,6 @@ def run_sweep(
     skipped and a partial one continues when it runs again.
     The record is saved (with its run ids) as trials start; the caller holds ``SweepStore.locked``.
     """
-    from resnet.training.jobs import JobManager  # imports TensorFlow: only once the sweep is valid
-
     cancel = cancel or threading.Event()
     report = report or (lambda event: None)
     sweeps = SweepStore(store.root)

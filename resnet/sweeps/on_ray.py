@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import socket
 import threading
@@ -51,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data.fashion_mnist import FILE_NAMES, load_fashion_mnist, resolve_dataset_dir
+from resnet.core.precision_record import Measurement, read_record, record_path, remember
 from resnet.files import PROJECT_ROOT
 from resnet.store.runs import RunError, RunStatus, RunStore
 from resnet.sweeps.ray_task import Inbox, train_trial_task
@@ -67,7 +70,7 @@ RUNTIME_ENV = {"py_modules": [str(PROJECT_ROOT / "resnet"), str(PROJECT_ROOT / "
 def import_ray():
     """The ``ray`` module, or SweepError saying how to install the optional extra."""
     try:
-        import ray
+        import ray  # Ray: the optional extra, only for sweeps on Ray
     except ImportError as error:
         raise SweepError(f"Ray is not installed ({error}); for --ray, run: {INSTALL_HINT}") from None
     return ray
@@ -173,7 +176,7 @@ class _Driver:
     # --- submitting ---------------------------------------------------------------------------------
     def submit(self, sweeps: SweepStore, sweep: Sweep, index: int) -> Sweep:
         """Prepare trial ``index`` in the driver's store (as a trial here does) and submit its task."""
-        from resnet.training.trainer import prepare_training
+        from resnet.training.trainer import prepare_training  # Keras: only once a trial is submitted
 
         self.total, trial, prepared = len(sweep.trials), sweep.trials[index], {}
 
@@ -335,8 +338,6 @@ def _check_resources(ray, cpus_per_trial: int, gpus_per_trial: float | None) -> 
 
 def _ship_dataset(ray, dataset_dir):
     """The dataset folder here (checked) and an object holding its four files for the workers."""
-    from data.fashion_mnist import FILE_NAMES, load_fashion_mnist, resolve_dataset_dir
-
     folder = resolve_dataset_dir(dataset_dir)
     load_fashion_mnist(folder)  # every file checked before anything starts
     return folder, ray.put({name: (folder / name).read_bytes() for name in FILE_NAMES})
@@ -344,7 +345,7 @@ def _ship_dataset(ray, dataset_dir):
 
 def _inbox(ray):
     """The actor the tasks report through, on this node when it can be (a sync actor: in order)."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # Ray: the optional extra
 
     options = {"num_cpus": 0}
     try:  # through Ray Client (ray://) the driver may have no node of its own: then anywhere will do
@@ -358,15 +359,11 @@ def _inbox(ray):
 
 def _measurements(cache_root) -> dict[str, dict]:
     """The auto-precision measurements remembered in the driver's cache (``resnet.core.precision``), for a task."""
-    from resnet.core.precision_record import read_record, record_path
-
     return {key: measurement.to_dict() for key, measurement in read_record(record_path(cache_root)).items()}
 
 
 def _remember_measurements(cache_root, measured: dict) -> None:
     """Keep what a task measured in the driver's record (valid entries it does not have yet)."""
-    from resnet.core.precision_record import Measurement, read_record, record_path, remember
-
     path = record_path(cache_root)
     known = read_record(path)
     for key, values in measured.items() if isinstance(measured, dict) else ():
@@ -377,8 +374,6 @@ def _remember_measurements(cache_root, measured: dict) -> None:
 
 def _committed_files(run) -> dict[str, bytes]:
     """The run's committed files, with a state that names no live process (the worker must not see it busy)."""
-    import json
-
     state = run.state.replace(pid=None, host=None)
     files = {
         "config.json": (run.path / "config.json").read_bytes(),

@@ -18,6 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from resnet.config import TrainConfig
+from resnet.core.hardware import detect_hardware
+from resnet.core.precision import resolve
+from resnet.core.precision_record import Measurement, read_record, record_path, remember
 from resnet.store.runs import RunError, RunStore
 
 RELAYED_STATE = ("status", "target_epochs", "segments", "message", "precision", "device")
@@ -52,7 +56,7 @@ class RelayingRunStore(RunStore):
 
 
 def _set_threads(cpus: int) -> None:
-    import tensorflow as tf
+    import tensorflow as tf  # here: in the Ray worker only
 
     try:  # only possible before TensorFlow's runtime starts (a fresh worker: max_calls=1)
         tf.config.threading.set_intra_op_parallelism_threads(cpus)
@@ -68,9 +72,7 @@ def train_trial_task(index, config_values, run_id, files, dataset_files, inbox, 
     lends its CPUs to other tasks, which would put more trials on a machine than it has cores); they
     are awaited once, at the end, so none is lost when the task returns.
     """
-    import ray
-
-    import resnet  # noqa: F401  (sets TensorFlow's environment before it is imported)
+    import ray  # the optional extra: in the Ray worker and driver only
 
     _set_threads(cpus)
     sent = []
@@ -88,11 +90,7 @@ def train_trial_task(index, config_values, run_id, files, dataset_files, inbox, 
 
 
 def _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, measurements=None) -> dict:
-    from resnet.config import TrainConfig
-    from resnet.core.hardware import detect_hardware
-    from resnet.core.precision import resolve
-    from resnet.core.precision_record import Measurement, read_record, record_path, remember
-    from resnet.training.trainer import prepare_training, train_prepared
+    from resnet.training.trainer import prepare_training, train_prepared  # Keras: in the Ray worker only
 
     config = TrainConfig.from_dict(config_values)
     data = folder / "data"

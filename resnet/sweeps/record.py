@@ -21,7 +21,8 @@ from pathlib import Path
 from resnet.config import PARAMS, ConfigError, TrainConfig
 from resnet.files import lock_held, try_lock, write_json
 from resnet.records import RecordError, finite_number, read_json, short
-from resnet.store.runs import RUN_ID_PATTERN, RunError
+from resnet.store.run_folder import valid_run_id
+from resnet.store.runs import RunError
 from resnet.sweeps.grid import MAX_TRIALS, PRESETS, check_grid, expand_grid, parse_values
 
 FORMAT_VERSION = 1
@@ -83,7 +84,7 @@ class Sweep:
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not RUN_ID_PATTERN.fullmatch(name) or ".." in name:
+    if not valid_run_id(name):
         raise SweepError(f"invalid sweep name {name!r}: use letters, digits, '.', '_' and '-' (up to 100)")
     return name
 
@@ -173,7 +174,7 @@ def _trials(items: list) -> list[Trial]:
             raise DamagedSweep(f"invalid trial {number}: {short(item)}")
         run_id = item["run_id"]
         if run_id is not None:
-            if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+            if not valid_run_id(run_id):
                 raise DamagedSweep(f"trial {number} names an invalid run id {short(run_id)}")
             if run_id in owners:
                 raise DamagedSweep(

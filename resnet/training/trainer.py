@@ -48,10 +48,10 @@ import keras
 import numpy as np
 
 from data.fashion_mnist import FashionMNIST, load_fashion_mnist
-from data.pipeline import epoch_seed, train_dataset
+from data.pipeline import epoch_seed, eval_dataset, train_dataset
 from data.subsets import stratified_subset
 from resnet.config import TrainConfig
-from resnet.core.explain import feature_map_arrays
+from resnet.core.explain import feature_map_arrays, predict_with_features
 from resnet.core.hardware import Placement, training_placement, training_strategy, training_text
 from resnet.core.model import build_compiled_model
 from resnet.core.precision import choose_precision, resolve
@@ -284,9 +284,6 @@ class Evaluation:
 
 def evaluate_with_features(model, dataset: FashionMNIST, indices: np.ndarray) -> Evaluation:
     """Probabilities and penultimate features of the evaluation images in one forward pass, loss and accuracy."""
-    from data.pipeline import eval_dataset
-    from resnet.core.explain import predict_with_features
-
     labels = dataset.test_labels[indices]
     probabilities, features = predict_with_features(
         model, eval_dataset(dataset.test_images[indices], labels, batch_size=EVAL_BATCH_SIZE)

@@ -21,11 +21,15 @@ folders may have changed meanwhile; what TensorFlow read at import may not (the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import traceback
 
+from data.fashion_mnist import DatasetError, load_fashion_mnist
+from resnet.config import TrainConfig
+from resnet.store.runs import RunStore
 from resnet.training import protocol  # no TensorFlow: the child imports that next, before its request
 
 
@@ -48,7 +52,6 @@ def _import_training() -> BaseException | None:
     """Import what training needs before the request comes; the error, if that fails (told with the job)."""
     try:
         import resnet.training.trainer  # noqa: F401  (TensorFlow and Keras: the slow part of a start)
-        from data.fashion_mnist import DatasetError, load_fashion_mnist
     except BaseException as error:  # told to the parent once it sends a job
         return error
     try:
@@ -58,27 +61,36 @@ def _import_training() -> BaseException | None:
     return None
 
 
+class _Sender:
+    """Writes ``resnet.training.protocol`` lines to the parent; if it is gone (broken pipe), the run stops
+    after the current batch instead (``cancel``)."""
+
+    def __init__(self, output, cancel: threading.Event):
+        self.output, self.cancel, self.lock = output, cancel, threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self.lock:
+            if self.output.closed:
+                return
+            try:
+                self.output.write(line)
+            except (OSError, ValueError):
+                self.cancel.set()
+                with contextlib.suppress(OSError):
+                    self.output.close()
+
+    def close(self) -> None:
+        """Nothing more to say: a dead parent's pipe must not raise at exit."""
+        self.lock.acquire()
+        with contextlib.suppress(OSError):
+            self.output.close()
+
+
 def main() -> int:
     output = _protocol_stream()
     import_error = _import_training()
-    send_lock = threading.Lock()
     cancel = threading.Event()
-
-    def send(line: str) -> None:
-        """Tell the parent (one ``resnet.training.protocol`` line); if it is gone (broken pipe), stop
-        after the current batch instead."""
-        with send_lock:
-            if output.closed:
-                return
-            try:
-                output.write(line)
-            except (OSError, ValueError):
-                cancel.set()
-                try:
-                    output.close()
-                except OSError:
-                    pass
-
+    send = _Sender(output, cancel)
     line = sys.stdin.readline()
     if not line:  # given up before any job (a spare no longer needed, or the parent is gone)
         return 0
@@ -91,13 +103,19 @@ def main() -> int:
         os.environ.clear()
         os.environ.update({str(name): str(value) for name, value in request["environment"].items()})
     threading.Thread(target=_watch_input, args=(cancel,), name="stdin-watch", daemon=True).start()
+    try:
+        return _train(request, import_error, cancel, send)
+    finally:
+        send.close()
 
+
+def _train(request: dict, import_error: BaseException | None, cancel: threading.Event, send: _Sender) -> int:
+    """Train the request's run; the parent always hears how it ended."""
     prepared = None
     try:
         if import_error is not None:  # TensorFlow could not start: the parent hears why, not just an exit code
             raise import_error
-        from resnet.config import TrainConfig
-        from resnet.store.runs import RunStore
+        # Imported by _import_training already (TensorFlow, after stdout was pointed at stderr): named here.
         from resnet.training.trainer import prepare_training, train_prepared
 
         store = RunStore(request["store"])
@@ -114,12 +132,6 @@ def main() -> int:
         message = prepared.run.message if prepared is not None else ""
         send(protocol.failed_line(f"{type(error).__name__}: {error}", message))
         return 1
-    finally:
-        send_lock.acquire()  # nothing more to say; a dead parent's pipe must not raise at exit
-        try:
-            output.close()
-        except OSError:
-            pass
 
 
 if __name__ == "__main__":
