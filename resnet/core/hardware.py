@@ -151,7 +151,7 @@ class Placement:
 
 def _check_gpus(gpus: str) -> None:
     if gpus not in GPU_CHOICES:
-        raise ValueError(f"gpus must be one of {', '.join(map(repr, GPU_CHOICES))}; got {gpus!r}")
+        raise ValueError(f"gpus must be {' or '.join(map(repr, GPU_CHOICES))}; got {gpus!r}")
 
 
 def training_text(placement: Placement, hardware: Hardware | None = None) -> str:

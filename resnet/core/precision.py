@@ -9,7 +9,7 @@ emulated and about 12x slower; on an AMX Xeon it took 125 to 203 images/s. So ``
    claims none, the answer is float32 and nothing is measured.
 2. Otherwise, the first time a (device, TensorFlow version, depth, batch size) is trained on this
    machine, each candidate is timed on random images of the batch size: its model is built and
-   compiled as for training (``resnet.training.trainer.build_compiled_model``), two warm-up steps (the first
+   compiled as for training (``resnet.core.model.build_compiled_model``), two warm-up steps (the first
    one compiles), then ``steps`` timed steps, in images/s (``measure_precision``).
 3. The mixed policy wins only if it is at least ``MIXED_MARGIN`` (10%) faster (``decide``): float32
    needs no loss scaling, keeps full-precision activations, and its runs compare with every other.

@@ -4,7 +4,7 @@ A sweep is the seed study made first-class: values per parameter expand to a gri
 (``grid``), each configuration (a *trial*) becomes an ordinary run in the run cache, and the record
 keeps which run belongs to which trial, in order (``record``). What a trial trains and how it ended is
 ``trials``'; the executors train them: here, one after another (``local``), or as Ray tasks on a
-cluster (``on_ray``, the optional extra). ``report`` says what a sweep found (table, Pareto front,
+cluster (``on_ray``, the driver, and ``ray_task``, what runs on a Ray worker: the optional extra). ``report`` says what a sweep found (table, Pareto front,
 budget sentence, time).
 
 This package may import ``resnet.training``, ``resnet.store``, ``resnet.core`` and the leaves; the CLI

@@ -5,7 +5,7 @@
 
 Ray is an optional extra (``pip install -r requirements-cluster.txt``), imported only here. Ray core
 tasks are enough: a trial is one function call that trains one run; the grid, the order and the
-record are this project's (``resnet/sweeps.py``), so Ray Tune's search algorithms, schedulers and
+record are this project's (``resnet/sweeps/``), so Ray Tune's search algorithms, schedulers and
 trial checkpoints would add a second notion of a run and a storage that must be shared (NFS or cloud)
 on multi-node clusters, for nothing a grid sweep needs.
 
