@@ -34,6 +34,7 @@ def ratio_tolerance(ratio: float, numerator: float, denominator: float) -> float
     return 0.005 + 1.01 * ratio * (0.05 / numerator + 0.05 / denominator) + 1e-9
 
 
+@pytest.mark.slow  # a benchmark run
 def test_quick_benchmark_prints_a_consistent_table(dataset_dir):
     result = subprocess.run(
         [sys.executable, "benchmarks/train_speed.py", "--quick", "--only", *CONTENDERS],

@@ -93,6 +93,7 @@ def test_a_new_field_declared_once_becomes_a_checked_flag(capsys):
         config_from_flags(parser.parse_args(["--dropout", "1.5"]), SketchConfig)
 
 
+@pytest.mark.slow  # a fresh CLI process imports TensorFlow and trains
 def test_a_tiny_training_prints_the_table_and_writes_a_run(cache_dir):
     result = run_cli(
         "train",

@@ -137,6 +137,7 @@ def test_grad_cam_heat_moves_with_the_object(explained):
     assert (moves.mean(axis=0) > 0.5).all(), moves  # by more than half a cell of the 4x4 map, on average
 
 
+@pytest.mark.slow  # builds ResNet-50
 def test_grad_cam_works_on_a_bottleneck_resnet50(resnet50, dataset):
     heatmaps = explain.grad_cam(resnet50, dataset.test_images[1][..., np.newaxis], [0, 9])
     for heatmap in heatmaps:
@@ -220,6 +221,7 @@ def test_penultimate_features_are_the_evaluation_pass_features(explained):
         explain.penultimate_features(model, images[:, :20])
 
 
+@pytest.mark.slow  # builds ResNet-50
 def test_resnet50_features_have_2048_dimensions(resnet50, dataset):
     assert explain.penultimate_features(resnet50, dataset.test_images[:3]).shape == (3, 2048)
 

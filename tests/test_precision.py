@@ -148,6 +148,7 @@ def models_built(caplog) -> int:
     return sum(BUILT in record.getMessage() for record in caplog.records)
 
 
+@pytest.mark.slow  # real measurements: ResNets built and timed
 def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(tmp_path, caplog):
     config = TrainConfig(depth=18, batch_size=16, train_subset=1000)
     candidates = ("float32", "mixed_bfloat16")
@@ -195,6 +196,7 @@ def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(t
     assert models_built(caplog) == 2
 
 
+@pytest.mark.slow  # real trainings preparing with each precision
 def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measures_nothing(
     tmp_path, dataset_dir, caplog
 ):

@@ -35,6 +35,7 @@ def chatter_in(text: str) -> list[str]:
     return [word for word in CHATTER if word in text]
 
 
+@pytest.mark.slow  # a fresh CLI process trains
 def test_a_tiny_cli_training_prints_no_start_up_chatter_and_says_where_it_trains(cache_dir, dataset_dir):
     result = run_python("-m", "resnet", "train", *TINY_FLAGS, cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr
@@ -47,6 +48,7 @@ def test_a_tiny_cli_training_prints_no_start_up_chatter_and_says_where_it_trains
     assert "complete: trained 1 epoch" in result.stdout
 
 
+@pytest.mark.slow  # a fresh CLI process trains
 def test_verbose_shows_what_tensorflow_printed(cache_dir, dataset_dir):
     result = run_python("-m", "resnet", "train", *TINY_FLAGS, "--verbose", cache_dir=cache_dir)
     assert result.returncode == 0, result.stderr
