@@ -150,8 +150,14 @@ def command_train(args, store: RunStore) -> int:
         print(snapshot.plan.started_text(run_id), file=sys.stderr)
 
     last_logged = None
-    with _StopOnInterrupt(manager.stop):
+    # The handler only sets an event: stop() takes the manager's lock, which this thread may hold when
+    # the signal arrives (in snapshot()); the loop below asks for the stop within half a second.
+    stop_asked, stopping = threading.Event(), False
+    with _StopOnInterrupt(stop_asked.set):
         while not manager.wait(timeout=0.5):
+            if stop_asked.is_set() and not stopping:
+                manager.stop()
+                stopping = True
             snapshot = manager.snapshot()
             if sys.stderr.isatty():
                 print(_progress_line(snapshot), end="", file=sys.stderr, flush=True)

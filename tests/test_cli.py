@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from test_config import SketchConfig  # hypothetical new hyperparameters, each d
 
 from resnet.__main__ import add_config_flags, build_parser, config_from_flags
 from resnet.config import ConfigError, TrainConfig
+from resnet.store.runs import RunStatus, RunStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,6 +125,41 @@ def test_a_tiny_training_prints_the_table_and_writes_a_run(cache_dir):
     assert run_folder.name in listing.stdout and "complete" in listing.stdout and "2/2" in listing.stdout
 
 
+def _wait_for_epoch(process, cache_dir, epochs: int, timeout: float = 300):
+    """The one run's committed epochs once at least ``epochs`` (the process must still be training)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the training ended before it was interrupted"
+        for run in RunStore(cache_dir).list_runs():
+            if run.epochs_done >= epochs:
+                return run.epochs_done
+        time.sleep(0.2)
+    raise AssertionError(f"no epoch {epochs} within {timeout} s")
+
+
+@pytest.mark.slow  # fresh CLI processes import TensorFlow and train
+def test_ctrl_c_stops_after_the_batch_keeping_completed_epochs(cache_dir, tmp_path):
+    """Ctrl-C in ``train``: the epoch in progress is discarded, the completed ones are kept, the run is stopped.
+    (A second Ctrl-C quits at once; it cannot be timed reliably against a tiny run's last batch.)"""
+    flags = ("train", "--epochs", "40", "--subset", "256", "--eval-subset", "200", "--batch-size", "64")
+    flags += ("--depth", "18", "--precision", "float32")
+    environment = {**os.environ, "RESNET_CACHE_DIR": str(cache_dir)}
+
+    log = open(tmp_path / "train.log", "w+")  # noqa: SIM115  (closed below)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "resnet", *flags], cwd=PROJECT_ROOT, env=environment, stdout=log, stderr=log
+    )
+    done = _wait_for_epoch(process, cache_dir, 1)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 0
+    log.seek(0)
+    output = log.read()
+    log.close()
+    assert "stopping after the current batch" in output and "stopped:" in output, output
+    (run,) = RunStore(cache_dir).list_runs()
+    assert run.status is RunStatus.STOPPED and done <= run.epochs_done < 40, run
+
+
 def test_bad_parameters_are_rejected_with_a_message(cache_dir):
     result = run_cli("train", "--epochs", "0", cache_dir=cache_dir)
     assert result.returncode == 2
@@ -149,7 +187,6 @@ def test_show_prints_the_runs_current_target_after_an_extension(cache_dir, capsy
     from test_runs import make_run
 
     from resnet.__main__ import main
-    from resnet.store.runs import RunStore
 
     store = RunStore(cache_dir)
     run = make_run(store, epochs_done=2)  # planned for 3 epochs (config.json says epochs=3)

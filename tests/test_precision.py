@@ -155,7 +155,7 @@ def test_a_real_measurement_is_remembered_reused_and_rewrites_a_damaged_record(t
     path = record_path(tmp_path)
     path.write_text('{"version": 1, "entries": {"truncated')  # a damaged record: ignored, never fatal
 
-    caplog.set_level(logging.INFO, logger="resnet.core.precision_timing")
+    caplog.set_level(logging.DEBUG, logger="resnet.core.precision_timing")
     measurement = precision.measure_precision(config, cache_dir=tmp_path, candidates=candidates, steps=2)
     assert measurement.fresh and models_built(caplog) == 2
     assert set(measurement.speeds) == set(candidates) and measurement.speeds["float32"] > 0
@@ -204,7 +204,7 @@ def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measur
     from resnet.training.trainer import prepare_training
 
     store = RunStore(tmp_path / "cache")  # no precision record yet
-    caplog.set_level(logging.INFO, logger="resnet.core.precision_timing")
+    caplog.set_level(logging.DEBUG, logger="resnet.core.precision_timing")
     config = TrainConfig(epochs=1, batch_size=32, train_subset=200, eval_subset=200, depth=18)
     explicit = prepare_training(config.replace(precision="mixed_bfloat16"), store=store)
     assert explicit.precision == "mixed_bfloat16" and explicit.run.state.precision == "mixed_bfloat16"

@@ -170,7 +170,7 @@ def _time_candidate(config, name: str, data, placement, timing: _Timing, check, 
     keras.backend.clear_session(free_memory=True)
     with training_strategy(config.gpus, devices=placement.devices).scope():
         model = build_compiled_model(config, name)
-    log.info("auto precision: built and compiled a %s ResNet-%d to time it", name, config.depth)
+    log.debug("auto precision: built and compiled a %s ResNet-%d to time it", name, config.depth)
     try:
         with quiet.captured(f"timing {name}"):  # e.g. oneDNN's note that bfloat16 is emulated here
             model.fit(
