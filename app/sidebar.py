@@ -44,6 +44,8 @@ def precision_caption(precision: str) -> str:
             f"against {precision} (a few steps each, about {BUDGET_SHARE:.0%} of an epoch's time) and trains "
             f"with {precision} only if it is at least {MIXED_MARGIN - 1:.0%} faster."
         )
+    if source == Source.TOO_SHORT:
+        return f"Precision (auto): {precision}: {precision.detail}."
     if source == Source.NOTHING_TO_MEASURE:
         return f"Precision (auto): {precision}: {precision.detail}."
     if source == Source.REQUESTED:

@@ -14,8 +14,9 @@ Train once, use often: ``trained(config)`` trains each distinct tiny run the sui
 (into a session-wide cache) and returns it; tests copy it into their own cache with
 ``support.copy_run``. The session cache also keeps the session's precision record: on a machine whose
 CPU or GPU claims a mixed policy, ``auto`` precision is measured the first time a depth and batch size
-is trained (resnet/core/precision.py, ~20 s), and every test's ``cache_dir`` starts with what the tests before
-it measured, as a user's cache does after its first run; what a test measures is kept for the next.
+is trained by a run of at least one full epoch's images (resnet/core/precision.py; the tests' tiny runs
+are shorter and train float32 unmeasured), and every test's ``cache_dir`` starts with what the tests
+before it measured, as a user's cache does after its first run; what a test measures is kept for the next.
 """
 
 from __future__ import annotations

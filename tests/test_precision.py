@@ -272,3 +272,36 @@ def test_the_sidebar_and_the_sweep_estimate_agree_on_a_machine_with_a_remembered
     assert sidebar_estimate.epoch_seconds is not None and sweep_text.startswith("Estimated time on this machine"), (
         sweep_text
     )
+
+
+def test_a_run_shorter_than_one_full_epoch_trains_float32_without_measuring(tmp_path, caplog):
+    """On a CPU that claims bfloat16, the quick try (3 x 1,000 images) is not worth a measurement that builds
+    two ResNet-18s (11-12 s here, half of the quick try): float32, said so, nothing built or written. A run of
+    one full epoch's images is measured as before, and a remembered measurement serves short runs too."""
+    from app.sidebar import precision_caption
+    from resnet.config import RECIPES
+    from resnet.core.precision_record import record_key, remember
+
+    claiming = hardware(bf16=True)
+    quick = TrainConfig().replace(**RECIPES["quick-try"].settings)
+    caplog.set_level(logging.DEBUG, logger="resnet.core.precision_timing")
+
+    short = precision.choose_precision(quick, cache_dir=tmp_path, hardware=claiming)
+    assert (
+        short == FLOAT32
+        and short.source == Source.TOO_SHORT
+        and short == resolve(quick, cache_dir=tmp_path, hardware=claiming)
+    )
+    assert "trains 3,000 images, less than one full epoch of 60,000" in short.text
+    assert models_built(caplog) == 0 and not record_path(tmp_path).exists()
+    assert precision_caption(short).startswith("Precision (auto): float32: this run trains 3,000 images")
+
+    full = quick.replace(epochs=1, train_subset=60_000)
+    unmeasured = resolve(full, cache_dir=tmp_path, hardware=claiming)
+    assert unmeasured == "mixed_bfloat16" and unmeasured.source == Source.NOT_MEASURED
+    assert resolve(quick.replace(epochs=60), cache_dir=tmp_path, hardware=claiming).source == Source.NOT_MEASURED
+
+    key = record_key(claiming, depth=18, batch_size=64, candidates=candidates_for(claiming))
+    remember(record_path(tmp_path), key, Measurement.from_dict(_entry(depth=18, batch_size=64)))
+    known = resolve(quick, cache_dir=tmp_path, hardware=claiming)
+    assert known.source == Source.MEASURED and known == "float32"

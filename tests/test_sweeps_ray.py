@@ -18,7 +18,14 @@ ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra: pip 
 
 from resnet.__main__ import main  # noqa: E402
 from resnet.core.hardware import detect_hardware  # noqa: E402
-from resnet.core.precision_record import candidates_for, read_record, record_path  # noqa: E402
+from resnet.core.precision_record import (  # noqa: E402
+    Measurement,
+    candidates_for,
+    read_record,
+    record_key,
+    record_path,
+    remember,
+)
 from resnet.store import artefacts  # noqa: E402
 from resnet.store.runs import HISTORY_COLUMNS, RunStore  # noqa: E402
 from resnet.sweeps.on_ray import run_sweep_on_ray  # noqa: E402
@@ -28,6 +35,20 @@ from resnet.sweeps.trials import TrialOutcome  # noqa: E402
 pytestmark = pytest.mark.slow  # a real Ray
 
 GRID = {"epochs": "1,2", "batch_size": "64,32", "depth": "18", "train_subset": "256", "eval_subset": "200"}
+MIXED_WON = {
+    "precision": "mixed_bfloat16",
+    "speeds": {"float32": 400.0, "mixed_bfloat16": 500.0},
+    "stopped": {},
+    "seconds": 12.0,
+    "step_seconds": 5.0,
+    "setup_seconds": {"float32": 3.0, "mixed_bfloat16": 4.0},
+    "budget_seconds": 8.0,
+    "measured_at": "2026-12-01T12:00:00+00:00",
+    "depth": 18,
+    "batch_size": 64,
+    "steps": 8,
+    "fresh": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +59,17 @@ def local_ray():
 
 
 def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continues(
-    cache_dir, dataset_dir, local_ray, capsys
+    cache_dir, dataset_dir, local_ray, capsys, request
 ):
     store, sweeps = RunStore(cache_dir), SweepStore(cache_dir)
     sweep = requested_sweep(sweeps, "cluster", GRID)
+    hardware = detect_hardware()
+    claims = len(candidates_for(hardware)) > 1
+    if claims:  # the driver's measurement for batch 64 (mixed_bfloat16 won) travels to the tasks
+        key = record_key(hardware, depth=18, batch_size=64, candidates=candidates_for(hardware))
+        remember(record_path(cache_dir), key, Measurement.from_dict(MIXED_WON))
+        # Made up: it must not reach the session's record (conftest's cache_dir merges it after the test).
+        request.addfinalizer(lambda: record_path(cache_dir).unlink(missing_ok=True))
     pids, killed, events = {}, [], []
 
     def kill_trial_4_after_its_first_commit(event):
@@ -68,10 +96,9 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
         assert run.checkpoint_path.is_file() and store.load_predictions(run)["probabilities"].shape == (200, 10)
         assert artefacts.feature_map_epochs(run) == list(range(1, run.epochs_done + 1))  # every epoch's map relayed
         assert run.state.device and run.state.pid == os.getpid()
-        assert run.state.precision in candidates_for(detect_hardware())  # what the worker measured or resolved
-    if len(candidates_for(detect_hardware())) > 1:  # auto is measured here: the driver keeps what tasks measured
-        remembered = " ".join(read_record(record_path(cache_dir)))
-        assert "ResNet-18 | batch 64 |" in remembered and "ResNet-18 | batch 32 |" in remembered, remembered
+        assert run.state.precision in candidates_for(hardware)  # what the worker resolved
+    if claims:  # batch 64 from the driver's measurement; batch 32 too short a run to measure: float32
+        assert [run.state.precision for run in runs] == ["mixed_bfloat16", "float32"] * 2, runs
     stamps = [(run.path / "history.csv").stat().st_mtime_ns for run in runs[:3]]
     first_row = runs[3].history.iloc[0].to_dict()
 
@@ -98,3 +125,17 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
     assert artefacts.feature_map_epochs(runs[3]) == [1, 2]  # the maps of both epochs, from both workers
     assert out.err.count("already trained") == 3 and "Continuing run" in out.err
     assert runs[3].run_id in out.out and "Pareto front" in out.out
+
+
+def test_the_driver_keeps_the_measurements_its_tasks_send(tmp_path):
+    """A task that measured auto precision sends it back; the driver remembers valid entries it lacks and
+    keeps its own (``on_ray._remember_measurements``, with what the task's reply carries)."""
+    from resnet.sweeps.on_ray import _measurements, _remember_measurements
+
+    path = record_path(tmp_path)
+    remember(path, "known", Measurement.from_dict(MIXED_WON))
+    other = dict(MIXED_WON, precision="float32", speeds={"float32": 400.0, "mixed_bfloat16": 410.0})
+    _remember_measurements(tmp_path, {"known": other, "new": other, "broken": {"precision": 3}, "odd": "text"})
+    record = read_record(path)
+    assert set(record) == {"known", "new"} and record["known"].precision == "mixed_bfloat16"
+    assert record["new"].precision == "float32" and set(_measurements(tmp_path)) == {"known", "new"}

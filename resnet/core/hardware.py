@@ -5,7 +5,8 @@ mixed policy is worth timing against float32 (``claimed_mixed_precision``): mixe
 tensor cores (compute capability 7.0 or newer), mixed_bfloat16 on a CPU with AMX or AVX512-BF16
 (elsewhere bfloat16 is emulated and can be many times slower than float32), none everywhere else.
 ``resnet.core.precision.resolve`` answers what ``auto`` uses: the remembered measurement when there is
-one, else float32 where nothing is claimed, else the claimed policy, marked as not measured yet.
+one, else float32 where nothing is claimed or the run is shorter than one full-data epoch, else the
+claimed policy, marked as not measured yet.
 
 Devices (``TrainConfig.gpus``): ``"1"`` trains on TensorFlow's default device, the first GPU or else the
 CPU; ``"all"`` trains data-parallel on every GPU when there are two or more (``tf.distribute``'s

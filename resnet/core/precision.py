@@ -8,7 +8,8 @@ emulated and about 12x slower; on an AMX Xeon it took 125 to 203 images/s. So ``
    mixed_bfloat16 on a CPU with AVX512-BF16 or AMX, mixed_float16 on a GPU with tensor cores). Where it
    claims none, the answer is float32 and nothing is measured.
 2. Otherwise, the first time a (device, TensorFlow version, depth, batch size) is trained on this
-   machine, each candidate is timed on random images of the batch size: its model is built and
+   machine by a run of at least one full-data epoch's images (``MEASURED_FROM_IMAGES``; a shorter run
+   trains float32 unmeasured: the measurement would cost more than it could save), each candidate is timed on random images of the batch size: its model is built and
    compiled as for training (``resnet.core.model.build_compiled_model``), two warm-up steps (the first
    one compiles), then ``steps`` timed steps, in images/s (``measure_precision``).
 3. The mixed policy wins only if it is at least ``MIXED_MARGIN`` (10%) faster (``decide``): float32
@@ -37,6 +38,7 @@ from resnet.core.hardware import (
 )
 from resnet.core.precision_record import (
     FLOAT32,
+    MEASURED_FROM_IMAGES,
     MIXED_MARGIN,
     Precision,
     Source,
@@ -96,8 +98,12 @@ def resolve_precision(
 def resolve(config, *, cache_dir=None, hardware: Hardware | None = None) -> Precision:
     """What a run of ``config`` (a ``TrainConfig``) trains with here, without measuring: its precision for
     its depth, batch size and devices, with the measurement remembered in ``cache_dir`` (default: the
-    cache). The one answer the sidebar, the time estimates, the trainer and the Ray tasks all use."""
-    return resolve_precision(
+    cache). The one answer the sidebar, the time estimates, the trainer and the Ray tasks all use.
+
+    A run that trains fewer images than one full-data epoch (``epochs * train_subset`` below
+    ``MEASURED_FROM_IMAGES``) and finds nothing remembered trains float32 without measuring
+    (``Source.TOO_SHORT``): measuring would cost more than it could save."""
+    precision = resolve_precision(
         config.precision,
         hardware,
         depth=config.depth,
@@ -105,6 +111,15 @@ def resolve(config, *, cache_dir=None, hardware: Hardware | None = None) -> Prec
         gpus=config.gpus,
         cache_dir=cache_dir,
     )
+    images = config.epochs * config.train_subset
+    if precision.source == Source.NOT_MEASURED and images < MEASURED_FROM_IMAGES:
+        return Precision(
+            FLOAT32,
+            Source.TOO_SHORT,
+            f"this run trains {images:,} images, less than one full epoch of {MEASURED_FROM_IMAGES:,}: too short "
+            f"for timing {FLOAT32} against {precision} to pay; a longer run measures it once",
+        )
+    return precision
 
 
 def choose_precision(config, *, cache_dir=None, hardware: Hardware | None = None, measure: bool = True) -> Precision:

@@ -38,6 +38,10 @@ WARM_STEPS = 2  # untimed steps before the timed ones; the first one compiles
 MIN_STEPS, MAX_STEPS = 2, 10  # timed steps per candidate
 HOPELESS_SLOWDOWN = 2.0  # a mixed candidate whose warm step is this much slower than float32's is stopped
 RECORD_NAME = ".precision.json"
+# auto measures only for a run that trains at least one full-data epoch's images: the measurement's steps
+# alone may take 5% of such an epoch (BUDGET_SHARE), and building and compiling each candidate comes on
+# top (11-12 s for two ResNet-18s on a 2-core CPU: 45-50% of a fresh quick try). A shorter run trains float32.
+MEASURED_FROM_IMAGES = EPOCH_IMAGES
 RECORD_VERSION = 1
 MAX_COUNT = 2**31  # the largest depth, batch size or step count a record may hold
 
@@ -182,6 +186,7 @@ class Source:
     NOTHING_TO_MEASURE = "nothing to measure"  # auto, and the hardware claims no mixed policy
     MEASURED = "measured"  # auto, measured now or remembered
     NOT_MEASURED = "not measured yet"  # auto, the hardware's claim, before the first run measures it
+    TOO_SHORT = "too short to measure"  # auto: float32 for a run shorter than one full-data epoch, unmeasured
     FAILED = "measurement failed"  # auto: float32, because measuring failed
 
 
