@@ -215,10 +215,16 @@ def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measur
     if claim.source == Source.NOTHING_TO_MEASURE:  # this machine claims no mixed policy: nothing measured
         assert auto.precision == "float32" and models_built(caplog) == 0
         assert not record_path(store.root).exists()
-    else:  # it claims one: measured once, then remembered
+    else:  # it claims one: this 200-image run is too short to measure; one of a full epoch's images measures
+        assert auto.precision == "float32" and resolve(config, cache_dir=store.root).source == Source.TOO_SHORT
+        assert models_built(caplog) == 0 and not record_path(store.root).exists()
+        longer = config.replace(epochs=300)  # 300 x 200 = 60,000 images (only prepared here, not trained)
+        measured = prepare_training(longer, store=store, resume=False)
         assert models_built(caplog) == 2 and record_path(store.root).exists()
-        again = prepare_training(config, store=store, resume=False)
-        assert again.precision == auto.precision and models_built(caplog) == 2
+        assert measured.precision == resolve(longer, cache_dir=store.root)
+        assert resolve(longer, cache_dir=store.root).source == Source.MEASURED
+        again = prepare_training(longer, store=store, resume=False)  # remembered: nothing built
+        assert again.precision == measured.precision and models_built(caplog) == 2
 
 
 def test_the_sidebar_says_what_auto_will_do_or_what_was_measured():
