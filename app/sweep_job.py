@@ -98,14 +98,6 @@ class SweepRunner(LockedSnapshot):
             )
         return True
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the sweep's thread to end; True if it has (or none was started)."""
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
-
     # --- the thread ---------------------------------------------------------------------------------
     def _work(self, sweep: Sweep) -> None:
         """Run the sweep; always leaves a final state."""

@@ -73,3 +73,22 @@ def commit_epoch(store, run, row: dict, **files) -> None:
     """Write and commit one epoch as the trainer does: its files (``RunStore.write_epoch_files``: checkpoint,
     predictions, feature map), then its history row and state (``record_epoch``)."""
     store.record_epoch(run, row, store.write_epoch_files(run, int(row["epoch"]), **files))
+
+
+def measurement_values(**changes) -> dict:
+    """A valid entry of the precision record (``Measurement.from_dict``): the issue's Zen 5 ResNet-50
+    measurement at batch 128, float32 chosen, with ``changes``."""
+    values = {
+        "precision": "float32",
+        "speeds": {"float32": 370.9, "mixed_bfloat16": 370.6},
+        "stopped": {},
+        "seconds": 14.0,
+        "step_seconds": 6.0,
+        "setup_seconds": {"float32": 3.0, "mixed_bfloat16": 5.0},
+        "budget_seconds": 8.1,
+        "measured_at": "2026-11-29T12:00:00+00:00",
+        "depth": 50,
+        "batch_size": 128,
+        "steps": 8,
+    }
+    return values | changes

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from support import FINISHED
+from support import FINISHED, measurement_values
 from test_app import charts, texts
 
 from resnet.config import ConfigError, TrainConfig
@@ -671,17 +671,23 @@ class Case:
         path = self.folder / ".lock"
         remove(path)
         choice = self.rng.choice(["link to a file", "link to a folder", "dangling link", "folder", "pipe"])
-        if choice == "link to a file":
-            path.symlink_to(self.victim / "secret.txt")
+        self.replace_entry(path, choice, "secret.txt")
+        return f".lock: {choice}"
+
+    def replace_entry(self, path: Path, choice: str, copy: str) -> None:
+        """Put what ``choice`` names where ``path`` was (removed): a link to the victim's ``copy``, to the
+        victim folder or to nothing yet (following it would create a file beside the cache), a folder or a
+        named pipe; "delete" leaves nothing."""
+        if choice in ("link to a file", "link to a copy"):
+            path.symlink_to(self.victim / copy)
         elif choice == "link to a folder":
             path.symlink_to(self.victim)
         elif choice == "dangling link":
-            path.symlink_to(self.victim / "new-lock")  # following it would create a file beside the cache
+            path.symlink_to(self.victim / "new-file")
         elif choice == "folder":
             path.mkdir()
-        else:
+        elif choice == "pipe":
             os.mkfifo(path)
-        return f".lock: {choice}"
 
     def file_to_pipe(self) -> str:
         path = self.pick_file()
@@ -928,19 +934,7 @@ def cli(argv: list[str]) -> int:
 # --- the cache's other files: sweep records, their locks, .sweeps itself, the precision record ---------------
 RECORD, SWEEP_LOCK, PRECISION_RECORD = ".sweeps/study.json", ".sweeps/study.lock", ".precision.json"
 BF16 = Hardware(gpus=(), gpu_compute_capability=None, cpu_name="Fuzz CPU", cpu_bf16=True)  # auto reads the record
-MEASUREMENT = {
-    "precision": "float32",
-    "speeds": {"float32": 370.9, "mixed_bfloat16": 370.6},
-    "stopped": {},
-    "seconds": 14.0,
-    "step_seconds": 6.0,
-    "setup_seconds": {"float32": 3.0, "mixed_bfloat16": 5.0},
-    "budget_seconds": 8.1,
-    "measured_at": "2026-11-29T12:00:00+00:00",
-    "depth": 18,
-    "batch_size": 64,
-    "steps": 8,
-}
+MEASUREMENT = measurement_values(depth=18, batch_size=64)
 
 
 def precision_key() -> str:
@@ -1060,16 +1054,7 @@ class CacheCase(Case):
         remove(path)
         copy = {RECORD: "study.json", PRECISION_RECORD: "precision.json"}.get(name, "secret.txt")
         choice = self.rng.choice(["link to a copy", "link to a folder", "dangling link", "folder", "pipe", "delete"])
-        if choice == "link to a copy":
-            path.symlink_to(self.victim / copy)
-        elif choice == "link to a folder":
-            path.symlink_to(self.victim)
-        elif choice == "dangling link":
-            path.symlink_to(self.victim / "new-file")
-        elif choice == "folder":
-            path.mkdir()
-        elif choice == "pipe":
-            os.mkfifo(path)
+        self.replace_entry(path, choice, copy)
         return f"{name}: {choice}"
 
     def sweeps_folder(self) -> str:

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import pytest
+from support import measurement_values
 from test_app import assert_no_exception, new_app, texts
 from test_runs import make_run
 
@@ -192,23 +193,6 @@ def test_5_predictions_that_do_not_fit_the_run_make_it_damaged(store, cache_dir,
 
 
 # --- 7: the precision record ----------------------------------------------------------------------------
-def measurement(**changes) -> dict:
-    values = {
-        "precision": "float32",
-        "speeds": {"float32": 370.9, "mixed_bfloat16": 370.6},
-        "stopped": {},
-        "seconds": 14.0,
-        "step_seconds": 6.0,
-        "setup_seconds": {"float32": 3.0, "mixed_bfloat16": 5.0},
-        "budget_seconds": 8.1,
-        "measured_at": "2026-11-29T12:00:00+00:00",
-        "depth": 50,
-        "batch_size": 128,
-        "steps": 8,
-    }
-    return values | changes
-
-
 HUGE = 10**400
 
 
@@ -228,7 +212,9 @@ HUGE = 10**400
 )
 def test_7_a_400_digit_number_in_the_precision_record_drops_that_entry(tmp_path, hostile):
     path = record_path(tmp_path)
-    path.write_text(json.dumps({"version": 1, "entries": {"good": measurement(), "hostile": measurement(**hostile)}}))
+    path.write_text(
+        json.dumps({"version": 1, "entries": {"good": measurement_values(), "hostile": measurement_values(**hostile)}})
+    )
     assert list(read_record(path)) == ["good"]
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 
 import pytest
+from support import measurement_values
 
 from resnet.config import TrainConfig
 from resnet.core import precision
@@ -104,32 +105,15 @@ def test_float32_gets_at_most_forty_percent_of_the_budgets_images():
     assert default_steps(2048) == 2  # a batch beyond the budget still gets 2 timed steps
 
 
-def _entry(**changes) -> dict:
-    values = {
-        "precision": "float32",
-        "speeds": {"float32": 370.9, "mixed_bfloat16": 370.6},
-        "stopped": {},
-        "seconds": 14.0,
-        "step_seconds": 6.0,
-        "setup_seconds": {"float32": 3.0, "mixed_bfloat16": 5.0},
-        "budget_seconds": 8.1,
-        "measured_at": "2026-11-29T12:00:00+00:00",
-        "depth": 50,
-        "batch_size": 128,
-        "steps": 8,
-    }
-    return values | changes
-
-
 def test_the_record_keeps_valid_entries_and_ignores_damaged_ones(tmp_path):
     path = record_path(tmp_path)
     entries = {
-        "good": _entry(),
-        "negative speed": _entry(speeds={"float32": -1.0, "mixed_bfloat16": 2.0}),
-        "unknown precision": _entry(precision="float8"),
-        "choice not measured": _entry(precision="mixed_float16"),
-        "no date": _entry(measured_at=None),
-        "bad date": _entry(measured_at="yesterday"),
+        "good": measurement_values(),
+        "negative speed": measurement_values(speeds={"float32": -1.0, "mixed_bfloat16": 2.0}),
+        "unknown precision": measurement_values(precision="float8"),
+        "choice not measured": measurement_values(precision="mixed_float16"),
+        "no date": measurement_values(measured_at=None),
+        "bad date": measurement_values(measured_at="yesterday"),
         "not a dict": [1, 2],
     }
     path.write_text(json.dumps({"version": 1, "entries": entries}))
@@ -230,7 +214,7 @@ def test_preparing_a_run_with_an_explicit_precision_or_nothing_to_measure_measur
 def test_the_sidebar_says_what_auto_will_do_or_what_was_measured():
     from app.sidebar import precision_caption
 
-    measured = Measurement.from_dict(_entry())
+    measured = Measurement.from_dict(measurement_values())
     caption = precision_caption(precision.Precision("float32", Source.MEASURED, measurement=measured))
     assert caption == (
         "Precision (auto): float32, measured on this machine on 2026-11-29: float32 371 img/s, "
@@ -264,7 +248,9 @@ def test_the_sidebar_and_the_sweep_estimate_agree_on_a_machine_with_a_remembered
     monkeypatch.setattr(precision_module, "detect_hardware", lambda: claiming)  # a machine whose CPU claims bf16
     config = TrainConfig(epochs=3, train_subset=200, batch_size=32, depth=18)
     key = record_key(claiming, depth=18, batch_size=32, candidates=candidates_for(claiming))
-    remember(record_path(cache_dir), key, Measurement.from_dict(_entry(depth=18, batch_size=32)))  # float32 won
+    remember(
+        record_path(cache_dir), key, Measurement.from_dict(measurement_values(depth=18, batch_size=32))
+    )  # float32 won
     store = RunStore(cache_dir)
     run = make_run(store, epochs_done=2, depth=18)
     store.update_state(run, device=claiming.device_label)  # trained with float32 on this machine
@@ -308,6 +294,6 @@ def test_a_run_shorter_than_one_full_epoch_trains_float32_without_measuring(tmp_
     assert resolve(quick.replace(epochs=60), cache_dir=tmp_path, hardware=claiming).source == Source.NOT_MEASURED
 
     key = record_key(claiming, depth=18, batch_size=64, candidates=candidates_for(claiming))
-    remember(record_path(tmp_path), key, Measurement.from_dict(_entry(depth=18, batch_size=64)))
+    remember(record_path(tmp_path), key, Measurement.from_dict(measurement_values(depth=18, batch_size=64)))
     known = resolve(quick, cache_dir=tmp_path, hardware=claiming)
     assert known.source == Source.MEASURED and known == "float32"

@@ -16,6 +16,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra: pip install -r requirements-cluster.txt")
 
+from support import measurement_values  # noqa: E402
+
 from resnet.__main__ import main  # noqa: E402
 from resnet.core.hardware import detect_hardware  # noqa: E402
 from resnet.core.precision_record import (  # noqa: E402
@@ -35,20 +37,9 @@ from resnet.sweeps.trials import TrialOutcome  # noqa: E402
 pytestmark = pytest.mark.slow  # a real Ray
 
 GRID = {"epochs": "1,2", "batch_size": "64,32", "depth": "18", "train_subset": "256", "eval_subset": "200"}
-MIXED_WON = {
-    "precision": "mixed_bfloat16",
-    "speeds": {"float32": 400.0, "mixed_bfloat16": 500.0},
-    "stopped": {},
-    "seconds": 12.0,
-    "step_seconds": 5.0,
-    "setup_seconds": {"float32": 3.0, "mixed_bfloat16": 4.0},
-    "budget_seconds": 8.0,
-    "measured_at": "2026-12-01T12:00:00+00:00",
-    "depth": 18,
-    "batch_size": 64,
-    "steps": 8,
-    "fresh": False,
-}
+MIXED_WON = measurement_values(  # a measurement in which mixed_bfloat16 won, for ResNet-18 at batch 64
+    precision="mixed_bfloat16", speeds={"float32": 400.0, "mixed_bfloat16": 500.0}, depth=18, batch_size=64
+)
 
 
 @pytest.fixture(scope="module")

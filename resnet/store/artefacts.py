@@ -173,12 +173,7 @@ def load_model(store, run):
     """The committed checkpoint as a compiled Keras model (``safe_mode=True``: no code runs)."""
     import keras  # here: a process that only lists or shows runs never imports Keras for it
 
-    path = run.checkpoint_path
-    if path is not None and not path.exists():  # superseded by a commit since ``run`` was read: once more
-        run = store.find(run.run_id) or run
-        path = run.checkpoint_path
-    if path is None or not path.is_file():
-        raise RunError(f"run {run.run_id} has no checkpoint yet")
+    path = store.committed_checkpoint(run)
     try:
         return keras.models.load_model(path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file

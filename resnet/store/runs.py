@@ -295,10 +295,7 @@ class RunStore:
         """The committed predictions, checked (``resnet.store.run_arrays.check_predictions``): probabilities
         (n, 10) float32, indices int32 into the test set, labels uint8, epoch. RunError if there are none,
         DamagedRun (naming the file and what is wrong) if they are unreadable or do not fit the run."""
-        path = run.predictions_path
-        if path is not None and not path.exists():  # superseded by a commit since ``run`` was read: once more
-            run = self.find(run.run_id) or run
-            path = run.predictions_path
+        run, path = self._current(run, "predictions_path")
         if path is None or path.is_symlink() or not path.is_file():
             raise RunError(f"run {run.run_id} has no predictions yet")
         try:
@@ -306,19 +303,25 @@ class RunStore:
         except DamagedRun as error:
             raise DamagedRun(f"run {run.run_id}: {error}") from error
 
-    def evaluated_indices(self, run: Run) -> np.ndarray:
-        """The test-set indices the run evaluates (those of its committed predictions)."""
-        return self.load_predictions(run)["indices"]
+    def committed_checkpoint(self, run: Run) -> Path:
+        """The committed checkpoint file; RunError if the run has none yet."""
+        run, path = self._current(run, "checkpoint_path")
+        if path is None or not path.is_file():
+            raise RunError(f"run {run.run_id} has no checkpoint yet")
+        return path
 
     def checkpoint_bytes(self, run: Run) -> bytes:
         """The committed checkpoint file's contents (for a download)."""
-        path = run.checkpoint_path
-        if path is not None and not path.exists():  # superseded by a commit since ``run`` was read: once more
+        return self.committed_checkpoint(run).read_bytes()
+
+    def _current(self, run: Run, attribute: str) -> tuple[Run, Path | None]:
+        """``run`` and its committed file (``checkpoint_path`` or ``predictions_path``); if a commit superseded
+        that file since ``run`` was read (``remove_superseded_files``), the run as read once more."""
+        path = getattr(run, attribute)
+        if path is not None and not path.exists():
             run = self.find(run.run_id) or run
-            path = run.checkpoint_path
-        if path is None or not path.is_file():
-            raise RunError(f"run {run.run_id} has no checkpoint yet")
-        return path.read_bytes()
+            path = getattr(run, attribute)
+        return run, path
 
     def delete(self, run_id: str) -> None:
         """Delete a run folder; refused while a process (this one or another) trains the run, and for

@@ -93,7 +93,8 @@ class JobSnapshot:
 class LockedSnapshot:
     """An immutable snapshot behind ``self._lock``: readers take it whole, the worker replaces fields.
 
-    Subclasses set ``self._lock`` and ``self._snapshot`` (a frozen dataclass) in ``__init__``.
+    Subclasses set ``self._lock``, ``self._snapshot`` (a frozen dataclass) and ``self._thread`` (the
+    background thread, None before the first start) in ``__init__``.
     """
 
     def snapshot(self):
@@ -103,6 +104,14 @@ class LockedSnapshot:
     def _update(self, **changes) -> None:
         with self._lock:
             self._snapshot = dataclasses.replace(self._snapshot, **changes)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the background thread to end; True if it has (or none was started)."""
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
 
 class JobManager(LockedSnapshot):
@@ -323,11 +332,3 @@ class JobManager(LockedSnapshot):
                 self._snapshot, state=JobState.STOPPING, message="stopping after the current batch"
             )
             return True
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the worker thread to end; True if it has (or none was started)."""
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
