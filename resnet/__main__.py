@@ -2,6 +2,8 @@
 
     python -m resnet train --epochs 20 --batch-size 128 --subset 6000
     python -m resnet train --run-id RUN --epochs 30      # extend RUN to 30 epochs
+    python -m resnet train --epochs auto [--max-epochs 100] [--returns-threshold 0.2]  # until returns diminish
+    python -m resnet budget-curve --budgets 10,20,60,100,200 [training flags]  # one trunk, a cooldown per budget
     python -m resnet runs
     python -m resnet show RUN
     python -m resnet delete RUN
@@ -24,14 +26,23 @@ import time
 
 from data import quiet
 from data.fashion_mnist import DatasetError
-from resnet.config import RECIPES, ConfigError, TrainConfig, param_specs, parse_bool
+from resnet.config import AUTO, DEFAULT_MAX_EPOCHS, RECIPES, ConfigError, TrainConfig, param_specs, parse_bool
 from resnet.core.hardware import training_placement, training_text
 from resnet.store.runs import RunError, RunStore
-from resnet.sweeps.grid import MAX_TRIALS, PRESETS
+from resnet.sweeps.budget_curve import budget_table, compute_text, curve_name, curve_report, run_budget_curve
+from resnet.sweeps.grid import MAX_TRIALS, PRESETS, parse_budgets
 from resnet.sweeps.local import run_sweep
 from resnet.sweeps.on_ray import connect, import_ray, run_sweep_on_ray  # Ray itself: only in import_ray
 from resnet.sweeps.record import SweepStore, requested_sweep
-from resnet.sweeps.report import budget_sentence, estimate_text, format_sweep_table, pareto_front, sweep_table
+from resnet.sweeps.report import (
+    SweepPrinter,
+    budget_sentence,
+    estimate_text,
+    format_history_table,
+    format_sweep_table,
+    pareto_front,
+    sweep_table,
+)
 from resnet.sweeps.trials import first_failure, sweep_progress
 from resnet.training.jobs import JobManager
 
@@ -43,9 +54,10 @@ def _bool(text: str) -> bool:
         raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class: type = TrainConfig) -> None:
-    """One flag per declared config field (``resnet.config.param``), with its default, rule and help."""
-    for spec in param_specs(config_class):
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type = TrainConfig, *, leave_out=()) -> None:
+    """One flag per declared config field (``resnet.config.param``) but ``leave_out``, with its default, rule
+    and help; a field left out keeps its default."""
+    for spec in (spec for spec in param_specs(config_class) if spec.name not in leave_out):
         kind, limits = {"type": spec.type}, ""
         if spec.choices is not None:
             kind["choices"] = spec.choices
@@ -57,14 +69,61 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type = Train
             spec.flag,
             dest=spec.name,
             default=spec.default,
-            help=f"{spec.help} ({limits}default {spec.default})",
+            help=f"{spec.help} ({limits}default {spec.default})".replace("%", "%%"),  # argparse formats it
             **kind,
         )
 
 
+def epochs_flag(text: str):
+    """``--epochs``: a whole number, or ``auto`` (until returns diminish)."""
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of epochs or 'auto', got {text!r}") from None
+
+
+def add_auto_flags(parser: argparse.ArgumentParser) -> None:
+    """``--epochs auto`` and ``--max-epochs`` on a parser with the config flags."""
+    for action in parser._actions:
+        if action.dest == "epochs":
+            action.type = epochs_flag
+            action.help = "a whole number, or auto: until returns diminish on a validation split. " + action.help
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        help=f"with --epochs auto: the most epochs the run may take, cooldown included (default {DEFAULT_MAX_EPOCHS})",
+    )
+    # schedule None: so that --epochs auto can tell a schedule asked for from the default.
+    parser.set_defaults(schedule=None, auto_resolved=False)
+
+
+def resolve_auto_flags(args: argparse.Namespace) -> None:
+    """Turn ``--epochs auto [--max-epochs N]`` into the config fields (``epochs_mode``, ``epochs``, ``schedule``)."""
+    if getattr(args, "auto_resolved", True):  # no auto flags on this parser, or done already
+        return
+    args.auto_resolved = True
+    auto = args.epochs == AUTO
+    if args.max_epochs is not None and not auto:
+        raise ConfigError("--max-epochs goes with --epochs auto (a fixed run trains --epochs epochs)")
+    if auto and args.schedule not in (None, "wsd"):
+        raise ConfigError(
+            f"--epochs auto trains warm-up, a stable phase, then a cooldown (schedule wsd); it cannot follow "
+            f"--schedule {args.schedule}, whose shape needs the length in advance: leave --schedule out"
+        )
+    if auto:
+        args.epochs_mode, args.epochs = AUTO, args.max_epochs or DEFAULT_MAX_EPOCHS
+        args.schedule = "wsd"
+    elif args.schedule is None:
+        args.schedule = TrainConfig().schedule
+
+
 def config_from_flags(args: argparse.Namespace, config_class: type = TrainConfig):
     """The validated config the flags of ``add_config_flags`` describe."""
-    return config_class(**{spec.name: getattr(args, spec.name) for spec in param_specs(config_class)}).validate()
+    resolve_auto_flags(args)
+    values = {spec.name: getattr(args, spec.name, spec.default) for spec in param_specs(config_class)}
+    return config_class(**values).validate()
 
 
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +142,7 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a run (or continue one) and print the per-epoch table")
     add_config_flags(train)
+    add_auto_flags(train)
     train.add_argument(
         "--recipe",
         choices=list(RECIPES),
@@ -104,20 +164,8 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     delete = commands.add_parser("delete", help="delete one run")
     delete.add_argument("run_id")
     add_sweep_commands(commands)
+    add_budget_curve_command(commands)
     return parser
-
-
-def format_table(history) -> str:
-    """The seed's results table: epoch, train accuracy, test accuracy, seconds."""
-    lines = [
-        f"{'epoch':>5}  {'train acc':>9}  {'test acc':>8}  {'test loss':>9}  {'seconds':>8}  {'total s':>8}  {'img/s':>7}"
-    ]
-    for row in history.itertuples():
-        lines.append(
-            f"{row.epoch:>5}  {row.train_accuracy:>9.4f}  {row.test_accuracy:>8.4f}  {row.test_loss:>9.4f}  "
-            f"{row.epoch_seconds:>8.1f}  {row.cumulative_seconds:>8.1f}  {row.images_per_second:>7.1f}"
-        )
-    return "\n".join(lines)
 
 
 def _progress_line(snapshot) -> str:
@@ -133,8 +181,13 @@ def _progress_line(snapshot) -> str:
 
 
 def command_train(args, store: RunStore) -> int:
-    config = config_from_flags(args)
     if args.run_id:  # continuing: the run's own settings, with the new epoch count
+        own = store.load(args.run_id).config
+        if own is not None and own.epochs_mode == AUTO and args.epochs in (AUTO, TrainConfig().epochs):
+            args.epochs, args.max_epochs = AUTO, args.max_epochs or own.epochs  # its maximum, unless raised
+    resolve_auto_flags(args)
+    config = config_from_flags(args)
+    if args.run_id:
         config = store.load(args.run_id).config or config
         config = config.replace(epochs=args.epochs, gpus=args.gpus)  # where to train may change, not what
 
@@ -170,7 +223,7 @@ def command_train(args, store: RunStore) -> int:
     snapshot = manager.snapshot()
     run = store.load(run_id)
     if run.history is not None and not run.history.empty:
-        print(format_table(run.history))
+        print(format_history_table(run.history))
     print(f"{snapshot.state}: {snapshot.message}" + (f" ({snapshot.error})" if snapshot.error else ""))
     return 0 if snapshot.state in ("complete", "stopped") else 1
 
@@ -197,9 +250,12 @@ def command_show(args, store: RunStore) -> int:
     print(f"run {run.run_id}: {run.status}" + (f" ({run.problem})" if run.problem else f" - {run.message}"))
     if run.config:  # epochs: the run's current target (raised by every extension), not the first plan
         settings = run.config.to_dict() | {"epochs": run.target_epochs}
+        if run.config.epochs_mode == AUTO:
+            settings["epochs"] = f"auto (at most {run.config.epochs})"
         print("  " + "  ".join(f"{key}={value}" for key, value in settings.items()))
+    print(f"  length: {run.length_text()}")
     if run.history is not None and not run.history.empty:
-        print(format_table(run.history))
+        print(format_history_table(run.history))
     return 0
 
 
@@ -225,7 +281,10 @@ def add_sweep_commands(commands) -> None:
         else:
             allowed = "true,false" if spec.type is bool else f"{spec.limits[0]}-{spec.limits[1]}"
         sweep.add_argument(
-            spec.flag, dest=spec.name, metavar="V1,V2", help=f"{spec.help} ({allowed}; default {spec.default})"
+            spec.flag,
+            dest=spec.name,
+            metavar="V1,V2",
+            help=f"{spec.help} ({allowed}; default {spec.default})".replace("%", "%%"),
         )
     sweep.add_argument(
         "--ray",
@@ -246,33 +305,39 @@ def add_sweep_commands(commands) -> None:
     commands.add_parser("sweeps", help="list sweeps with their progress")
 
 
-class SweepPrinter:
-    """Prints a running sweep's events: a live line on a terminal, one line per epoch and trial in a log."""
+def add_budget_curve_command(commands) -> None:
+    curve = commands.add_parser(
+        "budget-curve",
+        help="one stable-phase run with a cooldown branch at every budget: the seed study at a fraction of its cost",
+        description="Train one warmup-stable run (the trunk); at each budget B branch off a run that cools down over "
+        "a fraction of B (resnet/sweeps/budget_curve.py). Rerun it to continue; Ctrl-C stops after the batch.",
+    )
+    curve.add_argument("--budgets", required=True, help="increasing whole numbers of epochs, e.g. 10,20,60,100,200")
+    curve.add_argument("--name", help="the curve's record name (default: from its budgets and settings)")
+    add_config_flags(curve, leave_out=("epochs", "epochs_mode", "schedule"))  # the curve sets them
+    curve.add_argument("--dataset-dir", help="folder with the Fashion-MNIST files (as for train)")
+    add_verbose_flag(curve)
 
-    def __init__(self, stream=None):
-        self.stream = stream or sys.stderr
-        self.live = self.stream.isatty()
 
-    def __call__(self, event) -> None:
-        trial = f"trial {event.index + 1}/{event.total}"
-        if event.kind == "progress":
-            if self.live:
-                bar = "#" * int(20 * event.fraction)
-                line = f"\r{trial} epoch {event.epoch}/{event.target_epochs} [{bar:<20}] {event.phase:<10}"
-                print(line, end="", file=self.stream, flush=True)
-            return
-        if event.kind == "epoch":
-            row = event.row
-            text = (
-                f"epoch {event.epoch}/{event.target_epochs}: train acc {row['train_accuracy']:.4f}  "
-                f"test acc {row['test_accuracy']:.4f}  {row['epoch_seconds']:.1f} s"
-            )
-        elif event.kind == "end":
-            result = event.result
-            text = f"{result.outcome}: {result.message} [run {result.run_id or '-'}, {result.seconds:.0f} s]"
-        else:  # start, queued
-            text = event.text
-        print(("\r" if self.live else "") + f"{trial} {text}", file=self.stream, flush=True)
+def command_budget_curve(args, store: RunStore) -> int:
+    budgets = parse_budgets(args.budgets)
+    args.schedule, args.epochs = "wsd", budgets[-1]
+    base = config_from_flags(args)
+    name = args.name or curve_name(base, budgets)
+    sweeps = SweepStore(store.root)
+    sweep = requested_sweep(sweeps, name, {"epochs": ",".join(map(str, budgets))}, base=base, branches=True)
+    print(f"budget curve {name}: budgets {', '.join(map(str, budgets))}", file=sys.stderr)
+    print(compute_text(sweep, budget_table(sweep, []), None), file=sys.stderr)
+    stop = threading.Event()
+    with sweeps.locked(name), _StopOnInterrupt(stop.set):
+        results = run_budget_curve(sweep, store, cancel=stop, report=SweepPrinter(), dataset_dir=args.dataset_dir)
+    sweep = sweeps.load(name)
+    print(curve_report(sweep, store.list_runs()))
+    failed = first_failure(results)
+    if failed is not None:
+        print(f"budget {sweep.budgets[failed.index]}: {failed.outcome}: {failed.message}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def command_sweep(args, store: RunStore) -> int:
@@ -385,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(args.recipe).parse_args(argv)
     if getattr(args, "verbose", False):
         quiet.set_verbose(True)  # before TensorFlow is imported; child processes inherit it
-    if args.command == "train":  # a sweep says where it trains once, not per trial
+    if args.command in ("train", "budget-curve"):  # a sweep says where it trains once, not per trial
         _show_engine_messages()
     store = RunStore(args.cache_dir)
     started = time.time()
@@ -400,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
             return command_sweep(args, store)
         if args.command == "sweeps":
             return command_sweeps(store)
+        if args.command == "budget-curve":
+            return command_budget_curve(args, store)
         store.delete(args.run_id)
         print(f"deleted run {args.run_id}")
         return 0

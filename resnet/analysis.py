@@ -65,7 +65,7 @@ SMOOTHING_TARGET = 1.5  # the trend's window gains have a standard error <= thre
 NOISE_ALLOWANCE = 2.0  # standard errors a window must beat the threshold by to count as still paying
 
 
-def _points(accuracy: float, *, below: float | None = None) -> str:
+def points_text(accuracy: float, *, below: float | None = None) -> str:
     """Accuracy as points with 2 decimals; more where 2 would round a gain up to the limit it is ``below``."""
     for decimals in (2, 3, 4, 5, 6):
         text = f"{100 * accuracy:.{decimals}f}"
@@ -98,20 +98,20 @@ class DiminishingReturns:
         limit = self.threshold * self.window
         cost = f" for {format_duration(self.next_seconds)} more training" if self.next_seconds else ""
         text = (
-            f"After epoch {self.epoch}, {self.window} more epochs added {_points(self.next_gain, below=limit)} points of test "
-            f"accuracy{cost}, below the threshold of {_points(limit)} points per {self.window} epochs"
+            f"After epoch {self.epoch}, {self.window} more epochs added {points_text(self.next_gain, below=limit)} points of test "
+            f"accuracy{cost}, below the threshold of {points_text(limit)} points per {self.window} epochs"
         )
         if self.rest_epochs > self.window:
             text += (
-                f"; all {self.rest_epochs} epochs up to epoch {self.final_epoch} added {_points(self.rest_gain)} "
+                f"; all {self.rest_epochs} epochs up to epoch {self.final_epoch} added {points_text(self.rest_gain)} "
                 f"points, no {self.window} of them "
             )
             if self.largest_later_gain < limit:
-                text += f"more than {_points(limit)}"
+                text += f"more than {points_text(limit)}"
             else:
                 text += (
-                    f"clearly more (at most {_points(self.largest_later_gain)}, within the "
-                    f"\u00b1{_points(self.allowance)}-point noise)"
+                    f"clearly more (at most {points_text(self.largest_later_gain)}, within the "
+                    f"\u00b1{points_text(self.allowance)}-point noise)"
                 )
         text += "."
         if self.smoothing > 1:
@@ -128,14 +128,14 @@ class Verdict:
     epochs: int  # whole epochs the run spans (first to last recorded)
     window: int
     threshold: float
-    last_gain: float | None = None  # ``not_yet``: what the last ``window`` epochs added
+    last_gain: float | None = None  # ``not_yet`` and ``point``: what the last ``window`` epochs added (trend)
     noise: float = 0.0  # sigma: epoch-to-epoch scatter of the recorded accuracy
     smoothing: int = 1  # epochs in the trend's fit behind ``last_gain`` (1 = recorded accuracy)
     needed_epochs: int | None = None  # ``too_short`` / ``too_noisy``: epochs it takes to tell
     below_after: int | None = None  # ``not_yet`` on a sparse table: gains fell below only from this epoch
 
     def sentence(self) -> str:
-        limit = f"{_points(self.threshold * self.window)} points per {self.window} epochs"
+        limit = f"{points_text(self.threshold * self.window)} points per {self.window} epochs"
         if self.status == "point":
             return self.point.sentence()
         if self.status == "too_short":
@@ -145,7 +145,7 @@ class Verdict:
             )
         if self.status == "too_noisy":
             return (
-                f"Too noisy to tell yet: test accuracy scatters by about \u00b1{_points(self.noise)} points from "
+                f"Too noisy to tell yet: test accuracy scatters by about \u00b1{points_text(self.noise)} points from "
                 f"epoch to epoch, and telling a gain of {limit} through that takes about "
                 f"{self.needed_epochs} epochs; this run has {self.epochs}."
             )
@@ -156,7 +156,7 @@ class Verdict:
             )
         trend = f" (trend over {self.smoothing} epochs)" if self.smoothing > 1 else ""
         return (
-            f"Not yet: the last {self.window} epochs still added {_points(self.last_gain)} points of test "
+            f"Not yet: the last {self.window} epochs still added {points_text(self.last_gain)} points of test "
             f"accuracy{trend}, more than the threshold of {limit}."
         )
 
@@ -222,7 +222,7 @@ def returns_verdict(
     index = int(candidates[0])
     per_epoch = _seconds_per_epoch(epochs, seconds)
     point = _point_at(index, grid, trend, gains, allowances, accuracy, per_epoch, dict(verdict, smoothing=smoothing))
-    return Verdict("point", point, smoothing=smoothing, **verdict)
+    return Verdict("point", point, smoothing=smoothing, last_gain=float(gains[last]), **verdict)
 
 
 def _point_at(index, grid, trend, gains, allowances, accuracy, seconds_per_epoch, verdict) -> DiminishingReturns:

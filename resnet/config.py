@@ -151,6 +151,16 @@ def coerce_values(config_class: type, values: dict) -> dict:
 FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16 = "float32", "mixed_bfloat16", "mixed_float16"
 PRECISIONS = (FLOAT32, MIXED_BFLOAT16, MIXED_FLOAT16)
 GPU_CHOICES = ("1", "all")  # one device, or data-parallel over every GPU (resnet/core/hardware.py)
+# How a run's length is decided (``epochs_mode``): ``epochs`` epochs; until returns diminish on a validation
+# split, then a cooldown (``epochs`` is the maximum); or the stable phase of a budget curve (never cools down).
+FIXED, AUTO, TRUNK = "fixed", "auto", "trunk"
+DEFAULT_MAX_EPOCHS = 100  # ``--epochs auto`` without ``--max-epochs``
+# An auto run's maximum must leave room for its warm-up epoch (resnet/core/schedule.py), one 10-epoch
+# window of the stopper (resnet.analysis.DEFAULT_WINDOW) and a cooldown epoch; tests/test_stopper.py checks it.
+AUTO_MIN_MAX_EPOCHS = 12
+VALIDATION_DEFAULT_MAX = 5000  # validation images held out by default: 10% of the training subset, at most this
+# Fields added after runs were cached: left out of ``fingerprint()`` at their defaults, so those runs keep their ids.
+LATER_FIELDS = ("epochs_mode", "returns_threshold", "cooldown_fraction", "validation_images")
 # Fields that say where a run trains, not what it learns (a checkpoint trains on with any of their values):
 # left out of ``TrainConfig.fingerprint()``.
 PLACEMENT_FIELDS = ("gpus",)
@@ -187,8 +197,32 @@ class TrainConfig:
     )
     schedule: str = param(  # resnet/core/schedule.py
         "one_cycle",
-        choices=("one_cycle", "cosine", "constant"),
-        help="one_cycle: warm-up then cosine decay to zero; cosine: no warm-up; constant: flat.",
+        choices=("one_cycle", "cosine", "constant", "wsd"),
+        help="one_cycle: warm-up then cosine decay to zero; cosine: no warm-up; constant: flat; wsd: one warm-up "
+        "epoch, constant, then a (1-sqrt) cooldown to zero over the last epochs (cooldown_fraction of the rest).",
+    )
+    epochs_mode: str = param(
+        FIXED,
+        choices=(FIXED, AUTO, TRUNK),
+        help="fixed: train epochs epochs. auto (--epochs auto): until returns diminish on a validation split "
+        "held out of the training images, then cool down; epochs is then the maximum. trunk: the stable phase "
+        "of a budget curve (python -m resnet budget-curve), never cooled down itself.",
+    )
+    returns_threshold: float = param(
+        0.2,
+        limits=(0.01, 50.0),
+        help="auto: stop adding epochs once 10 epochs gain fewer points of validation accuracy than this.",
+    )
+    cooldown_fraction: float = param(
+        0.2,
+        limits=(0.05, 0.5),
+        help="wsd: the cooldown lasts this fraction of the epochs before it (at least one epoch).",
+    )
+    validation_images: int = param(
+        0,
+        limits=(0, TRAIN_SIZE),
+        help="auto: class-balanced training images held out to decide when to stop (never trained on); "
+        f"0: 10% of the training subset, at most {VALIDATION_DEFAULT_MAX:,}.",
     )
     augment: bool = param(
         False,
@@ -243,7 +277,38 @@ class TrainConfig:
                 f"train_subset ({self.train_subset}) must be at least batch_size ({self.batch_size}): "
                 "an epoch needs at least one full batch"
             )
+        if self.epochs_mode != FIXED and self.schedule != "wsd":
+            raise ConfigError(
+                f"epochs_mode {self.epochs_mode} trains warm-up, a stable phase, then a cooldown (schedule wsd); "
+                f"it cannot follow schedule {self.schedule}, whose shape depends on a length known in advance"
+            )
+        if self.schedule == "wsd" and self.epochs < 2 and self.epochs_mode == FIXED:
+            raise ConfigError("schedule wsd needs at least 2 epochs: a warm-up epoch and a cooldown epoch")
+        if self.epochs_mode == AUTO:
+            self._validate_auto()
         return self
+
+    def _validate_auto(self) -> None:
+        if self.epochs < AUTO_MIN_MAX_EPOCHS:
+            raise ConfigError(
+                f"an auto run's maximum (max epochs) must be at least {AUTO_MIN_MAX_EPOCHS}: one warm-up epoch, one "
+                f"10-epoch window for the stopper to judge, and a cooldown epoch; got {self.epochs}"
+            )
+        held_out = self.validation_count
+        if held_out < 10:
+            raise ConfigError(f"validation_images must be at least 10 (one per class); got {held_out}")
+        if self.train_subset - held_out < self.batch_size:
+            raise ConfigError(
+                f"a validation split of {held_out:,} images leaves {self.train_subset - held_out:,} of the "
+                f"{self.train_subset:,} training images, fewer than one batch of {self.batch_size}"
+            )
+
+    @property
+    def validation_count(self) -> int:
+        """Training images an ``auto`` run holds out for its stopper (0 for other runs)."""
+        if self.epochs_mode != AUTO:
+            return 0
+        return self.validation_images or min(VALIDATION_DEFAULT_MAX, self.train_subset // 10)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -269,6 +334,9 @@ class TrainConfig:
         values = self.to_dict()
         for name in ("epochs", *PLACEMENT_FIELDS):
             values.pop(name)
+        for name in LATER_FIELDS:
+            if values[name] == PARAMS[name].default:
+                values.pop(name)
         text = json.dumps(values, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
 

@@ -122,14 +122,19 @@ def test_a_history_larger_than_500_epochs_take_is_not_parsed(cache_dir):
     assert loaded.damaged and "history.csv is 5," in loaded.problem and "more than 500 epochs take" in loaded.problem
 
 
-def test_an_old_history_without_the_plain_train_cross_entropy_still_loads(cache_dir):
+@pytest.mark.parametrize("dropped", [3, 2])  # before train_cross_entropy; before the validation columns
+def test_an_old_history_without_the_newer_columns_still_loads(cache_dir, dropped):
     store = RunStore(cache_dir)
     run = make_run(store, epochs_done=2)
     history = (run.path / "history.csv").read_text().splitlines()
-    old = [",".join(line.split(",")[:-1]) for line in history]  # drop the newest column
+    old = [",".join(line.split(",")[:-dropped]) for line in history]  # drop the newest columns
     (run.path / "history.csv").write_text("\n".join(old) + "\n")
     loaded = store.load(run.run_id)
-    assert not loaded.damaged and loaded.history["train_cross_entropy"].isna().all()
+    assert not loaded.damaged
+    for column in ["train_cross_entropy", "val_loss", "val_accuracy"][-dropped:]:
+        assert loaded.history[column].isna().all()
+    if dropped == 2:
+        assert not loaded.history["train_cross_entropy"].isna().any()
 
 
 def test_files_get_the_umask_permissions_not_mkstemps_private_ones(cache_dir):

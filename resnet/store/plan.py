@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resnet.config import ConfigError, TrainConfig
-from resnet.core.schedule import Segment, continues_a_cycle, plan_segments
+from resnet.config import AUTO, TRUNK, ConfigError, TrainConfig
+from resnet.core.schedule import continues_a_cycle, new_segment, plan_segments
 from resnet.store.runs import Run, RunError, RunStatus, RunStore
 from resnet.wording import TextEnum, plural
 
@@ -31,6 +31,7 @@ class PlanKind(TextEnum):
     BUSY = "busy"  # another process trains the run
     DAMAGED = "damaged"  # the run's files cannot be read
     OTHER_SETTINGS = "other_settings"  # the named run was trained with other settings
+    STOPPED_ITSELF = "stopped_itself"  # an auto run that cooled down and ended: Extend does not apply
 
 
 TRAINS = (PlanKind.NEW, PlanKind.CONTINUE, PlanKind.EXTEND)
@@ -41,11 +42,21 @@ class TrainingPlan:
     kind: PlanKind
     config: TrainConfig  # the settings to train, ``epochs`` = the target
     run: Run | None = None  # the run to continue (None for a new run)
-    segments: tuple[Segment, ...] = ()  # the learning-rate segments once the target is set
+    segments: tuple = ()  # the learning-rate segments (resnet.core.schedule.Segment) once the target is set
 
     @property
     def trains(self) -> bool:
         return self.kind in TRAINS
+
+    @property
+    def auto(self) -> bool:
+        """Whether the run decides its own length (``epochs_mode`` auto): ``target_epochs`` is its maximum."""
+        return self.config.epochs_mode == AUTO
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch this plan trains as planned now: an auto run's may move earlier when it decides."""
+        return self.segments[-1].end_epoch if self.segments else self.target_epochs
 
     @property
     def epochs_done(self) -> int:
@@ -67,10 +78,25 @@ class TrainingPlan:
         """One sentence: what Start will do, or why it will not train."""
         run_id = self.run.run_id if self.run is not None else None
         first, target = self.first_epoch, self.target_epochs
+        if self.kind is PlanKind.NEW and self.auto:
+            return (
+                f"Starts a new run that trains until returns diminish on {self.config.validation_count:,} held-out "
+                f"training images, then cools down: at most {target} epochs."
+            )
         if self.kind is PlanKind.NEW:
             return f"Starts a new run: epochs 1-{target}."
         if self.kind is PlanKind.CONTINUE and not self.epochs_done:
             return f"Trains run {run_id} (created, no epoch done yet): epochs 1-{target}."
+        if self.kind is PlanKind.CONTINUE and self.auto and self.run.state.stop is not None:
+            return (
+                f"Continues run {run_id} ({plural(self.epochs_done, 'epoch')} done): its cooldown goes on to epoch "
+                f"{self.last_epoch}."
+            )
+        if self.kind is PlanKind.CONTINUE and self.auto:
+            return (
+                f"Continues run {run_id} ({plural(self.epochs_done, 'epoch')} done) until returns diminish, "
+                f"at most to epoch {target}."
+            )
         if self.kind is PlanKind.CONTINUE:
             return (
                 f"Continues run {run_id} ({plural(self.epochs_done, 'epoch')} done) with epochs {first}-{target}; "
@@ -86,6 +112,8 @@ class TrainingPlan:
     def started_text(self, run_id: str) -> str:
         """What a Start or Extend that follows this plan is doing (``run_id``: the run it trains)."""
         first, target = self.first_epoch, self.target_epochs
+        if self.kind is PlanKind.CONTINUE and self.auto:
+            return f"Continuing run {run_id} from epoch {first}, until returns diminish (at most {target} epochs)."
         if self.kind is PlanKind.CONTINUE:
             return f"Continuing run {run_id} from epoch {first} to {target}; its learning-rate cycle goes on."
         if self.kind is PlanKind.EXTEND:
@@ -93,6 +121,8 @@ class TrainingPlan:
                 f"Extending run {run_id} from {self.epochs_done} to {target} epochs, with a new learning-rate cycle "
                 f"over epochs {first}-{target} (a warm restart)."
             )
+        if self.auto:
+            return f"Started run {run_id}: until returns diminish, at most {plural(target, 'epoch')}."
         return f"Started run {run_id}: {plural(target, 'epoch')}."
 
     def error(self) -> Exception | None:
@@ -107,6 +137,13 @@ class TrainingPlan:
             return RunError(f"run {run.run_id} is being trained by another process (pid {run.state.pid})")
         if self.kind is PlanKind.DAMAGED:
             return RunError(f"run {run.run_id} is damaged ({run.problem}); delete it or start a new run")
+        if self.kind is PlanKind.STOPPED_ITSELF:
+            stop = run.state.stop
+            return RunError(
+                f"run {run.run_id} decided its own length: {stop.sentence()} Extend does not apply to it (its "
+                "cooldown has annealed it, and more epochs would start a new stable phase); start a new run "
+                "instead: a lower returns threshold or a larger maximum trains longer"
+            )
         if self.kind is PlanKind.OTHER_SETTINGS:
             return ConfigError(
                 f"run {run.run_id} was trained with other settings; only epochs can change when continuing it"
@@ -139,13 +176,30 @@ def plan_training(
     else:
         run = None
     if run is None:
-        return TrainingPlan(PlanKind.NEW, config, None, (Segment(1, config.epochs),))
+        first = new_segment(config.schedule, 1, config.epochs, cooldown_fraction=config.cooldown_fraction)
+        return TrainingPlan(PlanKind.NEW, config, None, (first,) if config.epochs_mode != TRUNK else (first.stable(),))
     if run.status is RunStatus.RUNNING:
         return TrainingPlan(PlanKind.BUSY, config, run)
+    decided = run.state.stop
+    if decided is not None and run.epochs_done >= decided.cooldown_end:
+        return TrainingPlan(PlanKind.STOPPED_ITSELF, config, run)
+    if decided is not None:  # an auto run in its cooldown: it ends where it decided, whatever is asked
+        return TrainingPlan(PlanKind.CONTINUE, run.config.replace(epochs=config.epochs), run, run.state.segments)
     if run.epochs_done >= config.epochs:
         return TrainingPlan(PlanKind.UP_TO_DATE, config, run)
-    segments = tuple(plan_segments(run.state.segments, epochs_done=run.epochs_done, target_epochs=config.epochs))
-    unfinished = not run.epochs_done or continues_a_cycle(run.state.segments, epochs_done=run.epochs_done)
+    trunk = run.config.epochs_mode == TRUNK
+    segments = plan_segments(
+        run.state.segments,
+        epochs_done=run.epochs_done,
+        target_epochs=config.epochs,
+        schedule=run.config.schedule,
+        cooldown_fraction=run.config.cooldown_fraction,
+        stable_only=trunk,
+    )
+    unfinished = not run.epochs_done or trunk or continues_a_cycle(run.state.segments, epochs_done=run.epochs_done)
     return TrainingPlan(
-        PlanKind.CONTINUE if unfinished else PlanKind.EXTEND, run.config.replace(epochs=config.epochs), run, segments
+        PlanKind.CONTINUE if unfinished else PlanKind.EXTEND,
+        run.config.replace(epochs=config.epochs),
+        run,
+        tuple(segments),
     )

@@ -105,6 +105,25 @@ class Run:
     def predictions_path(self) -> Path | None:
         return self.path / self.state.predictions if self.state and self.state.predictions else None
 
+    def length_text(self) -> str:
+        """How the run's length is decided, in words (the Runs table's "length", ``show``)."""
+        config, state = self.config, self.state
+        if config is None or state is None:
+            return "unknown"
+        if state.branch_of:
+            trunk, _, epoch = state.branch_of.rpartition("@")
+            return f"budget-curve branch of {trunk} at epoch {epoch}, then its cooldown to epoch {self.target_epochs}"
+        if config.epochs_mode == "trunk":
+            return "budget-curve trunk: warm-up and stable phase, cooled down by its branches"
+        if config.epochs_mode != "auto":
+            return f"fixed: {self.target_epochs} epochs"
+        if state.stop is not None:
+            return "auto: " + state.stop.sentence(done=self.epochs_done)
+        return (
+            f"auto: until 10 epochs gain under {config.returns_threshold:g} points of validation accuracy "
+            f"({state.validation_images or config.validation_count:,} held-out images), at most {config.epochs} epochs"
+        )
+
     def summary(self) -> dict:
         """One row of the runs table."""
         config = vars(self.config) if self.config else {}  # vars(): asdict() deep-copies, slowly
@@ -124,6 +143,7 @@ class Run:
             "device": state.device if state else None,
             "updated": state.updated if state else None,
             "problem": self.problem or self.message,
+            "length": config.get("epochs_mode", "fixed") if not (state and state.branch_of) else "branch",
         }
 
 

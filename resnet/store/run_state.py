@@ -24,6 +24,7 @@ import pandas as pd
 
 from resnet.config import LIMITS
 from resnet.core.schedule import Segment
+from resnet.core.stopper import StopDecision
 
 FORMAT_VERSION = 1
 
@@ -38,9 +39,12 @@ HISTORY_COLUMNS = (
     "learning_rate",
     "images_per_second",
     "train_cross_entropy",
+    "val_loss",
+    "val_accuracy",
 )
-# Columns added after the first runs were cached: a history without them is read with them empty (NaN).
-OPTIONAL_HISTORY_COLUMNS = ("train_cross_entropy",)
+# Columns added after the first runs were cached, in the order they were added: a history that ends before
+# some of them is read with those empty (NaN). The validation columns are empty for runs without a split.
+OPTIONAL_HISTORY_COLUMNS = ("train_cross_entropy", "val_loss", "val_accuracy")
 MAX_HISTORY_BYTES = 4_000_000  # a generous bound: 500 epochs of ten columns are about 100 KB
 
 
@@ -113,6 +117,9 @@ def epoch_files(folder: Path):
             yield path, found[1], found[0]
 
 
+LATER_FIELDS = ("validation_images", "stop", "branch_of")  # state fields added with auto runs and budget curves
+
+
 @dataclass(frozen=True)
 class RunState:
     """The contents of ``state.json``."""
@@ -134,6 +141,9 @@ class RunState:
     message: str = ""  # how the last training ended, in words
     pid: int | None = None  # the process training it while status is running
     host: str | None = None
+    validation_images: int | None = None  # training images held out for an auto run's stopper
+    stop: StopDecision | None = None  # an auto run's decision to stop adding epochs, once made
+    branch_of: str | None = None  # a budget-curve branch: "<trunk run id>@<epoch>" it started from
     extra: dict = field(default_factory=dict)  # fields of a newer version, written back unchanged
 
     def replace(self, **changes) -> RunState:
@@ -146,6 +156,10 @@ class RunState:
         }
         values["status"] = self.status.value
         values["segments"] = [segment.to_dict() for segment in self.segments]
+        values["stop"] = None if self.stop is None else self.stop.to_dict()
+        for name in LATER_FIELDS:  # written only when set: a state from before them reads back the same
+            if values[name] is None:
+                del values[name]
         return {**self.extra, **values}
 
     @classmethod
@@ -178,6 +192,9 @@ class RunState:
             message=_optional(values, "message", str) or "",
             pid=_optional_count(values, "pid"),
             host=_optional(values, "host", str),
+            validation_images=_optional_count(values, "validation_images"),
+            stop=_stop(values.get("stop")),
+            branch_of=_optional(values, "branch_of", str),
             extra={key: value for key, value in values.items() if key not in known},
         )
         if epochs_done and (state.checkpoint is None or state.predictions is None):
@@ -236,18 +253,32 @@ def _file_name(values: dict, key: str, pattern: re.Pattern, expected: str) -> st
     return name
 
 
+def _stop(value) -> StopDecision | None:
+    if value is None:
+        return None
+    try:
+        return StopDecision.from_dict(value)
+    except ValueError as error:
+        raise DamagedRun(f"state.json has an invalid stop decision ({error})") from None
+
+
 def _segments(value) -> tuple[Segment, ...]:
     if not isinstance(value, list):
         raise DamagedRun(f"state.json has invalid segments {value!r}")
     segments = []
     for item in value:
-        if not isinstance(item, dict) or set(item) != {"start_epoch", "end_epoch"}:
+        if not isinstance(item, dict) or not {"start_epoch", "end_epoch"} <= set(item) <= SEGMENT_KEYS:
             raise DamagedRun(f"state.json has an invalid segment {item!r}")
-        start, end = item["start_epoch"], item["end_epoch"]
+        start, end, cooldown = item["start_epoch"], item["end_epoch"], item.get("cooldown_epochs", 0)
         if not (_is_int(start) and _is_int(end) and 1 <= start <= end <= LIMITS["epochs"][1] + 1):
             raise DamagedRun(f"state.json has an invalid segment {item!r}")
-        segments.append(Segment(start, end))
+        if not _is_int(cooldown) or not 0 <= cooldown < end - start + 1:
+            raise DamagedRun(f"state.json has an invalid segment {item!r} (its cooldown must leave a stable epoch)")
+        segments.append(Segment(start, end, cooldown))
     return tuple(segments)
+
+
+SEGMENT_KEYS = {"start_epoch", "end_epoch", "cooldown_epochs"}
 
 
 def read_history(path: Path, epochs_done: int) -> pd.DataFrame:
@@ -264,10 +295,10 @@ def read_history(path: Path, epochs_done: int) -> pd.DataFrame:
         history = pd.read_csv(path)
     except (OSError, ValueError, UnicodeDecodeError) as error:  # pandas' parser errors are ValueErrors
         raise DamagedRun(f"history.csv is unreadable ({error})") from error
-    for column in OPTIONAL_HISTORY_COLUMNS:
-        if column not in history.columns and list(history.columns) == [
-            name for name in HISTORY_COLUMNS if name not in OPTIONAL_HISTORY_COLUMNS
-        ]:
+    columns = list(history.columns)
+    written_before = len(HISTORY_COLUMNS) - len(OPTIONAL_HISTORY_COLUMNS)
+    if written_before <= len(columns) < len(HISTORY_COLUMNS) and columns == list(HISTORY_COLUMNS[: len(columns)]):
+        for column in HISTORY_COLUMNS[len(columns) :]:  # written before these columns existed
             history[column] = float("nan")
     if list(history.columns) != list(HISTORY_COLUMNS):
         raise DamagedRun(f"history.csv has columns {list(history.columns)}, expected {list(HISTORY_COLUMNS)}")

@@ -126,7 +126,9 @@ class RunStore:
         return path
 
     # --- creating and committing ------------------------------------------------------------------
-    def create(self, config: TrainConfig, *, precision: str, device: str, train_images: int, eval_images: int) -> Run:
+    def create(self, config: TrainConfig, **facts) -> Run:
+        """A new run of ``config`` with no epoch yet; ``facts`` are its state's ``precision``, ``device``,
+        ``train_images``, ``eval_images`` and, where they apply, ``validation_images`` and ``branch_of``."""
         config.validate()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -136,6 +138,7 @@ class RunStore:
             self, f"{time.strftime('%Y%m%d-%H%M%S')}-resnet{config.depth}-{config.fingerprint()[:6]}"
         )
         now = time.time()
+        facts["validation_images"] = facts.get("validation_images") or None  # none held out: not recorded
         state = RunState(
             run_id=run_id,
             status=RunStatus.STOPPED,
@@ -144,11 +147,8 @@ class RunStore:
             fingerprint=config.fingerprint(),
             created=now,
             updated=now,
-            precision=precision,
-            device=device,
-            train_images=train_images,
-            eval_images=eval_images,
             message="created, no epoch trained yet",
+            **facts,
         )
         write_json(path / "config.json", config.to_dict())
         write_history(path / "history.csv", [])

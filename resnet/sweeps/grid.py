@@ -12,7 +12,8 @@ import dataclasses
 import itertools
 import math
 
-from resnet.config import PARAMS, PLACEMENT_FIELDS, ConfigError, TrainConfig, check_value, parse_bool
+from resnet.config import FIXED, PARAMS, PLACEMENT_FIELDS, TRUNK, ConfigError, TrainConfig, check_value, parse_bool
+from resnet.core.schedule import WSD, WSD_WARMUP_EPOCHS, cooldown_for
 
 MAX_TRIALS = 64
 PRESETS = {
@@ -95,3 +96,51 @@ def expand_grid(grid: dict, base: TrainConfig | None = None) -> list[TrainConfig
     for combination in itertools.product(*grid.values()):
         configs.append(dataclasses.replace(base, **dict(zip(names, combination, strict=True))).validate())
     return configs
+
+
+# --- a budget curve: one trunk, a cooldown branch per budget (resnet/sweeps/budget_curve.py) ---------------
+def check_budgets(budgets) -> tuple[int, ...]:
+    """Budgets as whole numbers, increasing, each past the warm-up; ConfigError says which is wrong."""
+    budgets = tuple(budgets)
+    if not budgets:
+        raise ConfigError("a budget curve needs at least one budget, e.g. 10,20,60")
+    if len(budgets) > MAX_TRIALS:
+        raise ConfigError(f"{len(budgets):,} budgets; a budget curve has at most {MAX_TRIALS}")
+    for budget in budgets:
+        if isinstance(budget, bool) or not isinstance(budget, int):
+            raise ConfigError(f"budgets must be whole numbers of epochs; got {budget!r}")
+        if budget <= WSD_WARMUP_EPOCHS:
+            raise ConfigError(f"a budget must be more than the {WSD_WARMUP_EPOCHS}-epoch warm-up; got {budget}")
+    if any(later <= earlier for earlier, later in zip(budgets, budgets[1:], strict=False)):
+        raise ConfigError(f"budgets must increase: the trunk passes each in turn; got {','.join(map(str, budgets))}")
+    return budgets
+
+
+def parse_budgets(text: str) -> tuple[int, ...]:
+    """``--budgets 10,20,60`` checked: whole numbers, increasing, past the warm-up."""
+    values = []
+    for item in str(text).split(","):
+        item = item.strip()
+        try:
+            values.append(int(item))
+        except ValueError:
+            raise ConfigError(f"budgets must be whole numbers of epochs; got {item!r} in {text!r}") from None
+    return check_budgets(values)
+
+
+def trunk_config(base: TrainConfig, budget: int) -> TrainConfig:
+    """The trunk at ``budget``: warm-up and stable phase of ``base``'s settings, no cooldown."""
+    return dataclasses.replace(base, schedule=WSD, epochs_mode=TRUNK, epochs=budget).validate()
+
+
+def branch_config(base: TrainConfig, budget: int) -> TrainConfig:
+    """The branch at ``budget``: the trunk's ``budget`` epochs, then a cooldown over a fraction of them."""
+    epochs = budget + cooldown_for(budget, base.cooldown_fraction)
+    return dataclasses.replace(base, schedule=WSD, epochs_mode=FIXED, epochs=epochs).validate()
+
+
+def budget_configs(grid: dict, base: TrainConfig) -> list[TrainConfig]:
+    """A budget curve's trials (its branches), from a grid of ``epochs`` budgets alone."""
+    if set(grid) != {"epochs"}:
+        raise ConfigError("a budget curve varies epochs (its budgets) alone; give other settings one value")
+    return [branch_config(base, budget) for budget in check_budgets(grid["epochs"])]

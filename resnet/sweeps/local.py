@@ -12,7 +12,7 @@ import time
 
 from resnet.store.plan import TrainingPlan
 from resnet.store.runs import RunError, RunStore
-from resnet.sweeps.record import Sweep, SweepStore
+from resnet.sweeps.record import Sweep, SweepError, SweepStore
 from resnet.sweeps.trials import Report, SweepEvent, TrialOutcome, TrialResult, start_trial
 from resnet.training.jobs import JobManager
 
@@ -38,6 +38,11 @@ def run_sweep(
     skipped and a partial one continues when it runs again.
     The record is saved (with its run ids) as trials start; the caller holds ``SweepStore.locked``.
     """
+    if sweep.branches:
+        raise SweepError(
+            f"sweep {sweep.name} is a budget curve (one trunk, cooldown branches): continue it with "
+            f"python -m resnet budget-curve --name {sweep.name} --budgets {','.join(map(str, sweep.budgets))}"
+        )
     cancel = cancel or threading.Event()
     report = report or (lambda event: None)
     sweeps = SweepStore(store.root)
@@ -51,7 +56,7 @@ def run_sweep(
             )
             continue
         trial_manager = manager or JobManager(store, dataset_dir=dataset_dir, isolated=isolated)
-        result, sweep = _run_trial_here(
+        result, sweep = run_trial_here(
             trial_manager, store, sweeps, sweep, index, cancel=cancel, report=report, poll=poll_seconds
         )
         results.append(result)
@@ -59,7 +64,7 @@ def run_sweep(
     return results
 
 
-def _run_trial_here(manager, store, sweeps, sweep, index, *, cancel, report, poll) -> tuple[TrialResult, Sweep]:
+def run_trial_here(manager, store, sweeps, sweep, index, *, cancel, report, poll) -> tuple[TrialResult, Sweep]:
     total, trial, started = len(sweep.trials), sweep.trials[index], time.perf_counter()
 
     def prepare(plan: TrainingPlan) -> str:
@@ -77,6 +82,14 @@ def _run_trial_here(manager, store, sweeps, sweep, index, *, cancel, report, pol
             "start", index, total, run_id, start.plan.started_text(run_id), target_epochs=start.plan.target_epochs
         )
     )
+    outcome, message, run = follow_job(manager, store, run_id, index, total, cancel=cancel, report=report, poll=poll)
+    seconds = time.perf_counter() - started
+    return TrialResult(index, run_id, outcome, message, seconds, run.epochs_done, trial.config.epochs), start.sweep
+
+
+def follow_job(manager, store, run_id, index, total, *, cancel, report, poll):
+    """Wait for ``manager``'s job on ``run_id``, reporting its progress and commits as trial ``index``;
+    a ``cancel`` stops it. Returns (outcome, message, run as it ended)."""
     committed = store.load(run_id).epochs_done
     while not manager.wait(timeout=poll):
         if cancel.is_set():
@@ -101,9 +114,7 @@ def _run_trial_here(manager, store, sweeps, sweep, index, *, cancel, report, pol
     outcome = {"complete": TrialOutcome.TRAINED, "stopped": TrialOutcome.STOPPED}.get(
         str(snapshot.state), TrialOutcome.FAILED
     )
-    message = snapshot.message + (f" ({snapshot.error})" if snapshot.error else "")
-    seconds = time.perf_counter() - started
-    return TrialResult(index, run_id, outcome, message, seconds, run.epochs_done, trial.config.epochs), start.sweep
+    return outcome, snapshot.message + (f" ({snapshot.error})" if snapshot.error else ""), run
 
 
 def _report_commits(store: RunStore, run_id: str, committed: int, index: int, total: int, report: Report) -> int:

@@ -128,6 +128,11 @@ def run_sweep_on_ray(
     if not ray.is_initialized():
         raise SweepError("Ray is not connected: call resnet.sweeps.on_ray.connect() first")
     driver = _Driver(ray, store, cpus_per_trial, gpus_per_trial, report, dataset_dir)
+    if sweep.branches:  # its branches start from the trunk's checkpoints: trained here, in turn
+        raise SweepError(
+            f"sweep {sweep.name} is a budget curve: it trains here, not on Ray (python -m resnet budget-curve "
+            f"--name {sweep.name} --budgets {','.join(map(str, sweep.budgets))})"
+        )
     cancel = cancel or threading.Event()
     sweeps = SweepStore(store.root)
     if not sweeps.exists(sweep.name):

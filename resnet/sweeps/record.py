@@ -23,7 +23,7 @@ from resnet.files import lock_held, try_lock, write_json
 from resnet.records import RecordError, finite_number, read_json, short
 from resnet.store.run_folder import valid_run_id
 from resnet.store.runs import RunError
-from resnet.sweeps.grid import MAX_TRIALS, PRESETS, check_grid, expand_grid, parse_values
+from resnet.sweeps.grid import MAX_TRIALS, PRESETS, budget_configs, check_grid, expand_grid, parse_values
 
 FORMAT_VERSION = 1
 SWEEPS_FOLDER = ".sweeps"
@@ -52,6 +52,14 @@ class Sweep:
     trials: tuple[Trial, ...]
     created: float = 0.0
     updated: float = 0.0
+    # A budget curve (resnet/sweeps/budget_curve.py): the grid is {"epochs": budgets}, the trials are the
+    # cooldown branches, and ``trunk_run_id`` names the one stable-phase run they branch from.
+    branches: bool = False
+    trunk_run_id: str | None = None
+
+    @property
+    def budgets(self) -> tuple[int, ...]:
+        return tuple(self.grid["epochs"]) if self.branches else ()
 
     @property
     def varying(self) -> tuple[str, ...]:
@@ -80,6 +88,7 @@ class Sweep:
             "grid": {name: list(values) for name, values in self.grid.items()},
             "base": self.base.to_dict(),
             "trials": [{"config": trial.config.to_dict(), "run_id": trial.run_id} for trial in self.trials],
+            **({"branches": True, "trunk_run_id": self.trunk_run_id} if self.branches else {}),
         }
 
 
@@ -89,18 +98,27 @@ def check_name(name: str) -> str:
     return name
 
 
-def new_sweep(name: str, grid: dict, base: TrainConfig | None = None) -> Sweep:
-    """A sweep over ``grid`` (field -> values) on ``base``; ConfigError/SweepError before anything is written."""
+def new_sweep(name: str, grid: dict, base: TrainConfig | None = None, *, branches: bool = False) -> Sweep:
+    """A sweep over ``grid`` (field -> values) on ``base``; ConfigError/SweepError before anything is written.
+
+    ``branches``: a budget curve over ``grid["epochs"]`` (one trunk, a cooldown branch per budget).
+    """
     check_name(name)
     grid = check_grid(grid)
     base = base or TrainConfig()
-    configs = expand_grid(grid, base)
+    configs = budget_configs(grid, base) if branches else expand_grid(grid, base)
     now = time.time()
-    return Sweep(name, grid, base, tuple(Trial(config) for config in configs), now, now)
+    return Sweep(name, grid, base, tuple(Trial(config) for config in configs), now, now, branches=branches)
 
 
 def requested_sweep(
-    sweeps: SweepStore, name: str, texts: dict, *, preset: str | None = None, base: TrainConfig | None = None
+    sweeps: SweepStore,
+    name: str,
+    texts: dict,
+    *,
+    preset: str | None = None,
+    base: TrainConfig | None = None,
+    branches: bool = False,
 ) -> Sweep:
     """The sweep a command asks for, checked; nothing is written.
 
@@ -120,8 +138,17 @@ def requested_sweep(
         raise ConfigError(f"no sweep {name!r} yet: give values for at least one parameter, e.g. --epochs 5,10,20")
     if not texts:
         return existing
-    sweep = new_sweep(name, {key: parse_values(key, text) for key, text in texts.items()}, base)
-    if existing is not None and existing.configs != sweep.configs:
+    grid = {key: parse_values(key, text) for key, text in texts.items()}
+    if branches:  # one value per other field: they go into the base, the budgets are the grid
+        many = [key for key, values in grid.items() if key != "epochs" and len(values) > 1]
+        if many:
+            raise ConfigError(f"a budget curve varies its budgets alone; give {', '.join(many)} one value")
+        base = dataclasses.replace(
+            base or TrainConfig(), **{key: values[0] for key, values in grid.items() if key != "epochs"}
+        )
+        grid = {"epochs": grid.get("epochs", ())}
+    sweep = new_sweep(name, grid, base, branches=branches)
+    if existing is not None and (existing.configs != sweep.configs or existing.branches != branches):
         raise SweepError(
             f"sweep {name} already exists with other settings ({existing.describe_grid()}); continue it with "
             f"only --name {name}, or choose another name"
@@ -143,16 +170,23 @@ def sweep_from_json(values, name: str) -> Sweep:
     if values.get("name") != name:
         raise DamagedSweep(f"the record names sweep {short(values.get('name'))}, not {name!r}")
     created, updated = _time(values, "created"), _time(values, "updated")
+    branches, trunk = values.get("branches", False), values.get("trunk_run_id")
+    if branches is not True and "branches" in values:
+        raise DamagedSweep(f"branches is {short(branches)}, not true")
+    if trunk is not None and (not branches or not valid_run_id(trunk)):
+        raise DamagedSweep(f"it names an invalid trunk run {short(trunk)}")
     try:
         grid = check_grid(_grid(values))
         base = TrainConfig.from_dict(_field(values, "base", dict))
-        configs = expand_grid(grid, base)
+        configs = budget_configs(grid, base) if branches else expand_grid(grid, base)
         trials = _trials(_field(values, "trials", list))
     except (ConfigError, TypeError) as error:
         raise DamagedSweep(f"invalid settings ({error})") from error
     if [trial.config for trial in trials] != configs:
         raise DamagedSweep("its trials are not the combinations of its grid")
-    return Sweep(name, grid, base, tuple(trials), created, updated)
+    if trunk is not None and trunk in {trial.run_id for trial in trials}:
+        raise DamagedSweep(f"its trunk run {trunk} is also one of its branches")
+    return Sweep(name, grid, base, tuple(trials), created, updated, branches=bool(branches), trunk_run_id=trunk)
 
 
 def _grid(values: dict) -> dict[str, tuple]:

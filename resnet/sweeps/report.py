@@ -7,6 +7,7 @@ beats in both time and final test accuracy, ``budget_sentence`` says what a trai
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 import numpy as np
@@ -239,3 +240,50 @@ def estimate_text(sweep: Sweep, runs: list[Run], cache_dir=None) -> str:
         return "Time on this machine: unknown until an earlier run of these settings gives a speed."
     text = f"Estimated time on this machine: {format_duration(total)} ({'; '.join(sorted(bases))})"
     return text + (f"; trials {', '.join(map(str, unknown))} not included (no speed measured yet)." if unknown else ".")
+
+
+def format_history_table(history) -> str:
+    """The seed's results table: epoch, train accuracy, test accuracy, seconds."""
+    validation = "val_accuracy" in history and history["val_accuracy"].notna().any()  # an auto run's split
+    head = f"{'val acc':>8}  " if validation else ""
+    lines = [
+        f"{'epoch':>5}  {'train acc':>9}  {head}{'test acc':>8}  {'test loss':>9}  {'seconds':>8}  {'total s':>8}  "
+        f"{'img/s':>7}  {'lr':>9}"
+    ]
+    for row in history.itertuples():
+        value = f"{row.val_accuracy:>8.4f}  " if validation else ""
+        lines.append(
+            f"{row.epoch:>5}  {row.train_accuracy:>9.4f}  {value}{row.test_accuracy:>8.4f}  {row.test_loss:>9.4f}  "
+            f"{row.epoch_seconds:>8.1f}  {row.cumulative_seconds:>8.1f}  {row.images_per_second:>7.1f}  "
+            f"{row.learning_rate:>9.2e}"
+        )
+    return "\n".join(lines)
+
+
+class SweepPrinter:
+    """Prints a running sweep's events: a live line on a terminal, one line per epoch and trial in a log."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+
+    def __call__(self, event) -> None:
+        trial = f"trial {event.index + 1}/{event.total}"
+        if event.kind == "progress":
+            if self.live:
+                bar = "#" * int(20 * event.fraction)
+                line = f"\r{trial} epoch {event.epoch}/{event.target_epochs} [{bar:<20}] {event.phase:<10}"
+                print(line, end="", file=self.stream, flush=True)
+            return
+        if event.kind == "epoch":
+            row = event.row
+            text = (
+                f"epoch {event.epoch}/{event.target_epochs}: train acc {row['train_accuracy']:.4f}  "
+                f"test acc {row['test_accuracy']:.4f}  {row['epoch_seconds']:.1f} s"
+            )
+        elif event.kind == "end":
+            result = event.result
+            text = f"{result.outcome}: {result.message} [run {result.run_id or '-'}, {result.seconds:.0f} s]"
+        else:  # start, queued
+            text = event.text
+        print(("\r" if self.live else "") + f"{trial} {text}", file=self.stream, flush=True)

@@ -60,6 +60,7 @@ from resnet.store import artefacts
 from resnet.store.plan import TrainingPlan, plan_training
 from resnet.store.runs import Run, RunStatus, RunStore
 from resnet.training.protocol import EpochProgress, Phase
+from resnet.training.until_returns import decide_after_epoch, split_validation
 from resnet.wording import complete_message, diverged_message, failed_message, stopped_message
 
 EVAL_BATCH_SIZE = 500
@@ -79,6 +80,7 @@ class PreparedTraining:
     eval_indices: np.ndarray
     precision: str
     placement: Placement  # the devices it trains on (``config.gpus`` on this machine)
+    validation_indices: np.ndarray  # training images an auto run holds out for its stopper (else empty)
 
     @property
     def config(self) -> TrainConfig:
@@ -88,6 +90,11 @@ class PreparedTraining:
     @property
     def target_epochs(self) -> int:
         return self.plan.target_epochs
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch to train: the target, or an auto run's end once it has decided (``plan.last_epoch``)."""
+        return self.plan.last_epoch
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ def prepare_training(
     placement = training_placement(config.gpus)
     log.info("%s", training_text(placement))
     train_indices = _subset(dataset.train_labels, config.train_subset, config.seed)
+    train_indices, validation_indices = split_validation(plan.config, train_indices, dataset.train_labels)
     eval_indices = _subset(dataset.test_labels, config.eval_subset, config.seed)
     run = plan.run
     if run is None:
@@ -143,6 +151,7 @@ def prepare_training(
             device=placement.label,
             train_images=len(train_indices),
             eval_images=len(eval_indices),
+            validation_images=len(validation_indices),
         )
     elif measure and not run.epochs_done and plan.config.precision == "auto":
         # No checkpoint fixes its precision yet: the process that trains it decides (and measures).
@@ -154,7 +163,9 @@ def prepare_training(
             resolve(config, cache_dir=store.root)
         )  # a checkpoint keeps its precision
         log.info("precision: %s (run %s's own)", precision, run.run_id)
-    return PreparedTraining(plan, run, store, dataset, train_indices, eval_indices, precision, placement)
+    return PreparedTraining(
+        plan, run, store, dataset, train_indices, eval_indices, precision, placement, validation_indices
+    )
 
 
 def _subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -247,7 +258,7 @@ def train_epoch(model, prepared: PreparedTraining, schedule: SegmentSchedule, ep
         cancel,
         report,
         epoch=epoch,
-        target_epochs=prepared.target_epochs,
+        target_epochs=prepared.last_epoch,
         batches=batches,
         batch_size=config.batch_size,
         images=len(images),
@@ -294,6 +305,20 @@ def evaluate_with_features(model, dataset: FashionMNIST, indices: np.ndarray) ->
     return Evaluation(probabilities, features, loss, accuracy)
 
 
+def evaluate_validation(model, prepared: PreparedTraining) -> tuple[float, float]:
+    """Cross-entropy and accuracy on an auto run's held-out training images; NaN for a run without them."""
+    indices = prepared.validation_indices
+    if not len(indices):
+        return math.nan, math.nan
+    labels = prepared.dataset.train_labels[indices]
+    probabilities, _ = predict_with_features(
+        model, eval_dataset(prepared.dataset.train_images[indices], labels, batch_size=EVAL_BATCH_SIZE)
+    )
+    true_class_probability = probabilities[np.arange(len(labels)), labels]
+    loss = float(-np.mean(np.log(np.clip(true_class_probability, 1e-7, 1.0))))
+    return loss, float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
 def evaluate(model, dataset: FashionMNIST, indices: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Probabilities, cross-entropy loss (no label smoothing) and accuracy on the evaluation images."""
     evaluation = evaluate_with_features(model, dataset, indices)
@@ -303,11 +328,14 @@ def evaluate(model, dataset: FashionMNIST, indices: np.ndarray) -> tuple[np.ndar
 def evaluate_and_commit(model, prepared: PreparedTraining, epoch: int, training: EpochTraining, *, started, report):
     """Evaluate after ``epoch``, then commit it; ``started`` is the epoch's start (perf_counter)."""
     store, run = prepared.store, prepared.run
-    progress = {"epoch": epoch, "target_epochs": prepared.target_epochs}
+    progress = {"epoch": epoch, "target_epochs": prepared.last_epoch}
     report(EpochProgress(phase=Phase.EVALUATING, **progress))
     evaluation = evaluate_with_features(model, prepared.dataset, prepared.eval_indices)
     test_loss, test_accuracy = evaluation.loss, evaluation.accuracy
+    val_loss, val_accuracy = evaluate_validation(model, prepared)
     measured = (training.loss, training.accuracy, test_loss, test_accuracy)
+    if len(prepared.validation_indices):
+        measured += (val_loss, val_accuracy)
     if not all(math.isfinite(value) for value in measured):
         raise FloatingPointError(diverged_message(epoch))
     report(EpochProgress(phase=Phase.SAVING, **progress))
@@ -333,6 +361,8 @@ def evaluate_and_commit(model, prepared: PreparedTraining, epoch: int, training:
         "learning_rate": training.learning_rate,
         "images_per_second": training.images_per_second,
         "train_cross_entropy": training.cross_entropy,
+        "val_loss": val_loss,
+        "val_accuracy": val_accuracy,
     }
     store.record_epoch(run, row, files)
 
@@ -350,8 +380,8 @@ def _model_for(prepared: PreparedTraining):
 
 def _train_epochs(prepared: PreparedTraining, *, cancel, report) -> int | None:
     """Train the plan's epochs; returns the epoch a stop interrupted, or None if all were trained."""
-    run, config, target = prepared.run, prepared.config, prepared.target_epochs
-    report(EpochProgress(phase=Phase.BUILDING, epoch=run.epochs_done + 1, target_epochs=target))
+    run, config = prepared.run, prepared.config
+    report(EpochProgress(phase=Phase.BUILDING, epoch=run.epochs_done + 1, target_epochs=prepared.last_epoch))
     model = _model_for(prepared)
     try:
         schedule = SegmentSchedule(
@@ -360,7 +390,8 @@ def _train_epochs(prepared: PreparedTraining, *, cancel, report) -> int | None:
             segments=prepared.plan.segments,
             steps_per_epoch=-(-len(prepared.train_indices) // config.batch_size),
         )
-        for epoch in range(run.epochs_done + 1, target + 1):
+        epoch = run.epochs_done + 1
+        while epoch <= prepared.last_epoch:
             if cancel.is_set():
                 return epoch
             started = time.perf_counter()
@@ -368,6 +399,11 @@ def _train_epochs(prepared: PreparedTraining, *, cancel, report) -> int | None:
             if training is None:
                 return epoch
             evaluate_and_commit(model, prepared, epoch, training, started=started, report=report)
+            decided = decide_after_epoch(prepared.store, run, config, epoch)
+            if decided is not None:  # an auto run's cooldown starts next epoch
+                prepared.plan = dataclasses.replace(prepared.plan, segments=decided)
+                schedule = dataclasses.replace(schedule, segments=decided)
+            epoch += 1
         return None
     finally:
         del model
@@ -392,7 +428,10 @@ def train_prepared(
     """
     cancel = cancel or threading.Event()
     report = report or (lambda progress: None)
-    store, run, target = prepared.store, prepared.run, prepared.target_epochs
+    store, run, target = prepared.store, prepared.run, prepared.last_epoch
+    doing = f"training epochs {run.epochs_done + 1}-{target}"
+    if prepared.plan.auto and run.state.stop is None:
+        doing = f"training from epoch {run.epochs_done + 1} until returns diminish (at most {target} epochs)"
     with store.locked(run):  # one trainer per run, across processes; while held, the run reads as running
         try:
             store.remove_uncommitted_files(run)
@@ -403,13 +442,14 @@ def train_prepared(
                 segments=prepared.plan.segments,
                 pid=os.getpid(),
                 host=socket.gethostname(),
-                message=_on(f"training epochs {run.epochs_done + 1}-{target}", prepared.placement),
+                message=_on(doing, prepared.placement),
             )
             stopped_in = _train_epochs(prepared, cancel=cancel, report=report)
             if stopped_in is None:
-                store.update_state(
-                    run, status=RunStatus.COMPLETE, message=_on(complete_message(run.epochs_done), prepared.placement)
-                )
+                done = complete_message(run.epochs_done)
+                if run.state.stop is not None:  # an auto run says why it ended where it did
+                    done = run.state.stop.sentence(float(run.history["test_accuracy"].iloc[-1]))
+                store.update_state(run, status=RunStatus.COMPLETE, message=_on(done, prepared.placement))
             else:
                 store.update_state(run, status=RunStatus.STOPPED, message=stopped_message(stopped_in, run.epochs_done))
             return run
