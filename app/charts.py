@@ -11,17 +11,20 @@ import pandas as pd
 from resnet.analysis import DiminishingReturns
 from resnet.wording import time_unit
 
-SPLIT_COLORS = alt.Scale(domain=["train", "test"], range=["#4c78a8", "#f58518"])
+SPLIT_COLORS = alt.Scale(domain=["train", "validation", "test"], range=["#4c78a8", "#72b7b2", "#f58518"])
 HEIGHT = 260
 CELL_SELECTION = "cell"  # name of the confusion matrix's click selection (true, predicted)
 
 
 def _long(history: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Rows of (epoch, split, value) for ``train_<metric>`` and ``test_<metric>``."""
-    frame = history[["epoch", f"train_{metric}", f"test_{metric}"]].rename(
-        columns={f"train_{metric}": "train", f"test_{metric}": "test"}
-    )
-    return frame.melt("epoch", var_name="split", value_name=metric)
+    """Rows of (epoch, split, value) for ``train_<metric>``, ``test_<metric>`` and, for a run with a
+    validation split (an auto run's), ``val_<metric>``."""
+    columns = {f"train_{metric}": "train", f"test_{metric}": "test"}
+    validation = f"val_{metric}"
+    if validation in history and history[validation].notna().any():
+        columns[validation] = "validation"
+    frame = history[["epoch", *columns]].rename(columns=columns)
+    return frame.melt("epoch", var_name="split", value_name=metric).dropna(subset=[metric])
 
 
 def _epoch_axis(history: pd.DataFrame) -> alt.X:
@@ -132,8 +135,11 @@ def cumulative_time_chart(history: pd.DataFrame) -> alt.Chart:
     )
 
 
-def returns_chart(history: pd.DataFrame, point: DiminishingReturns | None) -> alt.Chart:
-    """Test accuracy against cumulative training time, with the diminishing-returns point marked."""
+def returns_chart(
+    history: pd.DataFrame, point: DiminishingReturns | None, *, cooldown: tuple[int, int] | None = None
+) -> alt.Chart:
+    """Test accuracy against cumulative training time, with the diminishing-returns point marked, and for
+    an auto run (``cooldown``: its stable phase's last epoch, the cooldown's last) where its cooldown ran."""
     unit, scale = time_unit(float(history["cumulative_seconds"].max()) if len(history) else 0.0)
     data = history.assign(time=history["cumulative_seconds"] / scale)
     line = (
@@ -155,6 +161,8 @@ def returns_chart(history: pd.DataFrame, point: DiminishingReturns | None) -> al
         )
     )
     layers = [line]
+    if cooldown is not None:
+        layers = [*_cooldown_layers(data, *cooldown), line]
     if point is not None:
         row = data[data["epoch"] <= point.epoch].tail(1)
         at = float(row["time"].iloc[0]) if len(row) else 0.0
@@ -320,3 +328,23 @@ def feature_map_chart(frame: pd.DataFrame, *, class_order, title: str, axis_titl
         )
         .add_params(region)
     )
+
+
+def _cooldown_layers(data: pd.DataFrame, stable_end: int, cooldown_end: int) -> list:
+    """A shaded band over the cooldown's time and a rule where the stable phase ended."""
+    start = data[data["epoch"] <= stable_end].tail(1)
+    if start.empty:
+        return []
+    began = float(start["time"].iloc[0])
+    ended = float(data["time"].iloc[-1])
+    done = int(data["epoch"].iloc[-1])
+    label = f"cooldown, epochs {stable_end + 1}-{cooldown_end}" + ("" if done >= cooldown_end else " (running)")
+    band = pd.DataFrame({"start": [began], "end": [max(ended, began)], "label": [label]})
+    rule = pd.DataFrame({"time": [began], "label": [f"stable phase ended after epoch {stable_end}"]})
+    return [
+        alt.Chart(band).mark_rect(color="#72b7b2", opacity=0.18).encode(x="start:Q", x2="end:Q"),
+        alt.Chart(rule).mark_rule(color="#3b8b86", size=2).encode(x="time:Q"),
+        alt.Chart(band)
+        .mark_text(align="left", dx=4, dy=10, color="#3b8b86")
+        .encode(x="start:Q", y=alt.value(0), text="label:N"),
+    ]

@@ -46,13 +46,22 @@ def curves_ui(run: Run) -> None:
     left, right = st.columns(2)
     left.altair_chart(charts.epoch_time_chart(history), width="stretch", alt="Seconds per epoch")
     right.altair_chart(charts.cumulative_time_chart(history), width="stretch", alt="Cumulative training time")
-    returns_ui(history)
+    returns_ui(history, run)
     results_table_ui(run)
 
 
-def returns_ui(history: pd.DataFrame) -> float:
-    """Accuracy against time with the diminishing-returns point; returns the threshold (accuracy per epoch)."""
+def returns_ui(history: pd.DataFrame, run: Run | None = None) -> float:
+    """Accuracy against time with the diminishing-returns point; returns the threshold (accuracy per epoch).
+
+    For an auto run, what it decided comes first, and the chart marks its stable phase and cooldown.
+    """
     st.subheader("When do more epochs stop paying?")
+    stop = run.state.stop if run is not None and run.state is not None else None
+    if stop is not None:
+        last = float(history["test_accuracy"].iloc[-1])
+        st.info(stop.sentence(last, done=run.epochs_done), icon=":material/timer_off:")
+    elif run is not None and run.config is not None and run.config.epochs_mode == "auto":
+        st.info(run.length_text().replace("auto: ", "Training ", 1) + ".", icon=":material/timer:")
     points = st.number_input(
         f"Diminishing returns below (points of test accuracy per {DEFAULT_WINDOW} epochs)",
         min_value=0.01,
@@ -68,16 +77,21 @@ def returns_ui(history: pd.DataFrame) -> float:
         history["epoch"], history["test_accuracy"], history["cumulative_seconds"], threshold=threshold
     )
     st.altair_chart(
-        charts.returns_chart(history, verdict.point), width="stretch", alt="Test accuracy against training time"
+        charts.returns_chart(
+            history, verdict.point, cooldown=(stop.stable_end, stop.cooldown_end) if stop is not None else None
+        ),
+        width="stretch",
+        alt="Test accuracy against training time",
     )
     (st.markdown if verdict.point is not None else st.caption)(verdict.sentence())
     return threshold
 
 
 def results_frame(history: pd.DataFrame) -> pd.DataFrame:
-    return history[["epoch", "train_accuracy", "test_accuracy", "epoch_seconds", "cumulative_seconds"]].reset_index(
-        drop=True
-    )
+    columns = ["epoch", "train_accuracy", "test_accuracy", "epoch_seconds", "cumulative_seconds"]
+    if "val_accuracy" in history and history["val_accuracy"].notna().any():  # an auto run's split
+        columns.insert(2, "val_accuracy")
+    return history[columns].reset_index(drop=True)
 
 
 def results_table_ui(run: Run) -> None:
@@ -89,6 +103,7 @@ def results_table_ui(run: Run) -> None:
             "epoch": st.column_config.NumberColumn("Epoch"),
             "train_accuracy": st.column_config.NumberColumn("Train accuracy", format="percent"),
             "test_accuracy": st.column_config.NumberColumn("Test accuracy", format="percent"),
+            "val_accuracy": st.column_config.NumberColumn("Validation accuracy", format="percent"),
             "epoch_seconds": st.column_config.NumberColumn("Seconds", format="%.1f"),
             "cumulative_seconds": st.column_config.NumberColumn("Total seconds", format="%.1f"),
         },

@@ -36,8 +36,9 @@ def _finished_ui(snapshot: JobSnapshot) -> None:
         st.info(text)
 
 
-def job_status_ui(snapshot: JobSnapshot, history: pd.DataFrame | None) -> None:
-    """Progress of the job of this server process (any tab may have started it)."""
+def job_status_ui(snapshot: JobSnapshot, history: pd.DataFrame | None, length: str | None = None) -> None:
+    """Progress of the job of this server process (any tab may have started it); ``length``: how an auto
+    run's length is being decided (``Run.length_text``)."""
     if snapshot.state is JobState.IDLE:
         return
     if not snapshot.active:
@@ -49,6 +50,8 @@ def job_status_ui(snapshot: JobSnapshot, history: pd.DataFrame | None) -> None:
             phase = "stopping after the current batch"
         run = snapshot.run_id or "(preparing)"
         st.markdown(f"**Training run {run}** - epoch {snapshot.epoch} of {snapshot.target_epochs}: {phase}")
+        if length is not None:  # an auto run: until when, or why it stopped adding epochs
+            st.caption(length)
         eta = snapshot.epoch_eta_seconds
         progress_text = (
             f"Epoch {snapshot.epoch}: batch {snapshot.batch} of {snapshot.batches_per_epoch}"
@@ -81,6 +84,7 @@ def live_ui(manager: JobManager) -> None:
         run = manager.store.find(now.run_id) if now.active else None
         if run is not None and (run.run_id, run.epochs_done) != (snapshot.run_id, epochs_shown):
             st.rerun(scope="app")  # an epoch was committed: grow the curves
-        job_status_ui(now, run.history if run is not None else None)
+        auto = run is not None and run.config is not None and run.config.epochs_mode == "auto"
+        job_status_ui(now, run.history if run is not None else None, run.length_text() if auto else None)
 
     live()

@@ -16,7 +16,17 @@ from collections.abc import Mapping
 
 import streamlit as st
 
-from resnet.config import PARAMS, ConfigError, TrainConfig, parse_bool
+from resnet.config import (
+    AUTO,
+    AUTO_MIN_MAX_EPOCHS,
+    DEFAULT_MAX_EPOCHS,
+    FIXED,
+    PARAMS,
+    ConfigError,
+    TrainConfig,
+    check_value,
+    parse_bool,
+)
 from resnet.core.hardware import detect_hardware
 from resnet.wording import plural
 
@@ -29,6 +39,8 @@ BATCH_SIZES = tuple(
 )
 DEPTH_NAMES = {18: "ResNet-18", 34: "ResNet-34", 50: "ResNet-50"}
 GPUS_NAMES = {"1": "1 (one device)", "all": "all (data-parallel)"}
+# The sidebar's two ways to set a run's length (a budget curve's trunk is made by the Sweep tab alone).
+EPOCHS_MODES = {FIXED: "a fixed number", AUTO: "until returns diminish"}
 INIT_FLAG = "_settings_from_url"
 
 
@@ -99,7 +111,12 @@ def settings_from_query(query: Mapping[str, str]) -> tuple[dict, list[str]]:
         try:
             value = parse_value(field, query[field])
             check_widget_range(field, value)
-            DEFAULTS.replace(**{field: value})  # validates the field against the config's limits
+            if field in ("epochs_mode", "schedule"):  # their consistency is checked with the others below
+                check_value(PARAMS[field], value)
+                if field == "epochs_mode" and value not in EPOCHS_MODES:
+                    raise ConfigError(f"epochs_mode {value} is a budget curve's trunk, made by the Sweep tab")
+            else:
+                DEFAULTS.replace(**{field: value})  # validates the field against the config's limits
         except ConfigError as error:
             default = getattr(DEFAULTS, field)
             problems.append(f"Ignored the URL's {field}={query[field]!r}: {error}. Using the default {default!r}.")
@@ -108,7 +125,7 @@ def settings_from_query(query: Mapping[str, str]) -> tuple[dict, list[str]]:
     try:
         DEFAULTS.replace(**values)
     except ConfigError as error:
-        dropped = [field for field in ("batch_size", "train_subset") if field in values]
+        dropped = [field for field in ("batch_size", "train_subset", "epochs_mode", "schedule") if field in values]
         for field in dropped:
             values.pop(field)
         problems.append(f"Ignored the URL's {' and '.join(dropped) or 'settings'}: {error}. Using the defaults.")
@@ -161,7 +178,33 @@ def settings_ui() -> dict:
     """Draw the settings widgets in the sidebar; returns the field values (not yet validated together)."""
     sidebar = st.sidebar
     values = {}
-    values["epochs"] = sidebar.slider("Epochs", *EPOCH_RANGE, step=1, key=key("epochs"), help=_help("epochs"))
+    values["epochs_mode"] = sidebar.radio(
+        "Epochs",
+        tuple(EPOCHS_MODES),
+        format_func=EPOCHS_MODES.get,
+        horizontal=True,
+        key=key("epochs_mode"),
+        on_change=_epochs_mode_changed,
+        help=_help("epochs_mode"),
+    )
+    auto = values["epochs_mode"] == AUTO
+    values["epochs"] = sidebar.slider(
+        "Maximum epochs" if auto else "Epochs",
+        *EPOCH_RANGE,
+        step=1,
+        key=key("epochs"),
+        help=_help(
+            "epochs", f"Until returns diminish, this is the most the run may take (at least {AUTO_MIN_MAX_EPOCHS})."
+        ),
+    )
+    values["returns_threshold"] = sidebar.number_input(
+        "Stop below (points of validation accuracy per 10 epochs)",
+        **_bounds("returns_threshold"),
+        step=0.05,
+        key=key("returns_threshold"),
+        help=_help("returns_threshold"),
+        disabled=not auto,
+    )
     values["batch_size"] = sidebar.select_slider(
         "Batch size", options=BATCH_SIZES, key=key("batch_size"), help=_help("batch_size", "Powers of two, 8 to 2048.")
     )
@@ -229,9 +272,39 @@ def settings_ui() -> dict:
             help=_help("weight_decay"),
         )
         values["schedule"] = st.selectbox(
-            "Learning-rate schedule", _options("schedule"), key=key("schedule"), help=_help("schedule")
+            "Learning-rate schedule",
+            _options("schedule"),
+            key=key("schedule"),
+            help=_help("schedule", "Until returns diminish always trains wsd."),
+            disabled=auto,
+        )
+        if auto:  # the only schedule whose shape does not need the length in advance
+            values["schedule"] = "wsd"
+        values["cooldown_fraction"] = st.number_input(
+            "Cooldown fraction",
+            **_bounds("cooldown_fraction"),
+            step=0.05,
+            key=key("cooldown_fraction"),
+            help=_help("cooldown_fraction"),
+        )
+        values["validation_images"] = st.number_input(
+            "Validation images (0: automatic)",
+            **_bounds("validation_images"),
+            step=500,
+            key=key("validation_images"),
+            help=_help("validation_images"),
+            disabled=not auto,
         )
     return {field: values[field] for field in FIELDS}
+
+
+def _epochs_mode_changed() -> None:
+    """Switching to "until returns diminish" with a short epoch count offers the default maximum instead."""
+    if (
+        st.session_state.get(key("epochs_mode")) == AUTO
+        and st.session_state.get(key("epochs"), 0) < AUTO_MIN_MAX_EPOCHS
+    ):
+        st.session_state[key("epochs")] = DEFAULT_MAX_EPOCHS
 
 
 def config_from_values(values: Mapping) -> tuple[TrainConfig | None, str | None]:

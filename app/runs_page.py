@@ -11,6 +11,14 @@ from resnet.store.runs import Run, RunError
 from resnet.training.jobs import JobManager
 from resnet.wording import format_duration
 
+# How each run's length was decided (``Run.summary()["length"]``), as the table says it.
+LENGTH_NAMES = {
+    "fixed": "fixed",
+    "auto": "until returns diminish",
+    "trunk": "budget-curve trunk",
+    "branch": "budget-curve branch",
+}
+
 
 def runs_frame(runs: list[Run]) -> pd.DataFrame:
     """One row per run for the table: configuration, progress, best accuracy, time, status, damage."""
@@ -23,6 +31,7 @@ def runs_frame(runs: list[Run]) -> pd.DataFrame:
                 "run": run.run_id,
                 "status": run.status.value,
                 "epochs": f"{summary['epochs_done']} / {summary['target_epochs']}",
+                "length": LENGTH_NAMES.get(summary["length"], summary["length"]),
                 "best_test_accuracy": summary["best_test_accuracy"],
                 "total_time": format_duration(summary["total_seconds"]) if summary["total_seconds"] else "-",
                 "depth": summary["depth"],
@@ -97,6 +106,7 @@ def runs_table_ui(runs: list[Run]) -> None:
             "run": st.column_config.TextColumn("Run"),
             "best_test_accuracy": st.column_config.NumberColumn("Best test accuracy", format="percent"),
             "total_time": st.column_config.TextColumn("Training time"),
+            "length": st.column_config.TextColumn("Length", help="How the run's length was decided"),
             "problem_or_note": st.column_config.TextColumn("Damage / note", width="large"),
         },
     )

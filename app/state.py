@@ -23,6 +23,7 @@ PAIR_PREDICTED = "pair_predicted"  # ... and its predicted class
 PICKED_CELL = "_picked_cell"  # the confusion-matrix cell last clicked, (true, predicted)
 TAB = "tab"  # the tab shown below the curves, kept when parts of the page above appear or go
 SWEEP_NAME = "sweep_name"  # the Sweep tab's name field
+SWEEP_BRANCHES = "sweep_branches"  # the Sweep tab's choice: independent runs, or one run with cooldown branches
 SWEEP_FLASH = "sweep_flash"  # an actions.Outcome to show in the Sweep tab on the next run
 SWEEP_SHOWN = "sweep_shown"  # the sweep whose results this session looks at (selectbox)
 SWEEP_COLOUR = "sweep_colour"  # the setting the sweep's curves are coloured by

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from resnet.sweeps.budget_curve import run_budget_curve
 from resnet.sweeps.local import run_sweep
 from resnet.sweeps.record import Sweep, SweepStore
 from resnet.sweeps.trials import SweepEvent, TrialOutcome, first_failure
@@ -103,9 +104,8 @@ class SweepRunner(LockedSnapshot):
         """Run the sweep; always leaves a final state."""
         try:
             with self.sweeps.locked(sweep.name):
-                results = run_sweep(
-                    sweep, self.manager.store, manager=self.manager, cancel=self._cancel, report=self._report
-                )
+                run = run_budget_curve if sweep.branches else run_sweep
+                results = run(sweep, self.manager.store, manager=self.manager, cancel=self._cancel, report=self._report)
         except JobAlreadyRunning as error:  # a Start elsewhere took the slot between two trials
             self._cancel.set()
             self._finish(

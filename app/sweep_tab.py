@@ -21,6 +21,7 @@ from app.actions import Outcome
 from app.sweep_job import SweepBusy, SweepRunner, SweepSnapshot, SweepState
 from resnet.config import FIELD_HELP, ConfigError, TrainConfig
 from resnet.store.runs import Run
+from resnet.sweeps.budget_curve import budget_table, compute_text
 from resnet.sweeps.grid import MAX_TRIALS, PRESETS, check_grid, parse_values
 from resnet.sweeps.record import DamagedSweep, Sweep, SweepError, SweepStore, requested_sweep
 from resnet.sweeps.report import budget_sentence, describe_trial, estimate_text, pareto_front, sweep_table
@@ -39,6 +40,14 @@ FIELDS = {  # the settings a sweep varies here, with their labels and an example
 }
 NO_VALUES = "Give values for at least one parameter, e.g. Epochs 5,10,20 (empty fields take the sidebar's)."
 X_AXES = {"epoch": "Epoch", "time": "Wall time (cumulative training time)"}
+INDEPENDENT, BRANCHES = "independent", "branches"
+HOW_NAMES = {INDEPENDENT: "independent runs, one per budget", BRANCHES: "one run with cooldown branches"}
+HOW_HELP = (
+    "Independent: every epoch budget is its own one-cycle run (the seed study's way: 390 epochs for 10, 20, 60, "
+    "100 and 200). One run with cooldown branches: one warm-up-and-stable run (the trunk) trains to the largest "
+    "budget; at each budget B a branch starts from it and cools its learning rate down over 20% of B (Hägele et "
+    "al. 2024): 200 + 0.2 x 390 = 278 epochs for the same budgets. Branches vary the epochs alone."
+)
 
 
 def _fill_seed_study() -> None:
@@ -64,6 +73,14 @@ def request_ui(base: TrainConfig | None, base_error: str | None, sweeps: SweepSt
         help="Fills epochs 10, 20, 60, 100, 200 at batch size 128 (the notebook study this app grew out of); "
         "the other settings are the sidebar's. The estimate below says how long that takes here.",
     )
+    how = st.radio(
+        "Budgets train as",
+        tuple(HOW_NAMES),
+        format_func=HOW_NAMES.get,
+        horizontal=True,
+        key=state.SWEEP_BRANCHES,
+        help=HOW_HELP,
+    )
     st.session_state.setdefault(state.SWEEP_NAME, f"sweep-{time.strftime('%Y%m%d-%H%M')}")
     name = st.text_input(
         "Sweep name",
@@ -81,10 +98,12 @@ def request_ui(base: TrainConfig | None, base_error: str | None, sweeps: SweepSt
             placeholder=f"sidebar: {sidebar}",
             help=f"{FIELD_HELP[field]} Comma-separated values, e.g. {example}; empty: the sidebar's value.",
         )
-    return check_request(name.strip(), texts, base, base_error, sweeps)
+    return check_request(name.strip(), texts, base, base_error, sweeps, branches=how == BRANCHES)
 
 
-def check_request(name: str, texts: dict, base: TrainConfig | None, base_error: str | None, sweeps: SweepStore):
+def check_request(
+    name: str, texts: dict, base: TrainConfig | None, base_error: str | None, sweeps: SweepStore, *, branches=False
+):
     """The sweep asked for, or what is wrong (naming the field); nothing is written."""
     texts = {field: text.strip() for field, text in texts.items() if text and text.strip()}
     if base is None:
@@ -103,7 +122,7 @@ def check_request(name: str, texts: dict, base: TrainConfig | None, base_error: 
     if not texts and existing is None:
         return None, NO_VALUES
     try:
-        return requested_sweep(sweeps, name, texts, base=base), None
+        return requested_sweep(sweeps, name, texts, base=base, branches=branches), None
     except DamagedSweep as error:
         return None, f"Sweep name: {error}"
     except SweepError:  # the name is taken by other settings
@@ -117,6 +136,13 @@ def check_request(name: str, texts: dict, base: TrainConfig | None, base_error: 
 
 def request_summary_ui(sweep: Sweep, runs: list[Run], sweeps: SweepStore) -> None:
     done, total = sweep_progress(sweep, runs)
+    if sweep.branches:
+        exists = "exists; Start sweep continues it" if sweeps.exists(sweep.name) else "is new"
+        st.markdown(
+            f"Budget curve **{sweep.name}** {exists}: {done} of {total} branches done. "
+            + compute_text(sweep, budget_table(sweep, runs), None)
+        )
+        return
     if sweeps.exists(sweep.name):
         what = f"Sweep **{sweep.name}** exists: {done} of {total} runs have all their epochs; Start sweep continues it."
     else:
@@ -292,6 +318,27 @@ def table_ui(sweep: Sweep, table: pd.DataFrame) -> None:
     )
 
 
+def budget_curve_ui(sweep: Sweep, runs: list[Run]) -> None:
+    """A budget curve's answer: per budget, test accuracy after the cooldown, its epochs and time."""
+    table = budget_table(sweep, runs)
+    trunk = next((run for run in runs if run.run_id == sweep.trunk_run_id), None)
+    st.markdown(compute_text(sweep, table, trunk))
+    st.dataframe(
+        table,
+        hide_index=True,
+        column_config={
+            "budget": st.column_config.NumberColumn("Budget (epochs)"),
+            "run_id": st.column_config.TextColumn("Branch"),
+            "epochs": st.column_config.NumberColumn("Epochs with cooldown"),
+            "cooldown_epochs": st.column_config.NumberColumn("Cooldown epochs"),
+            "epochs_done": st.column_config.NumberColumn("Epochs done"),
+            "test_accuracy": st.column_config.NumberColumn("Test accuracy after cooldown", format="percent"),
+            "seconds": st.column_config.NumberColumn("Time to this model (s)", format="%.1f"),
+            "cooldown_seconds": st.column_config.NumberColumn("Cooldown time (s)", format="%.1f"),
+        },
+    )
+
+
 def results_ui(sweeps: SweepStore, runs: list[Run], runner: SweepRunner) -> None:
     """Choose a recorded sweep (damaged records are reported) and show its answer."""
     st.subheader("A sweep's answer")
@@ -315,6 +362,8 @@ def results_ui(sweeps: SweepStore, runs: list[Run], runner: SweepRunner) -> None
     )
     sweep = good[name]
     st.caption(f"Grid: {sweep.describe_grid()}; other settings as when it started.")
+    if sweep.branches:
+        budget_curve_ui(sweep, runs)
     table = sweep_table(sweep, runs)
     st.markdown(budget_sentence(table))
     pareto_ui(table)
