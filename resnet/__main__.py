@@ -30,6 +30,7 @@ from resnet.config import AUTO, DEFAULT_MAX_EPOCHS, RECIPES, ConfigError, TrainC
 from resnet.core.hardware import training_placement, training_text
 from resnet.store.runs import RunError, RunStore
 from resnet.sweeps.budget_curve import budget_table, compute_text, curve_name, curve_report, run_budget_curve
+from resnet.sweeps.budget_on_ray import run_budget_curve_on_ray  # Ray itself: only in import_ray
 from resnet.sweeps.grid import MAX_TRIALS, PRESETS, parse_budgets
 from resnet.sweeps.local import run_sweep
 from resnet.sweeps.on_ray import connect, import_ray, run_sweep_on_ray  # Ray itself: only in import_ray
@@ -286,7 +287,14 @@ def add_sweep_commands(commands) -> None:
             metavar="V1,V2",
             help=f"{spec.help} ({allowed}; default {spec.default})".replace("%", "%%"),
         )
-    sweep.add_argument(
+    add_ray_flags(sweep)
+    sweep.add_argument("--dataset-dir", help="folder with the Fashion-MNIST files (as for train)")
+    add_verbose_flag(sweep)
+    commands.add_parser("sweeps", help="list sweeps with their progress")
+
+
+def add_ray_flags(parser) -> None:
+    parser.add_argument(
         "--ray",
         nargs="?",
         const="local",
@@ -294,15 +302,12 @@ def add_sweep_commands(commands) -> None:
         help="run the trials as Ray tasks: on a local Ray started here, or on the cluster at ADDRESS "
         "(needs: pip install -r requirements-cluster.txt)",
     )
-    sweep.add_argument(
+    parser.add_argument(
         "--cpus-per-trial",
         type=int,
         default=1,
         help="with --ray: CPUs each trial asks for; TensorFlow uses that many threads (default 1)",
     )
-    sweep.add_argument("--dataset-dir", help="folder with the Fashion-MNIST files (as for train)")
-    add_verbose_flag(sweep)
-    commands.add_parser("sweeps", help="list sweeps with their progress")
 
 
 def add_budget_curve_command(commands) -> None:
@@ -316,6 +321,7 @@ def add_budget_curve_command(commands) -> None:
     curve.add_argument("--name", help="the curve's record name (default: from its budgets and settings)")
     add_config_flags(curve, leave_out=("epochs", "epochs_mode", "schedule"))  # the curve sets them
     curve.add_argument("--dataset-dir", help="folder with the Fashion-MNIST files (as for train)")
+    add_ray_flags(curve)
     add_verbose_flag(curve)
 
 
@@ -326,11 +332,16 @@ def command_budget_curve(args, store: RunStore) -> int:
     name = args.name or curve_name(base, budgets)
     sweeps = SweepStore(store.root)
     sweep = requested_sweep(sweeps, name, {"epochs": ",".join(map(str, budgets))}, base=base, branches=True)
+    if args.ray is not None:
+        import_ray()  # the optional extra: say how to install it before anything is written
     print(f"budget curve {name}: budgets {', '.join(map(str, budgets))}", file=sys.stderr)
     print(compute_text(sweep, budget_table(sweep, []), None), file=sys.stderr)
     stop = threading.Event()
     with sweeps.locked(name), _StopOnInterrupt(stop.set):
-        results = run_budget_curve(sweep, store, cancel=stop, report=SweepPrinter(), dataset_dir=args.dataset_dir)
+        if args.ray is None:
+            results = run_budget_curve(sweep, store, cancel=stop, report=SweepPrinter(), dataset_dir=args.dataset_dir)
+        else:
+            results = _sweep_on_ray(args, sweep, store, cancel=stop, report=SweepPrinter())
     sweep = sweeps.load(name)
     print(curve_report(sweep, store.list_runs()))
     failed = first_failure(results)
@@ -379,8 +390,9 @@ def command_sweep(args, store: RunStore) -> int:
 
 def _sweep_on_ray(args, sweep, store, *, cancel, report):
     started = connect(None if args.ray == "local" else args.ray)
+    run = run_budget_curve_on_ray if sweep.branches else run_sweep_on_ray
     try:
-        return run_sweep_on_ray(
+        return run(
             sweep, store, cpus_per_trial=args.cpus_per_trial, cancel=cancel, report=report, dataset_dir=args.dataset_dir
         )
     finally:

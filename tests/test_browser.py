@@ -3,7 +3,8 @@
 Sets a tiny configuration through the URL and the sidebar widgets, presses Start, and waits for the live
 view to finish the training and redraw the page by itself (the fragment's ``run_every``; nothing here
 reloads the page), then checks the charts; a second test has two pages press Start together; a third runs
-a tiny sweep from the Sweep tab; a fourth explains a mistake. Each saves what it sees as screenshots.
+a tiny sweep from the Sweep tab; a fourth explains a mistake; a fifth shows a run that trained until returns
+diminished. Each saves what it sees as screenshots.
 
 One server and one Chromium serve the whole module (starting each costs seconds); every test gets a
 fresh browser context (its own pages and cookies: a new Streamlit session) and an empty run cache: the
@@ -334,3 +335,37 @@ def test_explaining_a_mistake_in_the_browser(server, cache_dir, new_page, traine
     row.scroll_into_view_if_needed()
     page.wait_for_timeout(2000)  # let the charts lay out
     row.last.screenshot(path=str(MAP_SCREENSHOT))
+
+
+AUTO_SCREENSHOT = SCREENSHOTS / "auto-run.png"
+
+
+def test_an_auto_run_in_the_browser(server, cache_dir, new_page, trained):
+    """A tiny run that trained until returns diminished: the page says why it stopped, and the accuracy
+    against time chart shades its cooldown; saved as a screenshot for the README."""
+    from playwright.sync_api import expect
+    from test_auto_training import AUTO
+
+    run = trained(AUTO)
+    copy_run(run.path, cache_dir)
+    stop = run.state.stop
+    page = new_page()
+    page.goto(server)
+    decided = page.get_by_test_id("stAlert").filter(has_text=f"Stopped adding epochs after epoch {stop.stable_end}")
+    expect(decided).to_be_visible(timeout=90_000)
+    chart = page.locator('[data-testid="stVegaLiteChart"][aria-label="Test accuracy against training time"]')
+    expect(chart.locator("svg")).to_be_visible(timeout=60_000)
+    expect(chart.get_by_text(f"cooldown, epochs {stop.stable_end + 1}-{stop.cooldown_end}")).to_be_visible()
+    expect(chart.get_by_text(f"stable phase ended after epoch {stop.stable_end}")).to_be_visible()
+    assert page.get_by_test_id("stException").count() == 0
+    decided.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)  # let the chart lay out
+    top, bottom = decided.bounding_box(), chart.bounding_box()
+    left = min(top["x"], bottom["x"])
+    clip = {
+        "x": left,
+        "y": top["y"],
+        "width": max(top["x"] + top["width"], bottom["x"] + bottom["width"]) - left,
+        "height": bottom["y"] + bottom["height"] - top["y"],
+    }
+    page.screenshot(path=str(AUTO_SCREENSHOT), clip=clip, full_page=True)

@@ -19,6 +19,7 @@ ray = pytest.importorskip("ray", reason="Ray is the optional cluster extra: pip 
 from support import measurement_values  # noqa: E402
 
 from resnet.__main__ import main  # noqa: E402
+from resnet.config import TrainConfig  # noqa: E402
 from resnet.core.hardware import detect_hardware  # noqa: E402
 from resnet.core.precision_record import (  # noqa: E402
     Measurement,
@@ -130,3 +131,35 @@ def test_the_driver_keeps_the_measurements_its_tasks_send(tmp_path):
     record = read_record(path)
     assert set(record) == {"known", "new"} and record["known"].precision == "mixed_bfloat16"
     assert record["new"].precision == "float32" and set(_measurements(tmp_path)) == {"known", "new"}
+
+
+def test_a_budget_curve_on_ray_cools_each_branch_down_while_the_trunk_goes_on(cache_dir, dataset_dir, local_ray):
+    from resnet.sweeps.budget_on_ray import TRUNK_INDEX, run_budget_curve_on_ray
+
+    store, sweeps = RunStore(cache_dir), SweepStore(cache_dir)
+    tiny = "--depth 18 --subset 256 --eval-subset 200 --batch-size 64 --precision float32".split()
+    base = TrainConfig(depth=18, train_subset=256, eval_subset=200, batch_size=64, precision="float32")
+    sweep = requested_sweep(sweeps, "curve", {"epochs": "2,3"}, base=base, branches=True)
+    events = []
+    results = run_budget_curve_on_ray(sweep, store, cpus_per_trial=1, report=events.append, dataset_dir=dataset_dir)
+    assert [result.outcome for result in results] == [TrialOutcome.TRAINED] * 2, results
+    record = sweeps.load("curve")
+    trunk = store.load(record.trunk_run_id)
+    assert trunk.epochs_done == 3 and trunk.config.epochs_mode == "trunk" and trunk.state.pid == os.getpid()
+    for budget, trial in zip((2, 3), record.trials, strict=True):
+        branch = store.load(trial.run_id)
+        assert (branch.status, branch.epochs_done, branch.state.branch_of) == (
+            "complete",
+            budget + 1,
+            f"{trunk.run_id}@{budget}",
+        )
+        assert branch.history["test_accuracy"].iloc[:budget].equals(trunk.history["test_accuracy"].iloc[:budget])
+    # The first branch's cooldown task was under way before the trunk's stretch to budget 3 committed it.
+    order = [(event.kind, event.index, event.epoch, event.pid is not None) for event in events]
+    assert order.index(("start", 0, 0, True)) < order.index(("epoch", TRUNK_INDEX, 3, False)), order
+    # Continued through the command line: everything is done, nothing trains again.
+    assert (
+        main(["--cache-dir", str(cache_dir), "budget-curve", "--budgets", "2,3", "--name", "curve", "--ray", *tiny])
+        == 0
+    )
+    assert store.load(record.trunk_run_id).epochs_done == 3

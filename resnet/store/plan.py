@@ -54,6 +54,11 @@ class TrainingPlan:
         return self.config.epochs_mode == AUTO
 
     @property
+    def branch_of(self) -> str | None:
+        """A budget-curve branch's origin, ``<trunk>@<epoch>``, or None."""
+        return self.run.state.branch_of if self.run is not None and self.run.state is not None else None
+
+    @property
     def last_epoch(self) -> int:
         """The last epoch this plan trains as planned now: an auto run's may move earlier when it decides."""
         return self.segments[-1].end_epoch if self.segments else self.target_epochs
@@ -87,6 +92,8 @@ class TrainingPlan:
             return f"Starts a new run: epochs 1-{target}."
         if self.kind is PlanKind.CONTINUE and not self.epochs_done:
             return f"Trains run {run_id} (created, no epoch done yet): epochs 1-{target}."
+        if self.kind is PlanKind.CONTINUE and self.branch_of:
+            return f"Cools down run {run_id}, a budget-curve branch of {self.branch_of}: epochs {first}-{target}."
         if self.kind is PlanKind.CONTINUE and self.auto and self.run.state.stop is not None:
             return (
                 f"Continues run {run_id} ({plural(self.epochs_done, 'epoch')} done): its cooldown goes on to epoch "
@@ -112,6 +119,8 @@ class TrainingPlan:
     def started_text(self, run_id: str) -> str:
         """What a Start or Extend that follows this plan is doing (``run_id``: the run it trains)."""
         first, target = self.first_epoch, self.target_epochs
+        if self.kind is PlanKind.CONTINUE and self.branch_of:
+            return f"Cooling down run {run_id} (a branch of {self.branch_of}) over epochs {first}-{target}."
         if self.kind is PlanKind.CONTINUE and self.auto:
             return f"Continuing run {run_id} from epoch {first}, until returns diminish (at most {target} epochs)."
         if self.kind is PlanKind.CONTINUE:

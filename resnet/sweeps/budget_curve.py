@@ -15,8 +15,8 @@ names the trunk (``trunk_run_id``). For each budget in turn ``run_budget_curve``
 B, creates the branch (if it has none yet) from the trunk's checkpoint at B before the trunk trains on,
 then trains the branch's cooldown. A stop, a kill or a failure keeps every committed epoch; running the
 same curve again skips finished branches, finishes a branch's cooldown, and continues the trunk.
-Here the branches and the trunk take turns; Ray runs are refused with a clear message
-(``python -m resnet budget-curve`` has no ``--ray``).
+Here the branches and the trunk take turns; on Ray (``--ray``, ``resnet/sweeps/budget_on_ray.py``) every
+stretch of the trunk and every cooldown is a task, and a branch's cooldown trains while the trunk goes on.
 """
 
 from __future__ import annotations
@@ -62,7 +62,11 @@ def run_budget_curve(
             continue
         job = manager or JobManager(store, dataset_dir=dataset_dir, isolated=isolated)
         follow = dict(cancel=cancel, report=report, poll=poll_seconds)
-        sweep, problem = _branch_at(job, store, sweeps, sweep, index, budget, **follow)
+
+        def train_trunk(sweep, index, budget, job=job, follow=follow):
+            return _train_trunk(job, store, sweeps, sweep, index, budget, **follow)
+
+        sweep, problem = branch_at(store, sweeps, sweep, index, budget, train_trunk=train_trunk, report=report)
         if problem is not None:
             results.append(problem)
             report(SweepEvent("end", index, len(sweep.trials), problem.run_id, problem.message, result=problem))
@@ -74,10 +78,12 @@ def run_budget_curve(
     return results
 
 
-def _branch_at(manager, store, sweeps, sweep, index, budget, *, cancel, report, poll):
+def branch_at(store, sweeps, sweep, index, budget, *, train_trunk, report):
     """Make sure branch ``index`` exists: train the trunk to ``budget`` and branch off it.
 
-    Returns (sweep, None), or (sweep, the result that says why the curve cannot go on).
+    ``train_trunk(sweep, index, budget)`` trains the trunk there (here, or as a Ray task) and returns
+    (trunk, None) or (trunk, why not). Returns (sweep, None), or (sweep, the result that says why the
+    curve cannot go on).
     """
     trial = sweep.trials[index]
     branch = store.find(trial.run_id) if trial.run_id else None
@@ -85,9 +91,7 @@ def _branch_at(manager, store, sweeps, sweep, index, budget, *, cancel, report, 
         return sweep, None  # branched before: its cooldown may still be unfinished
     trunk = store.find(sweep.trunk_run_id) if sweep.trunk_run_id else None
     if trunk is None or trunk.epochs_done < budget:
-        trunk, result = _train_trunk(
-            manager, store, sweeps, sweep, index, budget, cancel=cancel, report=report, poll=poll
-        )
+        trunk, result = train_trunk(sweep, index, budget)
         sweep = sweeps.load(sweep.name)
         if result is not None:
             return sweep, result
@@ -115,7 +119,7 @@ def _train_trunk(
     except RunError as error:
         return None, TrialResult(index, sweep.trunk_run_id, TrialOutcome.REFUSED, f"the trunk: {error}")
     if sweep.trunk_run_id != run_id:
-        sweeps.save(_with_trunk(sweep, run_id))
+        sweeps.save(with_trunk(sweep, run_id))
     total = len(sweep.trials)
     report(SweepEvent("start", index, total, run_id, f"trunk {run_id}: up to epoch {budget} (stable phase)"))
     outcome, message, trunk = follow_job(manager, store, run_id, index, total, cancel=cancel, report=report, poll=poll)
@@ -125,7 +129,7 @@ def _train_trunk(
     return trunk, TrialResult(index, run_id, outcome, f"the trunk: {message}", seconds, trunk.epochs_done, budget)
 
 
-def _with_trunk(sweep: Sweep, run_id: str) -> Sweep:
+def with_trunk(sweep: Sweep, run_id: str) -> Sweep:
     return dataclasses.replace(sweep, trunk_run_id=run_id)
 
 

@@ -127,12 +127,12 @@ def run_sweep_on_ray(
     ray = import_ray()
     if not ray.is_initialized():
         raise SweepError("Ray is not connected: call resnet.sweeps.on_ray.connect() first")
-    driver = _Driver(ray, store, cpus_per_trial, gpus_per_trial, report, dataset_dir)
     if sweep.branches:  # its branches start from the trunk's checkpoints: trained here, in turn
         raise SweepError(
             f"sweep {sweep.name} is a budget curve: it trains here, not on Ray (python -m resnet budget-curve "
             f"--name {sweep.name} --budgets {','.join(map(str, sweep.budgets))})"
         )
+    driver = RayDriver(ray, store, cpus_per_trial, gpus_per_trial, report, dataset_dir)
     cancel = cancel or threading.Event()
     sweeps = SweepStore(store.root)
     if not sweeps.exists(sweep.name):
@@ -155,7 +155,7 @@ def run_sweep_on_ray(
 _OUTCOMES = {"complete": TrialOutcome.TRAINED, "stopped": TrialOutcome.STOPPED}  # a task's final status
 
 
-class _Driver:
+class RayDriver:
     """Submits trials, commits what their tasks send, and leaves every run in a true state."""
 
     def __init__(self, ray, store: RunStore, cpus_per_trial: int, gpus_per_trial, report, dataset_dir):
@@ -201,29 +201,33 @@ class _Driver:
         if start.result is not None:  # already trained, or refused
             self._end(start.result)
             return start.sweep
-        prepared = prepared["run"]
-        lock = contextlib.ExitStack()  # the run's lock, held until the task ends: no one else trains the run
         try:
-            lock.enter_context(self.store.locked(prepared.run))
+            self.launch(index, trial.config, prepared["run"], submitted)
         except RunError as error:
             self._end(TrialResult(index, start.run_id, TrialOutcome.REFUSED, str(error)))
-            return start.sweep
+        return start.sweep
+
+    def launch(self, index: int, config, prepared, submitted: float):
+        """Submit the task that trains ``prepared`` (holding its run's lock until it ends); its reference.
+        RunError if another process trains the run."""
+        lock = contextlib.ExitStack()  # the run's lock, held until the task ends: no one else trains the run
+        lock.enter_context(self.store.locked(prepared.run))
         ref = self.task.options(num_cpus=self.cpus, num_gpus=self.gpus).remote(
-            index, trial.config.to_dict(), prepared.run.run_id, _committed_files(prepared.run), self.dataset,
+            index, config.to_dict(), prepared.run.run_id, _committed_files(prepared.run), self.dataset,
             self.inbox, self.cpus, _measurements(self.store.root),
         )  # fmt: skip
         self.running[ref] = _Running(index, prepared, lock, submitted)
         self._event("queued", index, prepared.run.run_id, f"queued: {prepared.plan.summary()}")
-        return start.sweep
+        return ref
 
     # --- following ----------------------------------------------------------------------------------
-    def follow(self, cancel: threading.Event, poll_seconds: float) -> None:
-        """Commit what the tasks send until every one has ended.
+    def follow(self, cancel: threading.Event, poll_seconds: float, *, until=None) -> None:
+        """Commit what the tasks send until every one has ended (or, ``until``, that task has).
 
         ``cancel`` stops them all: their workers are ended (a partial epoch is lost either way), what
         they sent before is committed, and their runs are marked stopped by this process.
         """
-        while self.running:
+        while self.running and (until is None or until in self.running):
             if cancel.is_set() and not self.stopping:
                 self.stopping = True
                 for ref in self.running:
