@@ -343,8 +343,8 @@ def _cooldown_layers(data: pd.DataFrame, stable_end: int, cooldown_end: int) -> 
     rule = pd.DataFrame({"time": [began], "label": [f"stable phase ended after epoch {stable_end}"]})
     return [
         alt.Chart(band).mark_rect(color="#72b7b2", opacity=0.18).encode(x="start:Q", x2="end:Q"),
-        alt.Chart(rule).mark_rule(color="#3b8b86", size=2).encode(x="time:Q"),
+        alt.Chart(rule).mark_rule(color="#3b8b86", size=2).encode(x="time:Q", tooltip=["label:N"]),
         alt.Chart(band)
-        .mark_text(align="left", dx=4, dy=10, color="#3b8b86")
+        .mark_text(align="left", baseline="top", dx=4, dy=2, color="#3b8b86")
         .encode(x="start:Q", y=alt.value(0), text="label:N"),
     ]

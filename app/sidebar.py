@@ -80,7 +80,9 @@ def _plan_caption(plan: TrainingPlan | None, estimate: Estimate | None, precisio
         return
     sidebar.caption(plan.summary())
     if estimate is not None:  # what these settings cost here, also when Start has nothing to train
-        sidebar.markdown(estimate.text(plan.epochs_to_train if plan.trains else plan.target_epochs))
+        epochs = plan.epochs_to_train if plan.trains else plan.target_epochs
+        undecided = plan.auto and (plan.run is None or plan.run.state.stop is None)  # it may stop sooner
+        sidebar.markdown(estimate.text(epochs, at_most=undecided))
     sidebar.caption(precision_caption(precision))
 
 

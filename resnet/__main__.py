@@ -96,8 +96,8 @@ def add_auto_flags(parser: argparse.ArgumentParser) -> None:
         type=int,
         help=f"with --epochs auto: the most epochs the run may take, cooldown included (default {DEFAULT_MAX_EPOCHS})",
     )
-    # schedule None: so that --epochs auto can tell a schedule asked for from the default.
-    parser.set_defaults(schedule=None, auto_resolved=False)
+    # None: so that --epochs auto (and --run-id) can tell what was asked for from the defaults.
+    parser.set_defaults(epochs=None, schedule=None, auto_resolved=False)
 
 
 def resolve_auto_flags(args: argparse.Namespace) -> None:
@@ -116,8 +116,9 @@ def resolve_auto_flags(args: argparse.Namespace) -> None:
     if auto:
         args.epochs_mode, args.epochs = AUTO, args.max_epochs or DEFAULT_MAX_EPOCHS
         args.schedule = "wsd"
-    elif args.schedule is None:
-        args.schedule = TrainConfig().schedule
+    else:
+        args.epochs = TrainConfig().epochs if args.epochs is None else args.epochs
+        args.schedule = TrainConfig().schedule if args.schedule is None else args.schedule
 
 
 def config_from_flags(args: argparse.Namespace, config_class: type = TrainConfig):
@@ -142,7 +143,7 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", help="run cache folder (default: $RESNET_CACHE_DIR or cache/)")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a run (or continue one) and print the per-epoch table")
-    add_config_flags(train)
+    add_config_flags(train, leave_out=("epochs_mode",))  # --epochs auto; a trunk is budget-curve's own
     add_auto_flags(train)
     train.add_argument(
         "--recipe",
@@ -184,8 +185,13 @@ def _progress_line(snapshot) -> str:
 def command_train(args, store: RunStore) -> int:
     if args.run_id:  # continuing: the run's own settings, with the new epoch count
         own = store.load(args.run_id).config
-        if own is not None and own.epochs_mode == AUTO and args.epochs in (AUTO, TrainConfig().epochs):
+        if own is not None and own.epochs_mode == AUTO and args.epochs in (AUTO, None):
             args.epochs, args.max_epochs = AUTO, args.max_epochs or own.epochs  # its maximum, unless raised
+        elif own is not None and args.epochs == AUTO:
+            raise ConfigError(
+                f"run {args.run_id} trains a fixed number of epochs; --epochs auto starts a new run (leave out "
+                "--run-id), or continue this one with --epochs N"
+            )
     resolve_auto_flags(args)
     config = config_from_flags(args)
     if args.run_id:

@@ -211,7 +211,8 @@ class TrainConfig:
     returns_threshold: float = param(
         0.2,
         limits=(0.01, 50.0),
-        help="auto: stop adding epochs once 10 epochs gain fewer points of validation accuracy than this.",
+        help="auto: stop adding epochs once 10 epochs gain fewer points of validation accuracy than this (while "
+        "the run is under 20 epochs, a window of a third of its length, with the threshold scaled to it).",
     )
     cooldown_fraction: float = param(
         0.2,
@@ -325,7 +326,8 @@ class TrainConfig:
         return dataclasses.replace(self, **changes).validate()
 
     def fingerprint(self) -> str:
-        """A short hash of what a run learns: everything but ``epochs`` and ``PLACEMENT_FIELDS``.
+        """A short hash of what a run learns: everything but ``epochs``, ``PLACEMENT_FIELDS`` and the
+        fields its mode does not use (the stopper's for a fixed run, the cooldown's for a schedule without one).
 
         Runs that differ only in length, or in where they train, share it: such a run is continued, not
         started anew. Leaving the placement fields out also keeps the fingerprints (and run ids) of
@@ -334,6 +336,10 @@ class TrainConfig:
         values = self.to_dict()
         for name in ("epochs", *PLACEMENT_FIELDS):
             values.pop(name)
+        if self.epochs_mode != AUTO:  # what only an auto run uses does not make another run different
+            values.update(returns_threshold=PARAMS["returns_threshold"].default, validation_images=0)
+        if self.schedule != "wsd":
+            values["cooldown_fraction"] = PARAMS["cooldown_fraction"].default
         for name in LATER_FIELDS:
             if values[name] == PARAMS[name].default:
                 values.pop(name)

@@ -67,6 +67,33 @@ def test_an_auto_run_stops_itself_cools_down_and_says_why(trained, cache_dir):
     assert plan.kind is PlanKind.STOPPED_ITSELF and "Extend does not apply" in str(plan.error())
 
 
+@pytest.mark.slow  # trains the tiny auto run twice more, in process
+def test_a_crash_between_an_epoch_and_its_decision_decides_on_resume(cache_dir, dataset_dir, trained, monkeypatch):
+    import resnet.training.trainer as trainer
+
+    reference = trained(AUTO)  # uninterrupted
+    stop = reference.state.stop
+    decide = trainer.decide_after_epoch
+
+    def crash_before_deciding(store, run, config, epoch):
+        if epoch == stop.stable_end and run.state.stop is None:
+            raise RuntimeError("killed between the epoch's commit and its decision")
+        return decide(store, run, config, epoch)
+
+    store = RunStore(cache_dir)
+    monkeypatch.setattr(trainer, "decide_after_epoch", crash_before_deciding)
+    with pytest.raises(RuntimeError, match="killed between"):
+        trainer.train_prepared(trainer.prepare_training(AUTO, store=store, resume=False, dataset_dir=dataset_dir))
+    crashed = store.list_runs()[0]
+    assert (crashed.status, crashed.epochs_done, crashed.state.stop) == ("failed", stop.stable_end, None)
+    monkeypatch.setattr(trainer, "decide_after_epoch", decide)
+    run = trainer.train_prepared(
+        trainer.prepare_training(AUTO, store=store, run_id=crashed.run_id, dataset_dir=dataset_dir)
+    )
+    assert run.state.stop == stop and run.epochs_done == stop.cooldown_end and run.status == "complete"
+    assert np.allclose(run.history["learning_rate"], reference.history["learning_rate"])
+
+
 def cli(cache: Path, *argv, quiet: bool = False) -> subprocess.Popen:
     """``python -m resnet --cache-dir CACHE ARGV...`` started; ``quiet``: its output discarded (one to be killed)."""
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -63,7 +63,7 @@ from resnet.core import precision, precision_record
 from resnet.core.hardware import Hardware
 from resnet.core.precision_record import Measurement, Source
 from resnet.store import artefacts
-from resnet.store.run_state import HISTORY_COLUMNS, RunStatus
+from resnet.store.run_state import HISTORY_COLUMNS, OPTIONAL_HISTORY_COLUMNS, RunStatus
 from resnet.store.runs import RunError, RunStore
 from resnet.sweeps.record import SweepError, SweepStore, new_sweep, requested_sweep
 
@@ -810,7 +810,7 @@ def check_run(run, store: RunStore, train_labels: np.ndarray) -> list[str]:
     elif not all(pd.api.types.is_numeric_dtype(history[column]) for column in HISTORY_COLUMNS):
         problems.append(f"history has non-numeric columns: {history.dtypes.to_dict()}")
     elif list(history["epoch"]) != list(range(1, epochs + 1)) or not all(
-        math.isfinite(value) for value in history.drop(columns=["train_cross_entropy"]).to_numpy().ravel()
+        math.isfinite(value) for value in history.drop(columns=list(OPTIONAL_HISTORY_COLUMNS)).to_numpy().ravel()
     ):
         problems.append(f"history values: {history.to_dict('list')}")
     if not isinstance(state.updated, float) or not math.isfinite(state.updated):

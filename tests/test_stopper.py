@@ -13,6 +13,8 @@ import re
 
 import numpy as np
 import pytest
+from support import commit_epoch
+from test_runs import _write_zip
 
 from resnet.analysis import DEFAULT_WINDOW, returns_verdict
 from resnet.config import AUTO_MIN_MAX_EPOCHS, DEFAULT_MAX_EPOCHS, ConfigError, TrainConfig
@@ -26,6 +28,7 @@ from resnet.core.schedule import (
     stable_epochs_within,
 )
 from resnet.core.stopper import StopDecision, StopReason, check_returns, threshold_per_epoch
+from resnet.store.run_state import HISTORY_COLUMNS
 from resnet.sweeps.grid import branch_config, check_budgets, parse_budgets, trunk_config
 
 THRESHOLD_POINTS = 0.2
@@ -189,3 +192,159 @@ def test_a_recorded_decision_reads_back_and_says_why():
     ):
         with pytest.raises(ValueError):
             StopDecision.from_dict(broken)
+
+
+# --- the decision and the plan of an auto run, on a real run store (no training) ---------------------------
+def auto_run(store, accuracies, *, maximum=12):
+    """An auto run with one committed epoch per validation accuracy (a small zip stands in for the model)."""
+    from support import commit_epoch
+    from test_runs import _write_zip
+
+    from resnet.core.schedule import new_segment
+    from resnet.store.run_state import HISTORY_COLUMNS
+
+    config = TrainConfig(
+        epochs_mode="auto", schedule="wsd", epochs=maximum, returns_threshold=50.0, cooldown_fraction=0.5,
+        train_subset=300, batch_size=32,
+    )  # fmt: skip
+    run = store.create(config, precision="float32", device="CPU: test", train_images=270, eval_images=100)
+    store.update_state(run, segments=(new_segment("wsd", 1, maximum, cooldown_fraction=0.5),))
+    for epoch, accuracy in enumerate(accuracies, start=1):
+        row = {column: 0.5 for column in HISTORY_COLUMNS} | {"epoch": epoch, "val_accuracy": accuracy}
+        commit_epoch(
+            store, run, row, save_checkpoint=_write_zip, probabilities=np.full((100, 10), 0.1),
+            eval_indices=np.arange(100), eval_labels=np.zeros(100),
+        )  # fmt: skip
+    store.update_state(run, status="stopped")
+    return store.load(run.run_id)
+
+
+def test_a_decision_not_written_before_a_kill_is_made_from_the_committed_epochs(cache_dir):
+    from resnet.store.runs import RunStore
+    from resnet.training.until_returns import decide_after_epoch
+
+    store = RunStore(cache_dir)
+    flat = auto_run(store, [0.5, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7])  # flat for 4 epochs: returns diminished
+    cooldown = cooldown_for(7, 0.5)
+    assert decide_after_epoch(store, flat, flat.config, flat.epochs_done) == (Segment(1, 7 + cooldown, cooldown),)
+    again = store.load(flat.run_id)
+    assert again.state.stop.reason is StopReason.RETURNS and again.state.stop.stable_end == 7
+    assert decide_after_epoch(store, again, again.config, 7) is None  # decided once
+    # Killed right after the epoch at which the cooldown must start to end by the maximum: still that start.
+    rising = auto_run(store, [0.1 * epoch for epoch in range(1, 9)])  # maximum 12: 8 stable + 4 cooldown
+    assert decide_after_epoch(store, rising, rising.config, 8) == (Segment(1, 12, 4),)
+    stop = store.load(rising.run_id).state.stop
+    assert (stop.reason, stop.stable_end, stop.cooldown_end) == (StopReason.MAXIMUM, 8, 12)
+
+
+def test_an_auto_runs_plan_keeps_its_decision_and_refuses_a_maximum_that_leaves_no_cooldown(cache_dir):
+    from resnet.store.plan import PlanKind, plan_training
+    from resnet.store.runs import RunStore
+    from resnet.training.until_returns import decide_after_epoch
+
+    store = RunStore(cache_dir)
+    undecided = auto_run(store, [0.1, 0.2, 0.3, 0.4, 0.5], maximum=40)
+    plan = plan_training(store, undecided.config.replace(epochs=30), run_id=undecided.run_id)
+    assert plan.kind is PlanKind.CONTINUE and plan.segments == (Segment(1, 30, 30 - stable_epochs_within(30, 0.5)),)
+    # 5 stable epochs and their 2-epoch cooldown still fit in a maximum of 12; 9 and their 4 do not.
+    assert plan_training(store, undecided.config.replace(epochs=12), run_id=undecided.run_id).kind is PlanKind.CONTINUE
+    longer = auto_run(store, [0.1 * epoch for epoch in range(1, 10)], maximum=40)
+    refused = plan_training(store, longer.config.replace(epochs=12), run_id=longer.run_id)
+    assert refused.kind is PlanKind.MAXIMUM_TOO_LOW
+    assert "its maximum must be at least 13; got 12" in str(refused.error())
+    flat = auto_run(store, [0.5, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7])
+    decide_after_epoch(store, flat, flat.config, 7)
+    decided = store.load(flat.run_id)
+    plan = plan_training(store, decided.config.replace(epochs=40), run_id=decided.run_id)
+    assert plan.kind is PlanKind.CONTINUE and plan.last_epoch == decided.state.stop.cooldown_end  # its own end
+
+
+def test_settings_an_auto_run_alone_uses_do_not_tell_fixed_runs_apart():
+    fixed = TrainConfig()
+    assert fixed.replace(returns_threshold=1.0, validation_images=500).fingerprint() == fixed.fingerprint()
+    assert fixed.replace(cooldown_fraction=0.3).fingerprint() == fixed.fingerprint()  # one_cycle: no cooldown
+    wsd = fixed.replace(schedule="wsd")
+    assert wsd.replace(cooldown_fraction=0.3).fingerprint() != wsd.fingerprint()
+    auto = wsd.replace(epochs_mode="auto", epochs=100)
+    assert auto.replace(returns_threshold=1.0).fingerprint() != auto.fingerprint()
+
+
+def test_a_one_epoch_wsd_segment_is_all_cooldown():
+    assert new_segment("wsd", 11, 11) == Segment(11, 11, 1)
+    schedule = SegmentSchedule("wsd", peak=0.01, segments=(Segment(1, 10, 2), Segment(11, 11, 1)), steps_per_epoch=10)
+    rates = [schedule.learning_rate(11, batch) for batch in range(10)]
+    assert rates[0] > 0.0069 and all(later < earlier for earlier, later in zip(rates, rates[1:], strict=False))
+    assert rates[-1] < 0.01 * 0.05
+
+
+def test_sweeps_of_auto_trials_count_a_run_that_ended_itself_as_done(cache_dir):
+    from resnet.store.runs import RunStore
+    from resnet.sweeps.record import SweepStore, new_sweep
+    from resnet.sweeps.trials import TrialOutcome, start_trial, sweep_progress
+    from resnet.training.until_returns import decide_after_epoch
+
+    store, sweeps = RunStore(cache_dir), SweepStore(cache_dir)
+    run = auto_run(store, [0.5, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7])
+    decide_after_epoch(store, run, run.config, 7)
+    end = store.load(run.run_id).state.stop.cooldown_end
+    sweep = sweeps.save(new_sweep("auto", {"seed": (42,)}, run.config).with_run_id(0, run.run_id))
+    assert sweep_progress(sweep, store.list_runs()) == (0, 1)  # in its cooldown
+    run = store.load(run.run_id)
+    for epoch in range(8, end + 1):  # the cooldown's epochs, committed
+        row = {column: 0.5 for column in HISTORY_COLUMNS} | {"epoch": epoch, "val_accuracy": 0.7}
+        commit_epoch(store, run, row, save_checkpoint=_write_zip, probabilities=np.full((100, 10), 0.1),
+                     eval_indices=np.arange(100), eval_labels=np.zeros(100))  # fmt: skip
+    store.update_state(run, status="complete")
+    assert sweep_progress(sweep, store.list_runs()) == (1, 1)  # done at its own end, not at the maximum
+    start = start_trial(store, sweeps, sweep, 0, prepare=lambda plan: pytest.fail("nothing is to be trained"))
+    assert start.result.outcome is TrialOutcome.DONE
+
+
+def test_a_budget_curves_runs_are_never_resumed_by_a_plain_start_and_its_base_is_the_branches(cache_dir):
+    from resnet.store.plan import PlanKind, plan_training
+    from resnet.store.runs import RunStore
+    from resnet.sweeps.record import SweepStore, requested_sweep
+
+    store, sweeps = RunStore(cache_dir), SweepStore(cache_dir)
+    config = TrainConfig(schedule="wsd", epochs=12, train_subset=300, batch_size=32)
+    store.create(config, precision="float32", device="CPU", train_images=300, eval_images=100, branch_of="trunk@10")
+    assert plan_training(store, config).kind is PlanKind.NEW
+    # Started from an auto sidebar (a maximum, a threshold): the branches share the fixed wsd settings alone.
+    sidebar = config.replace(epochs_mode="auto", epochs=100, returns_threshold=3.0, validation_images=50)
+    sweep = sweeps.save(requested_sweep(sweeps, "curve", {"epochs": "5,10"}, base=sidebar, branches=True))
+    assert sweeps.load("curve") == sweep and sweep.base.epochs_mode == "fixed" and sweep.base.schedule == "wsd"
+    assert [trial.config.epochs for trial in sweep.trials] == [6, 12]
+
+
+def test_the_cli_refuses_auto_for_a_fixed_run_and_trunk_runs_outside_a_budget_curve(cache_dir, capsys):
+    from test_runs import make_run
+
+    from resnet.__main__ import main
+    from resnet.store.runs import RunStore
+
+    fixed = make_run(RunStore(cache_dir))
+    assert main(["--cache-dir", str(cache_dir), "train", "--run-id", fixed.run_id, "--epochs", "auto"]) == 2
+    assert (
+        f"run {fixed.run_id} trains a fixed number of epochs; --epochs auto starts a new run" in capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main(["--cache-dir", str(cache_dir), "train", "--epochs-mode", "trunk"])
+    assert (
+        main(["--cache-dir", str(cache_dir), "sweep", "--name", "s", "--epochs-mode", "trunk", "--schedule", "wsd"])
+        == 2
+    )
+    assert "epochs_mode trunk is a budget curve's own run" in capsys.readouterr().err
+    assert main(["--cache-dir", str(cache_dir), "budget-curve", "--budgets", "20,10"]) == 2
+    assert "budgets must increase" in capsys.readouterr().err
+
+
+def test_a_ray_task_relays_the_decision_to_the_driver(cache_dir):
+    from resnet.sweeps.ray_task import RelayingRunStore
+
+    sent = []
+    store = RelayingRunStore(cache_dir, send=lambda *message: sent.append(message))
+    run = auto_run(store, [0.5, 0.6])
+    decision = StopDecision(StopReason.RETURNS, 2, 3, 2, 0.0, 50.0)
+    sent.clear()
+    store.update_state(run, stop=decision)
+    assert sent == [("state", {"stop": decision})]

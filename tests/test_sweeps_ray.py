@@ -92,7 +92,7 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
     if claims:  # batch 64 from the driver's measurement; batch 32 too short a run to measure: float32
         assert [run.state.precision for run in runs] == ["mixed_bfloat16", "float32"] * 2, runs
     stamps = [(run.path / "history.csv").stat().st_mtime_ns for run in runs[:3]]
-    first_row = runs[3].history.iloc[0].to_dict()
+    first_row = runs[3].history.iloc[0]
 
     # Rerun, stopped while trial 4 trains its epoch 2: the driver ends the worker and says so.
     cancel = threading.Event()
@@ -113,7 +113,7 @@ def test_a_sweep_on_ray_lands_in_the_cache_and_a_killed_or_stopped_trial_continu
     runs = [store.load(trial.run_id) for trial in record.trials]
     assert [run.epochs_done for run in runs] == [1, 1, 2, 2] and all(run.status == "complete" for run in runs)
     assert [(run.path / "history.csv").stat().st_mtime_ns for run in runs[:3]] == stamps  # not retrained
-    assert runs[3].history.iloc[0].to_dict() == first_row  # continued from the epoch the driver had
+    assert runs[3].history.iloc[0].equals(first_row)  # continued from the epoch the driver had
     assert artefacts.feature_map_epochs(runs[3]) == [1, 2]  # the maps of both epochs, from both workers
     assert out.err.count("already trained") == 3 and "Continuing run" in out.err
     assert runs[3].run_id in out.out and "Pareto front" in out.out

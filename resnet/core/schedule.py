@@ -110,7 +110,7 @@ def wsd_learning_rate_at(
 ) -> float:
     """The ``wsd`` learning rate for ``step`` (0-based) of a segment whose last ``cooldown_steps`` cool down."""
     step = min(max(step, 0), total_steps - 1)
-    warmup = min(WSD_WARMUP_EPOCHS * steps_per_epoch, total_steps)
+    warmup = min(WSD_WARMUP_EPOCHS * steps_per_epoch, total_steps - max(0, cooldown_steps))  # none if all cooldown
     if step < warmup:
         return peak * (step + 1) / warmup
     cooldown_from = total_steps - cooldown_steps
@@ -126,7 +126,8 @@ def new_segment(
     if schedule != WSD:
         return Segment(start, end)
     epochs = end - start + 1
-    return Segment(start, end, epochs - stable_epochs_within(epochs, cooldown_fraction) if epochs > 1 else 0)
+    # One epoch (an extension by one): all cooldown, no warm-up, so the run still ends annealed.
+    return Segment(start, end, epochs - stable_epochs_within(epochs, cooldown_fraction) if epochs > 1 else 1)
 
 
 def plan_segments(

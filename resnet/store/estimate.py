@@ -36,13 +36,15 @@ class Estimate:
     basis: str  # where the figure comes from, or why there is none
     guess: bool = False  # True if no run matched depth and batch size exactly
 
-    def text(self, epochs: int) -> str:
+    def text(self, epochs: int, *, at_most: bool = False) -> str:
+        """The estimate for ``epochs`` epochs; ``at_most``: an auto run's maximum (it may stop sooner)."""
         if self.epoch_seconds is None:
             return self.basis
         prefix = "Rough guess: " if self.guess else "Estimated: "
+        bound = "at most " if at_most else ""
         return (
             f"{prefix}**{format_duration(self.epoch_seconds)} per epoch**, "
-            f"**{format_duration(self.epoch_seconds * epochs)} for {plural(epochs, 'epoch')}** "
+            f"**{bound}{format_duration(self.epoch_seconds * epochs)} for {bound}{plural(epochs, 'epoch')}** "
             f"({self.basis})."
         )
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from resnet.config import AUTO, TRUNK, ConfigError, TrainConfig
-from resnet.core.schedule import continues_a_cycle, new_segment, plan_segments
+from resnet.core.schedule import continues_a_cycle, cooldown_for, new_segment, plan_segments
 from resnet.store.runs import Run, RunError, RunStatus, RunStore
 from resnet.wording import TextEnum, plural
 
@@ -32,6 +32,7 @@ class PlanKind(TextEnum):
     DAMAGED = "damaged"  # the run's files cannot be read
     OTHER_SETTINGS = "other_settings"  # the named run was trained with other settings
     STOPPED_ITSELF = "stopped_itself"  # an auto run that cooled down and ended: Extend does not apply
+    MAXIMUM_TOO_LOW = "maximum_too_low"  # an auto run's new maximum leaves no room for its cooldown
 
 
 TRAINS = (PlanKind.NEW, PlanKind.CONTINUE, PlanKind.EXTEND)
@@ -77,7 +78,7 @@ class TrainingPlan:
 
     @property
     def epochs_to_train(self) -> int:
-        return max(0, self.target_epochs - self.epochs_done) if self.trains else 0
+        return max(0, self.last_epoch - self.epochs_done) if self.trains else 0
 
     def summary(self) -> str:
         """One sentence: what Start will do, or why it will not train."""
@@ -148,10 +149,21 @@ class TrainingPlan:
             return RunError(f"run {run.run_id} is damaged ({run.problem}); delete it or start a new run")
         if self.kind is PlanKind.STOPPED_ITSELF:
             stop = run.state.stop
+            instead = (
+                "a new run with a lower returns threshold trains longer (these settings stop where it did)"
+                if stop.reason == "returns"
+                else "ask for a larger maximum without naming this run, and a new run trains up to it"
+            )
             return RunError(
                 f"run {run.run_id} decided its own length: {stop.sentence()} Extend does not apply to it (its "
-                "cooldown has annealed it, and more epochs would start a new stable phase); start a new run "
-                "instead: a lower returns threshold or a larger maximum trains longer"
+                f"cooldown has annealed it, and more epochs would start a new stable phase); instead, {instead}"
+            )
+        if self.kind is PlanKind.MAXIMUM_TOO_LOW:
+            done = run.epochs_done
+            least = done + cooldown_for(done, run.config.cooldown_fraction)
+            return ConfigError(
+                f"run {run.run_id} has trained {done} epochs of its stable phase, and its cooldown would take "
+                f"{least - done} more: its maximum must be at least {least}; got {self.target_epochs}"
             )
         if self.kind is PlanKind.OTHER_SETTINGS:
             return ConfigError(
@@ -191,7 +203,12 @@ def plan_training(
         return TrainingPlan(PlanKind.BUSY, config, run)
     decided = run.state.stop
     if decided is not None and run.epochs_done >= decided.cooldown_end:
+        if run_id is None and decided.reason == "maximum" and config.epochs > run.config.epochs:
+            return plan_training(store, config, resume=False)  # a larger maximum goes further: a new run
         return TrainingPlan(PlanKind.STOPPED_ITSELF, config, run)
+    if decided is None and run.config.epochs_mode == AUTO and run.epochs_done:
+        if config.epochs < run.epochs_done + cooldown_for(run.epochs_done, run.config.cooldown_fraction):
+            return TrainingPlan(PlanKind.MAXIMUM_TOO_LOW, config, run)
     if decided is not None:  # an auto run in its cooldown: it ends where it decided, whatever is asked
         return TrainingPlan(PlanKind.CONTINUE, run.config.replace(epochs=config.epochs), run, run.state.segments)
     if run.epochs_done >= config.epochs:

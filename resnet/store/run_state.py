@@ -272,8 +272,8 @@ def _segments(value) -> tuple[Segment, ...]:
         start, end, cooldown = item["start_epoch"], item["end_epoch"], item.get("cooldown_epochs", 0)
         if not (_is_int(start) and _is_int(end) and 1 <= start <= end <= LIMITS["epochs"][1] + 1):
             raise DamagedRun(f"state.json has an invalid segment {item!r}")
-        if not _is_int(cooldown) or not 0 <= cooldown < end - start + 1:
-            raise DamagedRun(f"state.json has an invalid segment {item!r} (its cooldown must leave a stable epoch)")
+        if not _is_int(cooldown) or not 0 <= cooldown <= end - start + 1:
+            raise DamagedRun(f"state.json has an invalid segment {item!r} (its cooldown is longer than it)")
         segments.append(Segment(start, end, cooldown))
     return tuple(segments)
 

@@ -285,11 +285,8 @@ class RunStore:
             return None
 
     def latest_with_fingerprint(self, fingerprint: str, runs: list[Run] | None = None) -> Run | None:
-        """The newest undamaged run of the same configuration (all but epochs), if any."""
-        for run in self.list_runs() if runs is None else runs:
-            if not run.damaged and run.state.fingerprint == fingerprint:
-                return run
-        return None
+        """The newest undamaged run of the same configuration (all but epochs) that a Start may resume."""
+        return next((run for run in (self.list_runs() if runs is None else runs) if _resumable(run, fingerprint)), None)
 
     def load_predictions(self, run: Run) -> dict[str, np.ndarray]:
         """The committed predictions, checked (``resnet.store.run_arrays.check_predictions``): probabilities
@@ -352,6 +349,14 @@ class RunStore:
         shutil.rmtree(trash, ignore_errors=True)
         with self._parsed_lock:
             self._parsed.pop(run_id, None)
+
+
+def _resumable(run: Run, fingerprint: str) -> bool:
+    """Whether a Start of ``fingerprint``'s settings may continue ``run``: a budget curve's trunk and
+    branches are the curve's own (``resnet/sweeps/budget_curve.py``), never resumed by a plain Start."""
+    if run.damaged or run.state.fingerprint != fingerprint or run.state.branch_of:
+        return False
+    return run.config is None or run.config.epochs_mode != "trunk"
 
 
 def _claim_folder(store: RunStore, base: str) -> tuple[str, Path]:

@@ -73,6 +73,8 @@ def check_grid(grid: dict) -> dict[str, tuple]:
         repeated = sorted({str(value) for value, count in collections.Counter(values).items() if count > 1})
         if repeated:
             raise ConfigError(f"{name} lists {', '.join(repeated)} more than once")
+        if name == "epochs_mode" and TRUNK in values:
+            raise ConfigError("epochs_mode trunk is a budget curve's own run: python -m resnet budget-curve makes it")
         if name in PLACEMENT_FIELDS and len(values) > 1:  # trials would share a fingerprint and one run
             raise ConfigError(f"{name} says where trials train, not what they learn: give it one value")
         checked[name] = values

@@ -24,7 +24,7 @@ from resnet.core.precision import resolve
 from resnet.core.precision_record import Measurement, read_record, record_path, remember
 from resnet.store.runs import RunError, RunStore
 
-RELAYED_STATE = ("status", "target_epochs", "segments", "message", "precision", "device")
+RELAYED_STATE = ("status", "target_epochs", "segments", "message", "precision", "device", "stop")
 PROGRESS_SECONDS = 1.0  # a task reports batch progress at most this often
 
 

@@ -106,6 +106,10 @@ def new_sweep(name: str, grid: dict, base: TrainConfig | None = None, *, branche
     check_name(name)
     grid = check_grid(grid)
     base = base or TrainConfig()
+    if branches:  # the settings every branch shares (each sets its own epochs): fixed-length wsd runs
+        budgets = grid.get("epochs", ())
+        base = dataclasses.replace(base, schedule="wsd", epochs_mode="fixed", epochs=max(budgets, default=2))
+        base = base.replace(validation_images=0, returns_threshold=PARAMS["returns_threshold"].default).validate()
     configs = budget_configs(grid, base) if branches else expand_grid(grid, base)
     now = time.time()
     return Sweep(name, grid, base, tuple(Trial(config) for config in configs), now, now, branches=branches)

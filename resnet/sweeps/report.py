@@ -19,6 +19,7 @@ from resnet.core.precision import resolve
 from resnet.store.estimate import estimate_time
 from resnet.store.runs import Run
 from resnet.sweeps.record import Sweep, Trial
+from resnet.sweeps.trials import trial_end
 from resnet.wording import format_duration, plural
 
 # --- analysis ------------------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def _trial_results(trial: Trial, run: Run | None) -> dict:
         "status": run.status.value,
         "epochs": epochs,
         "epochs_done": done,
-        "done": not run.damaged and done >= epochs,
+        "done": not run.damaged and done >= trial_end(trial, run),  # an auto trial: where it decided to end
     }
     if history.empty:
         return row | nothing

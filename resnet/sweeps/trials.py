@@ -46,13 +46,19 @@ def plan_trial(store: RunStore, sweep: Sweep, index: int, runs: list[Run] | None
     return plan_training(store, trial.config, resume=False, runs=runs)
 
 
+def trial_end(trial: Trial, run: Run) -> int:
+    """The epochs a trial's run has when it is done: its epochs, or where an auto run decided to end."""
+    stop = run.state.stop if run.state is not None else None
+    return stop.cooldown_end if stop is not None else trial.config.epochs
+
+
 def sweep_progress(sweep: Sweep, runs: Iterable[Run]) -> tuple[int, int]:
     """(trials whose run has all its epochs, trials)."""
     by_id = {run.run_id: run for run in runs}
     done = 0
     for trial in sweep.trials:
         run = by_id.get(trial.run_id)
-        if run is not None and not run.damaged and run.epochs_done >= trial.config.epochs:
+        if run is not None and not run.damaged and run.epochs_done >= trial_end(trial, run):
             done += 1
     return done, len(sweep.trials)
 
@@ -120,7 +126,7 @@ def start_trial(
     which the sweep record then names (saved at once). Shared by every executor."""
     trial = sweep.trials[index]
     plan = plan_trial(store, sweep, index)
-    if plan.kind is PlanKind.UP_TO_DATE:
+    if plan.kind in (PlanKind.UP_TO_DATE, PlanKind.STOPPED_ITSELF):  # an auto run that ended itself is done
         sweep = _record_run(sweeps, sweep, index, plan.run.run_id)
         result = TrialResult(
             index, plan.run.run_id, TrialOutcome.DONE, "already trained", 0.0, plan.epochs_done, plan.target_epochs

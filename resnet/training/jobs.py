@@ -174,7 +174,7 @@ class JobManager(LockedSnapshot):
                     phase=Phase.BUILDING,
                     epoch=prepared.run.epochs_done + 1,
                     first_epoch=prepared.run.epochs_done + 1,
-                    target_epochs=prepared.target_epochs,
+                    target_epochs=prepared.last_epoch,  # an auto run's maximum, or its end once decided
                     message=f"training run {prepared.run.run_id}",
                 )
             if self.isolated:
@@ -214,10 +214,9 @@ class JobManager(LockedSnapshot):
         self.store.delete(run_id)
 
     def _report(self, progress: EpochProgress) -> None:
-        changes = dataclasses.asdict(progress)
-        changes.pop("target_epochs")
+        changes = dataclasses.asdict(progress)  # target_epochs too: an auto run's end moves when it decides
         if progress.phase is not Phase.TRAINING:
-            changes = {key: value for key, value in changes.items() if key in ("phase", "epoch")}
+            changes = {key: value for key, value in changes.items() if key in ("phase", "epoch", "target_epochs")}
         with self._lock:
             state = JobState.STOPPING if self._snapshot.state is JobState.STOPPING else JobState.RUNNING
             self._snapshot = dataclasses.replace(self._snapshot, state=state, **changes)

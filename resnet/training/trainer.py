@@ -391,6 +391,8 @@ def _train_epochs(prepared: PreparedTraining, *, cancel, report) -> int | None:
             steps_per_epoch=-(-len(prepared.train_indices) // config.batch_size),
         )
         epoch = run.epochs_done + 1
+        if run.epochs_done:  # resumed: its last epoch's decision may not have been written (until_returns.py)
+            schedule = _decide(prepared, schedule, run.epochs_done)
         while epoch <= prepared.last_epoch:
             if cancel.is_set():
                 return epoch
@@ -399,15 +401,21 @@ def _train_epochs(prepared: PreparedTraining, *, cancel, report) -> int | None:
             if training is None:
                 return epoch
             evaluate_and_commit(model, prepared, epoch, training, started=started, report=report)
-            decided = decide_after_epoch(prepared.store, run, config, epoch)
-            if decided is not None:  # an auto run's cooldown starts next epoch
-                prepared.plan = dataclasses.replace(prepared.plan, segments=decided)
-                schedule = dataclasses.replace(schedule, segments=decided)
+            schedule = _decide(prepared, schedule, epoch)
             epoch += 1
         return None
     finally:
         del model
         gc.collect()
+
+
+def _decide(prepared: PreparedTraining, schedule: SegmentSchedule, epoch: int) -> SegmentSchedule:
+    """After ``epoch``: the schedule to go on with (an auto run's cooldown, if it starts next epoch)."""
+    decided = decide_after_epoch(prepared.store, prepared.run, prepared.config, epoch)
+    if decided is None:
+        return schedule
+    prepared.plan = dataclasses.replace(prepared.plan, segments=decided)
+    return dataclasses.replace(schedule, segments=decided)
 
 
 def _on(message: str, placement: Placement) -> str:

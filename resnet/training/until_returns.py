@@ -7,7 +7,9 @@ After each stable-phase epoch ``decide_after_epoch`` asks ``resnet.core.stopper.
 validation curve; when it says stop, or at the latest epoch whose cooldown still ends by the maximum,
 the run's last segment becomes "stable up to here, then ``cooldown_for`` epochs of cooldown", and the
 decision is recorded in the state (``stop``) before the first cooldown epoch trains, so a stop or a
-kill during the cooldown resumes the same cooldown.
+kill during the cooldown resumes the same cooldown. The epoch's commit and the decision are two writes:
+a run resumed without a decision asks again about its last committed epoch first (the trainer does),
+so a kill between them decides exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -40,12 +42,10 @@ def decide_after_epoch(store: RunStore, run: Run, config: TrainConfig, epoch: in
         return None
     segments = run.state.segments
     last = segments[-1]
-    if epoch >= last.cooldown_start:  # already cooling down
-        return None
-    history = run.history
+    history = run.history.iloc[:epoch]
     check = check_returns(history["epoch"], history["val_accuracy"], points_per_window=config.returns_threshold)
-    if epoch == last.cooldown_start - 1:  # the latest start that ends by the maximum
-        reason, end = StopReason.MAXIMUM, last.end_epoch
+    if epoch >= last.cooldown_start - 1:  # the latest start that ends by the maximum (planned since the start)
+        epoch, reason, end = last.cooldown_start - 1, StopReason.MAXIMUM, last.end_epoch
     elif check.stop:
         reason, end = StopReason.RETURNS, epoch + cooldown_for(epoch, config.cooldown_fraction)
     else:
