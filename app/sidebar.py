@@ -13,9 +13,9 @@ import streamlit as st
 from app import state
 from app.actions import Action
 from app.params import key
-from resnet.config import LIMITS, RECIPES, TrainConfig
+from resnet.config import AUTO, AUTO_MIN_MAX_EPOCHS, LIMITS, RECIPES, ConfigError, TrainConfig
 from resnet.core.precision_record import BUDGET_SHARE, MIXED_MARGIN, Source
-from resnet.core.schedule import continues_a_cycle
+from resnet.core.schedule import continues_a_cycle, cooldown_for
 from resnet.store.estimate import Estimate
 from resnet.store.plan import PlanKind, TrainingPlan, plan_training
 from resnet.store.runs import Run, RunError, RunStatus
@@ -160,18 +160,26 @@ def train_further_ui(manager: JobManager, snapshot: JobSnapshot, shown: Run | No
         sidebar.caption("Show a run with completed epochs (Runs tab) to train it further.")
         return None
     high = LIMITS["epochs"][1]
-    epochs = sidebar.number_input(
-        f"Train {shown.run_id} to (epochs in total)",
-        min_value=min(shown.epochs_done + 1, high),
-        max_value=high,
-        value=_further_default(shown),
-        step=1,
-        key=f"extend_to_{shown.run_id}",
-        help=_further_help(shown),
-    )
+    auto = shown.config is not None and shown.config.epochs_mode == AUTO
+    if auto and shown.state.stop is not None:  # it decided where it ends: nothing to choose
+        epochs = shown.config.epochs
+    else:
+        low = shown.epochs_done + 1
+        if auto:  # a maximum that leaves room for the cooldown of the epochs done
+            done = shown.epochs_done
+            low = max(low, AUTO_MIN_MAX_EPOCHS, done + cooldown_for(done, shown.config.cooldown_fraction))
+        epochs = sidebar.number_input(
+            f"Train {shown.run_id} {'up to (maximum epochs)' if auto else 'to (epochs in total)'}",
+            min_value=min(low, high),
+            max_value=high,
+            value=min(max(low, _further_default(shown)), high),
+            step=1,
+            key=f"extend_to_{shown.run_id}",
+            help=_further_help(shown),
+        )
     try:
         plan = plan_training(manager.store, shown.config.replace(epochs=int(epochs)), run_id=shown.run_id)
-    except RunError as error:
+    except (RunError, ConfigError) as error:
         sidebar.caption(str(error))
         return None
     sidebar.caption(plan.summary())

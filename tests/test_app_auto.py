@@ -55,6 +55,22 @@ def test_a_finished_auto_run_says_why_it_stopped_and_marks_its_cooldown(cache_di
     assert "Extend does not apply to it" in captions
 
 
+def test_an_auto_run_stopped_in_its_cooldown_offers_to_finish_it(cache_dir):
+    from test_stopper import auto_run
+
+    from resnet.store.runs import RunStore
+    from resnet.training.until_returns import decide_after_epoch
+
+    store = RunStore(cache_dir)
+    run = auto_run(store, [0.5, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7])  # fake model files: the page must still work
+    decide_after_epoch(store, run, run.config, 7)
+    at = new_app().run()
+    assert_no_exception(at)
+    captions = " ".join(texts(at.sidebar.caption))
+    assert f"Continues run {run.run_id} (7 epochs done): its cooldown goes on to epoch 11." in captions
+    assert at.button(key="extend").label == "Continue" and at.button(key="extend").disabled is False
+
+
 @pytest.mark.slow  # trains a trunk and two branches
 def test_a_budget_curve_from_the_sweep_tab_branches_one_trunk(cache_dir, runner):  # noqa: F811
     tiny = {"batch_size": 64, "train_subset": 256, "eval_subset": 200, "depth": 18, "precision": "float32"}

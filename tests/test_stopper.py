@@ -348,3 +348,30 @@ def test_a_ray_task_relays_the_decision_to_the_driver(cache_dir):
     sent.clear()
     store.update_state(run, stop=decision)
     assert sent == [("state", {"stop": decision})]
+
+
+def test_plans_of_an_ended_or_cooling_auto_run_follow_what_it_decided(cache_dir):
+    from resnet.store.plan import PlanKind, plan_training
+    from resnet.store.runs import RunStore
+    from resnet.training.until_returns import decide_after_epoch
+
+    store = RunStore(cache_dir)
+    # Left undecided inside its planned cooldown (epochs 9-12 of a maximum of 12): continued, not refused.
+    cooling = auto_run(store, [0.1 * epoch for epoch in range(1, 11)])
+    assert plan_training(store, cooling.config, run_id=cooling.run_id).kind is PlanKind.CONTINUE
+    # A run that rose for 10 epochs, then stayed flat, decided as the trainer asks after each epoch.
+    run = auto_run(store, [0.09 * epoch for epoch in range(1, 11)] + [0.9] * 12, maximum=60)
+    decided = next(
+        epoch for epoch in range(1, 23) if decide_after_epoch(store, store.load(run.run_id), run.config, epoch)
+    )
+    stop = store.load(run.run_id).state.stop
+    assert stop.stable_end == decided and stop.cooldown_end > 12
+    run = store.load(run.run_id)  # commit its cooldown epochs: it has ended itself
+    for epoch in range(run.epochs_done + 1, stop.cooldown_end + 1):
+        row = {column: 0.5 for column in HISTORY_COLUMNS} | {"epoch": epoch, "val_accuracy": 0.9}
+        commit_epoch(store, run, row, save_checkpoint=_write_zip, probabilities=np.full((100, 10), 0.1),
+                     eval_indices=np.arange(100), eval_labels=np.zeros(100))  # fmt: skip
+    store.update_state(run, status="complete")
+    assert plan_training(store, run.config).kind is PlanKind.STOPPED_ITSELF  # the same maximum stops there again
+    shorter = plan_training(store, run.config.replace(epochs=stop.cooldown_end - 1))
+    assert shorter.kind is PlanKind.NEW  # a maximum too small for where it ended makes another run

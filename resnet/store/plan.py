@@ -172,6 +172,13 @@ class TrainingPlan:
         return None
 
 
+def _ends_elsewhere(decided, maximum: int, asked: int) -> bool:
+    """Whether a new auto run of the same settings up to ``asked`` epochs would end elsewhere than one that
+    ended (``decided``) with the maximum ``maximum``: a larger maximum after a forced stop, or one too small
+    for where it ended."""
+    return (decided.reason == "maximum" and asked > maximum) or asked < decided.cooldown_end
+
+
 def plan_training(
     store: RunStore,
     config: TrainConfig,
@@ -203,14 +210,15 @@ def plan_training(
         return TrainingPlan(PlanKind.BUSY, config, run)
     decided = run.state.stop
     if decided is not None and run.epochs_done >= decided.cooldown_end:
-        if run_id is None and decided.reason == "maximum" and config.epochs > run.config.epochs:
-            return plan_training(store, config, resume=False)  # a larger maximum goes further: a new run
+        if run_id is None and _ends_elsewhere(decided, run.config.epochs, config.epochs):
+            return plan_training(store, config, resume=False)  # another maximum ends it elsewhere: a new run
         return TrainingPlan(PlanKind.STOPPED_ITSELF, config, run)
     if decided is None and run.config.epochs_mode == AUTO and run.epochs_done:
-        if config.epochs < run.epochs_done + cooldown_for(run.epochs_done, run.config.cooldown_fraction):
+        begun = run.state.segments and run.state.segments[-1].cooldown_start <= run.epochs_done  # kept as it is
+        if not begun and config.epochs < run.epochs_done + cooldown_for(run.epochs_done, run.config.cooldown_fraction):
             return TrainingPlan(PlanKind.MAXIMUM_TOO_LOW, config, run)
     if decided is not None:  # an auto run in its cooldown: it ends where it decided, whatever is asked
-        return TrainingPlan(PlanKind.CONTINUE, run.config.replace(epochs=config.epochs), run, run.state.segments)
+        return TrainingPlan(PlanKind.CONTINUE, run.config, run, run.state.segments)
     if run.epochs_done >= config.epochs:
         return TrainingPlan(PlanKind.UP_TO_DATE, config, run)
     trunk = run.config.epochs_mode == TRUNK

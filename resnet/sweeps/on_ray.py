@@ -243,7 +243,8 @@ class RayDriver:
         trial = next((trial for trial in self.running.values() if trial.index == index), None)
         if trial is None:
             return
-        run, target = trial.prepared.run, trial.prepared.target_epochs
+        run = trial.prepared.run
+        target = run.target_epochs  # the driver's state: an auto run's end once it has decided
         if kind == "hello":
             trial.worker = f"pid {payload[0]['pid']} on {payload[0]['host']}"
             text = f"{trial.prepared.plan.started_text(run.run_id)} ({trial.worker})"
@@ -307,7 +308,7 @@ class RayDriver:
             message or run.message,
             time.perf_counter() - trial.submitted,
             run.epochs_done,
-            trial.prepared.target_epochs,
+            run.target_epochs,
             trial.worker,
         )
 

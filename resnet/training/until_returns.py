@@ -44,6 +44,7 @@ def decide_after_epoch(store: RunStore, run: Run, config: TrainConfig, epoch: in
     last = segments[-1]
     history = run.history.iloc[:epoch]
     check = check_returns(history["epoch"], history["val_accuracy"], points_per_window=config.returns_threshold)
+    done = epoch
     if epoch >= last.cooldown_start - 1:  # the latest start that ends by the maximum (planned since the start)
         epoch, reason, end = last.cooldown_start - 1, StopReason.MAXIMUM, last.end_epoch
     elif check.stop:
@@ -52,5 +53,5 @@ def decide_after_epoch(store: RunStore, run: Run, config: TrainConfig, epoch: in
         return None
     decided = (*segments[:-1], Segment(last.start_epoch, end, end - epoch))
     decision = StopDecision(reason, epoch, end, check.window, check.gain, config.returns_threshold)
-    store.update_state(run, stop=decision, segments=decided, target_epochs=end, message=decision.sentence(done=epoch))
+    store.update_state(run, stop=decision, segments=decided, target_epochs=end, message=decision.sentence(done=done))
     return decided
