@@ -11,7 +11,7 @@ import pandas as pd
 from resnet.analysis import DiminishingReturns
 from resnet.wording import time_unit
 
-SPLIT_COLORS = alt.Scale(domain=["train", "validation", "test"], range=["#4c78a8", "#72b7b2", "#f58518"])
+SPLIT_COLORS = {"train": "#4c78a8", "validation": "#72b7b2", "test": "#f58518"}  # validation: an auto run's split
 HEIGHT = 260
 CELL_SELECTION = "cell"  # name of the confusion matrix's click selection (true, predicted)
 
@@ -25,6 +25,13 @@ def _long(history: pd.DataFrame, metric: str) -> pd.DataFrame:
         columns[validation] = "validation"
     frame = history[["epoch", *columns]].rename(columns=columns)
     return frame.melt("epoch", var_name="split", value_name=metric).dropna(subset=[metric])
+
+
+def _split_scale(history: pd.DataFrame, metric: str) -> alt.Scale:
+    """The colours of the splits this history has (a run without a validation split lists none)."""
+    validation = f"val_{metric}" in history and history[f"val_{metric}"].notna().any()
+    splits = [split for split in SPLIT_COLORS if split != "validation" or validation]
+    return alt.Scale(domain=splits, range=[SPLIT_COLORS[split] for split in splits])
 
 
 def _epoch_axis(history: pd.DataFrame) -> alt.X:
@@ -47,7 +54,7 @@ def _train_test_chart(
                 axis=alt.Axis(format=axis_format) if axis_format else alt.Axis(),
                 scale=alt.Scale(zero=False),
             ),
-            color=alt.Color("split:N", scale=SPLIT_COLORS, title=None),
+            color=alt.Color("split:N", scale=_split_scale(history, metric), title=None),
             tooltip=["epoch:Q", "split:N", alt.Tooltip(f"{metric}:Q", format=number_format)],
         )
     )

@@ -40,7 +40,7 @@ BATCH_SIZES = tuple(
 DEPTH_NAMES = {18: "ResNet-18", 34: "ResNet-34", 50: "ResNet-50"}
 GPUS_NAMES = {"1": "1 (one device)", "all": "all (data-parallel)"}
 # The sidebar's two ways to set a run's length (a budget curve's trunk is made by the Sweep tab alone).
-EPOCHS_MODES = {FIXED: "a fixed number", AUTO: "until returns diminish"}
+EPOCHS_MODES = {FIXED: "a fixed number of epochs", AUTO: "until returns diminish"}
 INIT_FLAG = "_settings_from_url"
 
 
@@ -179,7 +179,7 @@ def settings_ui() -> dict:
     sidebar = st.sidebar
     values = {}
     values["epochs_mode"] = sidebar.radio(
-        "Epochs",
+        "Train for",
         tuple(EPOCHS_MODES),
         format_func=EPOCHS_MODES.get,
         horizontal=True,

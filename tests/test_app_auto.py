@@ -92,3 +92,16 @@ def test_a_budget_curve_from_the_sweep_tab_branches_one_trunk(cache_dir, runner)
     assert table["test_accuracy"].between(0, 1).all() and table["run_id"].tolist() == [t.run_id for t in record.trials]
     runs_table = next(frame.value for frame in at.dataframe if "length" in frame.value)
     assert sorted(runs_table["length"]) == ["budget-curve branch", "budget-curve branch", "budget-curve trunk"]
+
+
+def test_the_accuracy_legend_lists_validation_only_for_a_run_that_has_it():
+    import numpy as np
+    import pandas as pd
+
+    from app.charts import accuracy_chart
+
+    history = pd.DataFrame({"epoch": [1, 2], "train_accuracy": [0.5, 0.6], "test_accuracy": [0.4, 0.5]})
+    fixed = history.assign(val_accuracy=np.nan)  # a fixed run: the column is there, empty
+    assert accuracy_chart(fixed).to_dict()["encoding"]["color"]["scale"]["domain"] == ["train", "test"]
+    auto = history.assign(val_accuracy=[0.45, 0.55])
+    assert accuracy_chart(auto).to_dict()["encoding"]["color"]["scale"]["domain"] == ["train", "validation", "test"]
