@@ -21,7 +21,7 @@ from app.actions import Outcome
 from app.sweep_job import SweepBusy, SweepRunner, SweepSnapshot, SweepState
 from resnet.config import FIELD_HELP, ConfigError, TrainConfig
 from resnet.store.runs import Run
-from resnet.sweeps.budget_curve import budget_table, compute_text
+from resnet.sweeps.budget_curve import budget_table, compute_text, trunk_of
 from resnet.sweeps.grid import MAX_TRIALS, PRESETS, check_grid, parse_values
 from resnet.sweeps.record import DamagedSweep, Sweep, SweepError, SweepStore, requested_sweep
 from resnet.sweeps.report import budget_sentence, describe_trial, estimate_text, pareto_front, sweep_table
@@ -321,8 +321,7 @@ def table_ui(sweep: Sweep, table: pd.DataFrame) -> None:
 def budget_curve_ui(sweep: Sweep, runs: list[Run]) -> None:
     """A budget curve's answer: per budget, test accuracy after the cooldown, its epochs and time."""
     table = budget_table(sweep, runs)
-    trunk = next((run for run in runs if run.run_id == sweep.trunk_run_id), None)
-    st.markdown(compute_text(sweep, table, trunk))
+    st.markdown(compute_text(sweep, table, trunk_of(sweep, runs)))
     st.dataframe(
         table,
         hide_index=True,

@@ -183,20 +183,18 @@ def _progress_line(snapshot) -> str:
 
 
 def command_train(args, store: RunStore) -> int:
-    if args.run_id:  # continuing: the run's own settings, with the new epoch count
-        own = store.load(args.run_id).config
-        if own is not None and own.epochs_mode == AUTO and args.epochs in (AUTO, None):
-            args.epochs, args.max_epochs = AUTO, args.max_epochs or own.epochs  # its maximum, unless raised
-        elif own is not None and args.epochs == AUTO:
-            raise ConfigError(
-                f"run {args.run_id} trains a fixed number of epochs; --epochs auto starts a new run (leave out "
-                "--run-id), or continue this one with --epochs N"
-            )
+    own = store.load(args.run_id).config if args.run_id else None  # continuing: the run's own settings
+    if own is not None and own.epochs_mode == AUTO and args.epochs in (AUTO, None):
+        args.epochs, args.max_epochs = AUTO, args.max_epochs or own.epochs  # its maximum, unless raised
+    elif own is not None and args.epochs == AUTO:
+        raise ConfigError(
+            f"run {args.run_id} trains a fixed number of epochs; --epochs auto starts a new run (leave out "
+            "--run-id), or continue this one with --epochs N"
+        )
     resolve_auto_flags(args)
     config = config_from_flags(args)
     if args.run_id:
-        config = store.load(args.run_id).config or config
-        config = config.replace(epochs=args.epochs, gpus=args.gpus)  # where to train may change, not what
+        config = (own or config).replace(epochs=args.epochs, gpus=args.gpus)  # where to train may change, not what
 
     # In this process (not a child): the CLI process itself ends with the run.
     manager = JobManager(store, dataset_dir=args.dataset_dir, isolated=False)

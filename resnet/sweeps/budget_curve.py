@@ -155,8 +155,12 @@ def format_budget_table(table: pd.DataFrame) -> str:
 def curve_report(sweep: Sweep, runs: list[Run]) -> str:
     """The curve's table and what it cost, as ``python -m resnet budget-curve`` prints them at the end."""
     table = budget_table(sweep, runs)
-    trunk = next((run for run in runs if run.run_id == sweep.trunk_run_id), None)
-    return format_budget_table(table) + "\n" + compute_text(sweep, table, trunk)
+    return format_budget_table(table) + "\n" + compute_text(sweep, table, trunk_of(sweep, runs))
+
+
+def trunk_of(sweep: Sweep, runs) -> Run | None:
+    """The curve's trunk among ``runs`` (None before it was created, or if it is gone)."""
+    return next((run for run in runs if run.run_id == sweep.trunk_run_id), None)
 
 
 def budget_table(sweep: Sweep, runs) -> pd.DataFrame:

@@ -19,8 +19,8 @@ import time
 from resnet.store.runs import RunError, RunStore
 from resnet.sweeps.budget_curve import branch_at, with_trunk
 from resnet.sweeps.grid import trunk_config
-from resnet.sweeps.on_ray import RayDriver, import_ray
-from resnet.sweeps.record import Sweep, SweepError, SweepStore
+from resnet.sweeps.on_ray import RayDriver, connected_ray
+from resnet.sweeps.record import Sweep, SweepStore
 from resnet.sweeps.trials import Report, TrialOutcome, TrialResult
 
 TRUNK_INDEX = -1  # the trunk's tasks report under this index; the branches under their budget's
@@ -38,9 +38,7 @@ def run_budget_curve_on_ray(
     poll_seconds: float = 0.2,
 ) -> list[TrialResult]:
     """Train the curve's trunk and branches as Ray tasks (Ray must be connected); one result per branch."""
-    ray = import_ray()
-    if not ray.is_initialized():
-        raise SweepError("Ray is not connected: call resnet.sweeps.on_ray.connect() first")
+    ray = connected_ray()
     driver = RayDriver(ray, store, cpus_per_trial, gpus_per_trial, report, dataset_dir)
     cancel = cancel or threading.Event()
     sweeps = SweepStore(store.root)
@@ -64,11 +62,7 @@ def run_budget_curve_on_ray(
         driver.follow(cancel, poll_seconds)
     finally:
         driver.close()
-    stopped = "the curve was stopped before this branch began"
-    return [
-        driver.results.get(index) or TrialResult(index, trial.run_id, TrialOutcome.NOT_RUN, stopped)
-        for index, trial in enumerate(sweep.trials)
-    ]
+    return driver.results_for(sweep, "the curve was stopped before this branch began")
 
 
 def _trunk_task(driver, store, sweeps, sweep, index, budget, *, cancel, poll):

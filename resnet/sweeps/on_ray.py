@@ -124,9 +124,7 @@ def run_sweep_on_ray(
     GPUs, else 0). ``cancel`` stops every trial (its partial epoch is lost) and the queued ones. The record is saved (with its run ids) as trials are submitted; the caller holds
     ``SweepStore.locked``.
     """
-    ray = import_ray()
-    if not ray.is_initialized():
-        raise SweepError("Ray is not connected: call resnet.sweeps.on_ray.connect() first")
+    ray = connected_ray()
     if sweep.branches:  # its branches start from the trunk's checkpoints: trained here, in turn
         raise SweepError(
             f"sweep {sweep.name} is a budget curve: it trains here, not on Ray (python -m resnet budget-curve "
@@ -145,11 +143,15 @@ def run_sweep_on_ray(
         driver.follow(cancel, poll_seconds)
     finally:
         driver.close()
-    stopped = "the sweep was stopped before this trial began"
-    return [
-        driver.results.get(index) or TrialResult(index, trial.run_id, TrialOutcome.NOT_RUN, stopped)
-        for index, trial in enumerate(sweep.trials)
-    ]
+    return driver.results_for(sweep, "the sweep was stopped before this trial began")
+
+
+def connected_ray():
+    """The ``ray`` module, connected (``connect``); SweepError if it is not."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        raise SweepError("Ray is not connected: call resnet.sweeps.on_ray.connect() first")
+    return ray
 
 
 _OUTCOMES = {"complete": TrialOutcome.TRAINED, "stopped": TrialOutcome.STOPPED}  # a task's final status
@@ -173,6 +175,13 @@ class RayDriver:
 
     def _event(self, kind: str, index: int, run_id: str | None, text: str = "", **fields) -> None:
         self.report(SweepEvent(kind, index, self.total, run_id, text, **fields))
+
+    def results_for(self, sweep: Sweep, not_run: str) -> list[TrialResult]:
+        """One result per trial, in order; a trial with none ended before it began (``not_run`` says why)."""
+        return [
+            self.results.get(index) or TrialResult(index, trial.run_id, TrialOutcome.NOT_RUN, not_run)
+            for index, trial in enumerate(sweep.trials)
+        ]
 
     def _end(self, result: TrialResult) -> None:
         self.results[result.index] = result
