@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import actions, curves, feedback, insight, live, params, runs_page, services, sidebar, state, sweep_tab
+from app import actions, areas, curves, feedback, insight, live, params, runs_page, services, sidebar, state, sweep_tab
 from app.sweep_job import get_sweep_runner
 from resnet.store.estimate import estimate_time
 
@@ -35,6 +35,7 @@ def welcome_ui(cache_root) -> None:
     )
 
 
+@areas.page
 def main() -> None:
     st.set_page_config(page_title="ResNet on Fashion-MNIST", page_icon=":material/checkroom:", layout="wide")
     manager = services.get_manager()

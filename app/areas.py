@@ -1,0 +1,78 @@
+"""The page's areas: each one an ``st.fragment``, so a click inside it reruns that area alone.
+
+An area is a part of the screen whose widgets change nothing outside it (the confusion matrix with its
+pair picker, the sample grid with its filters, an explanation, the feature maps, the overlay of runs, a
+sweep's answer). A click there reruns only its function, with the arguments of the last whole-page run;
+the rest of the page stays as drawn. A click whose effect crosses areas (show another run, delete one,
+start a training) asks for the whole page with ``st.rerun(scope="app")``.
+
+With ``$RESNET_RERUN_LOG`` set to a file, every whole-page run and every area rerun alone appends one
+JSON line, ``{"area": "confusion", "alone": true, "seconds": 0.041, "at": 1764614400.1}``: what
+``benchmarks/click_latency.py`` reports as server time per click and what the browser tests read to
+see which areas a click reran. Unset (the default), nothing is timed or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import streamlit as st
+
+RERUN_LOG = "RESNET_RERUN_LOG"
+PAGE = "page"  # the area name of a whole-page run
+_running = threading.local()  # .page: this thread is inside a whole-page run (sessions run in threads)
+
+
+@contextlib.contextmanager
+def _timed(area: str, *, alone: bool) -> Iterator[None]:
+    path = os.environ.get(RERUN_LOG)
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        if path:
+            line = {"area": area, "alone": alone, "seconds": round(time.perf_counter() - started, 5), "at": time.time()}
+            with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as log:
+                log.write(json.dumps(line) + "\n")
+
+
+def page(function: Callable[[], None]) -> Callable[[], None]:
+    """The whole page's script (``streamlit_app.main``): timed as area ``page``; areas inside it are part of it."""
+
+    @functools.wraps(function)
+    def run() -> None:
+        _running.page = True
+        try:
+            with _timed(PAGE, alone=False):
+                function()
+        finally:
+            _running.page = False
+
+    return run
+
+
+def area(name: str, *, run_every: float | None = None) -> Callable[[Callable], Callable]:
+    """``function`` as an ``st.fragment`` named ``name`` (``run_every``: rerun it alone that often, in seconds)."""
+
+    def decorate(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def body(*args, **kwargs):
+            if getattr(_running, "page", False):  # drawn as part of the whole page: timed with it
+                return function(*args, **kwargs)
+            with _timed(name, alone=True):
+                return function(*args, **kwargs)
+
+        return st.fragment(body, run_every=run_every)
+
+    return decorate
+
+
+def rerun_page() -> None:
+    """Rerun the whole page now: a click inside an area changed something other areas show."""
+    st.rerun(scope="app")
