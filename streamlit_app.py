@@ -59,21 +59,21 @@ def main() -> None:
         state.flash(outcome)
         st.rerun()  # draw the whole page (buttons included) in the job's new state
 
-    st.title("How a ResNet learns Fashion-MNIST")
-    for problem in url_problems:
-        st.warning(problem)
-    feedback.show_outcome(state.take_flash())
-    feedback.show_outcome(services.dataset_problem())
-    if not runs and not manager.snapshot().active:
-        welcome_ui(manager.store.root)
-
-    live.live_ui(manager)
-    if shown is not None:
-        curves.curves_ui(shown)
-    # Keyed and tracked, so the chosen tab stays chosen when the live view or the curves appear above it.
-    understanding, runs_tab, sweep = st.tabs(
-        ["Understanding the predictions", "Runs", "Sweep"], key=state.TAB, on_change="rerun"
-    )
+    # Everything above the tabs lives in this one container, so the tabs keep their place on the page
+    # whatever appears above them (the live view, the curves, a message), and with it the tab chosen:
+    # switching tabs is the browser's alone and reruns nothing.
+    with st.container():
+        st.title("How a ResNet learns Fashion-MNIST")
+        for problem in url_problems:
+            st.warning(problem)
+        feedback.show_outcome(state.take_flash())
+        feedback.show_outcome(services.dataset_problem())
+        if not runs and not manager.snapshot().active:
+            welcome_ui(manager.store.root)
+        live.live_ui(manager)
+        if shown is not None:
+            curves.curves_ui(shown)
+    understanding, runs_tab, sweep = st.tabs(["Understanding the predictions", "Runs", "Sweep"], key=state.TAB)
     with understanding:
         insight.understanding_ui(manager, shown)
     with runs_tab:

@@ -26,16 +26,20 @@ import streamlit as st
 
 RERUN_LOG = "RESNET_RERUN_LOG"
 PAGE = "page"  # the area name of a whole-page run
-_running = threading.local()  # .page: this thread is inside a whole-page run (sessions run in threads)
+_running = threading.local()  # .depth: how many timed runs (the page, an area) this thread is inside
 
 
 @contextlib.contextmanager
 def _timed(area: str, *, alone: bool) -> Iterator[None]:
-    path = os.environ.get(RERUN_LOG)
+    """Time what runs inside, unless this thread is already timing the page or an area around it."""
+    depth = getattr(_running, "depth", 0)
+    path = os.environ.get(RERUN_LOG) if depth == 0 else None
     started = time.perf_counter()
+    _running.depth = depth + 1
     try:
         yield
     finally:
+        _running.depth = depth
         if path:
             line = {"area": area, "alone": alone, "seconds": round(time.perf_counter() - started, 5), "at": time.time()}
             with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as log:
@@ -47,12 +51,8 @@ def page(function: Callable[[], None]) -> Callable[[], None]:
 
     @functools.wraps(function)
     def run() -> None:
-        _running.page = True
-        try:
-            with _timed(PAGE, alone=False):
-                function()
-        finally:
-            _running.page = False
+        with _timed(PAGE, alone=False):
+            function()
 
     return run
 
@@ -63,9 +63,7 @@ def area(name: str, *, run_every: float | None = None) -> Callable[[Callable], C
     def decorate(function: Callable) -> Callable:
         @functools.wraps(function)
         def body(*args, **kwargs):
-            if getattr(_running, "page", False):  # drawn as part of the whole page: timed with it
-                return function(*args, **kwargs)
-            with _timed(name, alone=True):
+            with _timed(name, alone=True):  # inside the page's run (or an area's), timed with that
                 return function(*args, **kwargs)
 
         return st.fragment(body, run_every=run_every)

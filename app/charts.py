@@ -334,6 +334,10 @@ def feature_map_chart(frame: pd.DataFrame, *, class_order, title: str, axis_titl
             ],
         )
         .add_params(region)
+        # Thousands of points: drawn on a canvas, without a label per point for screen readers (the chart's
+        # own label says what it is), as Streamlit does for large inline data; SVG took a second per map.
+        .properties(usermeta={"embedOptions": {"renderer": "canvas"}})
+        .configure_mark(aria=False)
     )
 
 

@@ -57,6 +57,18 @@ def feature_bank(run: Run, model, train_images: np.ndarray, train_labels) -> Fea
     return _bank_at(*_checkpoint_key(run), run, model, train_images, train_labels)
 
 
+@st.cache_data(max_entries=256, show_spinner=False)
+def _neighbours_at(path, mtime, test_index, count, _model, _image, _bank) -> tuple[np.ndarray, np.ndarray]:
+    query = explain.penultimate_features(_model, _image[np.newaxis])[0]
+    return explain.nearest_neighbours(_bank.features, query, count)
+
+
+def nearest_neighbours(run: Run, model, test_index: int, image: np.ndarray, bank: FeatureBank, count: int):
+    """Rows of ``bank`` nearest to one test image, and their similarities, cached per checkpoint and image
+    (a rerun with the explanation open runs no model)."""
+    return _neighbours_at(*_checkpoint_key(run), int(test_index), int(count), model, image, bank)
+
+
 def ensure_feature_map(store, run: Run, model, test_images: np.ndarray) -> dict:
     """The map of the checkpoint's epoch, computed from ``model`` once for a run that recorded none."""
     images = np.asarray(test_images)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, state
+from app import areas, chart_specs, charts, state
 from app.params import DEPTH_NAMES
 from resnet.analysis import DEFAULT_THRESHOLD, DEFAULT_WINDOW, MIN_EPOCHS, returns_verdict
 from resnet.store.runs import Run
@@ -36,24 +36,36 @@ def curves_ui(run: Run) -> None:
     if history is None or history.empty:
         st.info("No epoch has finished yet: the curves appear after the first epoch.")
         return
+    token = chart_specs.frame_token(history)  # the charts' key: drawn again only when the history changes
+    smoothing = run.config.label_smoothing
     left, right = st.columns(2)
-    left.altair_chart(charts.accuracy_chart(history), width="stretch", alt="Train and test accuracy per epoch")
-    right.altair_chart(
-        charts.loss_chart(history, label_smoothing=run.config.label_smoothing),
-        width="stretch",
+    chart_specs.draw(
+        left, ("accuracy", token), lambda: charts.accuracy_chart(history), alt="Train and test accuracy per epoch"
+    )
+    chart_specs.draw(
+        right,
+        ("loss", token, smoothing),
+        lambda: charts.loss_chart(history, label_smoothing=smoothing),
         alt="Train and test cross-entropy per epoch",
     )
     left, right = st.columns(2)
-    left.altair_chart(charts.epoch_time_chart(history), width="stretch", alt="Seconds per epoch")
-    right.altair_chart(charts.cumulative_time_chart(history), width="stretch", alt="Cumulative training time")
+    chart_specs.draw(left, ("epoch_time", token), lambda: charts.epoch_time_chart(history), alt="Seconds per epoch")
+    chart_specs.draw(
+        right,
+        ("cumulative_time", token),
+        lambda: charts.cumulative_time_chart(history),
+        alt="Cumulative training time",
+    )
     returns_ui(history, run)
     results_table_ui(run)
 
 
-def returns_ui(history: pd.DataFrame, run: Run | None = None) -> float:
-    """Accuracy against time with the diminishing-returns point; returns the threshold (accuracy per epoch).
+@areas.area("returns")
+def returns_ui(history: pd.DataFrame, run: Run | None = None) -> None:
+    """Accuracy against time with the diminishing-returns point, for the threshold chosen here.
 
     For an auto run, what it decided comes first, and the chart marks its stable phase and cooldown.
+    An area of its own: changing the threshold reruns this alone.
     """
     st.subheader("When do more epochs stop paying?")
     stop = run.state.stop if run is not None and run.state is not None else None
@@ -76,15 +88,15 @@ def returns_ui(history: pd.DataFrame, run: Run | None = None) -> float:
     verdict = returns_verdict(
         history["epoch"], history["test_accuracy"], history["cumulative_seconds"], threshold=threshold
     )
-    st.altair_chart(
-        charts.returns_chart(
-            history, verdict.point, cooldown=(stop.stable_end, stop.cooldown_end) if stop is not None else None
-        ),
-        width="stretch",
+    cooldown = (stop.stable_end, stop.cooldown_end) if stop is not None else None
+    point = verdict.point
+    chart_specs.draw(
+        st,
+        ("returns", chart_specs.frame_token(history), point, cooldown),
+        lambda: charts.returns_chart(history, point, cooldown=cooldown),
         alt="Test accuracy against training time",
     )
     (st.markdown if verdict.point is not None else st.caption)(verdict.sentence())
-    return threshold
 
 
 def results_frame(history: pd.DataFrame) -> pd.DataFrame:

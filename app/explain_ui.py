@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, checkpoints, state
+from app import areas, chart_specs, charts, checkpoints, state
 from data.fashion_mnist import CLASS_NAMES, TEST_SIZE, DatasetError, load_fashion_mnist
 from resnet.core import explain
 from resnet.store import artefacts
@@ -35,17 +35,21 @@ def why_button(column, grid: str, test_index: int) -> None:
     )
 
 
+@areas.area("explanation")
 def explanation_below(grid: str, manager: JobManager, run: Run, frame: pd.DataFrame, images: np.ndarray) -> None:
-    """The explanation of the image picked in ``grid``, if one was picked there and is in ``frame``."""
-    picked = st.session_state.get(state.EXPLAIN)
-    if not picked or picked[0] != grid:
+    """The explanation of the image picked in ``grid``, if one was picked there and is in ``frame``.
+
+    An area inside the grid's area: its stage picker and Close rerun the explanation alone.
+    """
+    picked = state.explained(grid)
+    if picked is None:
         return
-    rows = frame[frame["test_index"] == picked[1]]
+    rows = frame[frame["test_index"] == picked]
     if rows.empty:  # another run, evaluated on another subset
         return
     with st.container(border=True):
         top = st.columns([6, 1])
-        top[1].button("Close", key=f"close_{grid}", on_click=state.close_explanation)
+        top[1].button("Close", key=f"close_{grid}", on_click=state.close_explanation, args=(grid,))
         explanation_ui(manager, run, rows.iloc[0].to_dict(), images, header=top[0])
 
 
@@ -72,7 +76,7 @@ def explanation_ui(manager: JobManager, run: Run, record: dict, images: np.ndarr
     if model is None:
         return
     heatmaps_ui(manager, run, model, images[test_index], test_index, true_index, predicted_index)
-    neighbours_ui(manager, run, model, images[test_index], true_index, predicted_index)
+    neighbours_ui(manager, run, model, images[test_index], test_index, true_index, predicted_index)
 
 
 def heatmaps_ui(manager, run, model, image, test_index, true_index, predicted_index) -> None:
@@ -107,7 +111,7 @@ def heatmaps_ui(manager, run, model, image, test_index, true_index, predicted_in
         columns[2].caption("Predicted correctly: the true class is the predicted one.")
 
 
-def neighbours_ui(manager, run, model, image, true_index, predicted_index) -> None:
+def neighbours_ui(manager, run, model, image, test_index, true_index, predicted_index) -> None:
     try:
         train = load_fashion_mnist(download=False)
     except DatasetError as error:
@@ -124,8 +128,7 @@ def neighbours_ui(manager, run, model, image, true_index, predicted_index) -> No
         return
     if bank.unsaved:
         st.caption(f"These features are kept in memory only and computed again after a restart: {bank.unsaved}.")
-    query = explain.penultimate_features(model, image[np.newaxis])[0]
-    rows, similarities = explain.nearest_neighbours(bank.features, query, NEIGHBOURS)
+    rows, similarities = checkpoints.nearest_neighbours(run, model, test_index, image, bank, NEIGHBOURS)
     neighbour_labels = bank.labels[rows]
     who = f"It called this {CLASS_NAMES[true_index]} a {CLASS_NAMES[predicted_index]}"
     if true_index == predicted_index:
@@ -178,10 +181,12 @@ def _selected(frame: pd.DataFrame, event) -> pd.DataFrame | None:
     return frame[frame["x"].between(x0, x1) & frame["y"].between(y0, y1)]
 
 
+@areas.area("feature_map")
 def feature_map_ui(manager: JobManager, run: Run, predictions: dict, images: np.ndarray | None) -> None:
     """A 2-D PCA map of the evaluated test images' penultimate features, for any recorded epoch (or two).
 
     The true classes come from the run's predictions file: every epoch evaluates the same test images.
+    An area of its own: the epoch pickers and the brush rerun the maps alone.
     """
     st.subheader("Feature-space map")
     true_labels = np.full(TEST_SIZE, -1, dtype=int)
@@ -249,14 +254,12 @@ def _one_map(manager: JobManager, run: Run, epoch: int, true_labels: np.ndarray,
         return
     explained = np.asarray(feature_map["explained"], dtype=float)
     accuracy = float((frame["outcome"] == "correct").mean()) if len(frame) else 0.0
-    event = st.altair_chart(
-        charts.feature_map_chart(
-            frame,
-            class_order=CLASS_NAMES,
-            title=f"Epoch {epoch}: {accuracy:.1%} correct",
-            axis_titles=(f"PC 1 ({explained[0]:.0%} of variance)", f"PC 2 ({explained[1]:.0%})"),
-        ),
-        width="stretch",
+    title = f"Epoch {epoch}: {accuracy:.1%} correct"
+    axis_titles = (f"PC 1 ({explained[0]:.0%} of variance)", f"PC 2 ({explained[1]:.0%})")
+    event = chart_specs.draw(
+        st,
+        ("feature_map", chart_specs.frame_token(frame), title, axis_titles),
+        lambda: charts.feature_map_chart(frame, class_order=CLASS_NAMES, title=title, axis_titles=axis_titles),
         key=f"feature_map_{epoch}",
         on_select="rerun",
         selection_mode=charts.MAP_REGION,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, explain_ui, state
+from app import areas, chart_specs, charts, explain_ui, state
 from data.fashion_mnist import CLASS_NAMES, DatasetError, load_fashion_mnist
 from resnet.analysis import (
     confusion_frame,
@@ -61,7 +61,10 @@ def image_grid(rows: pd.DataFrame, images: np.ndarray | None, *, limit: int, gri
                 explain_ui.why_button(column, grid, record["test_index"])
 
 
+@areas.area("confusion")
 def confusion_ui(manager: JobManager, run: Run, frame: pd.DataFrame, images: np.ndarray | None) -> None:
+    """The confusion matrix and per-class accuracy, and the images of one confused pair (a matrix cell or
+    the pair picker). An area of its own: its toggle, cell clicks, picker and Why? rerun it alone."""
     counts = confusion_matrix(frame["true_index"], frame["predicted_index"])
     left, right = st.columns([3, 2])
     with left:
@@ -70,9 +73,11 @@ def confusion_ui(manager: JobManager, run: Run, frame: pd.DataFrame, images: np.
             key="confusion_normalised",
             help="Off: how many images of each true class got each prediction. On: the share of the true class.",
         )
-        event = st.altair_chart(
-            charts.confusion_chart(confusion_frame(counts), normalised=normalised, class_order=CLASS_NAMES),
-            width="stretch",
+        token = chart_specs.array_token(counts)
+        event = chart_specs.draw(
+            st,
+            ("confusion", token, normalised),
+            lambda: charts.confusion_chart(confusion_frame(counts), normalised=normalised, class_order=CLASS_NAMES),
             key="confusion_chart",
             on_select="rerun",
             selection_mode=charts.CELL_SELECTION,
@@ -80,9 +85,10 @@ def confusion_ui(manager: JobManager, run: Run, frame: pd.DataFrame, images: np.
         )
     with right:
         labels, predicted = frame["true_index"].to_numpy(), frame["predicted_index"].to_numpy()
-        st.altair_chart(
-            charts.per_class_chart(per_class_accuracy(labels, predicted)),
-            width="stretch",
+        chart_specs.draw(
+            st,
+            ("per_class", token),
+            lambda: charts.per_class_chart(per_class_accuracy(labels, predicted)),
             alt="Test accuracy per class",
         )
 
@@ -109,7 +115,9 @@ def confusion_ui(manager: JobManager, run: Run, frame: pd.DataFrame, images: np.
         explain_ui.explanation_below("pair", manager, run, frame, images)
 
 
+@areas.area("sample_grid")
 def predictions_grid_ui(manager: JobManager, run: Run, frame: pd.DataFrame, images: np.ndarray | None) -> None:
+    """Sample predictions, filtered and ordered here. An area of its own: its filters and Why? rerun it alone."""
     st.subheader("Sample predictions")
     columns = st.columns([2, 2, 2, 2, 1])
     mistakes = columns[0].toggle("Misclassified only", value=True, key="grid_mistakes")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app import areas
 from resnet.store.estimate import run_eta_seconds
 from resnet.training.jobs import JobManager, JobSnapshot, JobState
 from resnet.training.protocol import Phase
@@ -76,7 +77,7 @@ def live_ui(manager: JobManager) -> None:
     running = manager.store.find(snapshot.run_id) if was_active else None
     epochs_shown = running.epochs_done if running is not None else None
 
-    @st.fragment(run_every=REFRESH_SECONDS if was_active else WATCH_SECONDS)
+    @areas.area("live", run_every=REFRESH_SECONDS if was_active else WATCH_SECONDS)
     def live() -> None:
         now = manager.snapshot()
         if now.active != was_active:

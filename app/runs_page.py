@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import actions, charts, state
+from app import actions, areas, chart_specs, charts, state
 from app.curves import run_label
 from resnet.store.runs import Run, RunError
 from resnet.training.jobs import JobManager
@@ -118,7 +118,9 @@ def runs_table_ui(runs: list[Run]) -> None:
         )
 
 
+@areas.area("overlay")
 def compare_ui(runs: list[Run], shown: Run | None) -> None:
+    """Test-accuracy curves of the runs chosen here. An area of its own: the choice reruns it alone."""
     readable = [run for run in runs if not run.damaged and run.history is not None and not run.history.empty]
     if not readable:
         return
@@ -129,15 +131,19 @@ def compare_ui(runs: list[Run], shown: Run | None) -> None:
         "Runs to overlay", ids, default=default, key="overlay_runs", help="Test accuracy per epoch of each run."
     )
     if chosen:
-        st.altair_chart(
-            charts.overlay_chart(overlay_frame([run for run in readable if run.run_id in chosen])),
-            width="stretch",
+        frame = overlay_frame([run for run in readable if run.run_id in chosen])
+        chart_specs.draw(
+            st,
+            ("overlay", chart_specs.frame_token(frame)),
+            lambda: charts.overlay_chart(frame),
             alt="Test accuracy of the selected runs",
         )
 
 
+@areas.area("manage")
 def manage_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
-    """Show, download or delete one run."""
+    """Show, download or delete one run. An area of its own: picking a run reruns it alone; showing or
+    deleting one reruns the whole page, which then shows (or no longer lists) that run."""
     st.subheader("Manage a run")
     by_id = {run.run_id: run for run in runs}
     ids = list(by_id)
@@ -145,7 +151,7 @@ def manage_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
     run_id = st.selectbox("Run", ids, index=index, format_func=lambda rid: run_label(by_id[rid]), key="manage_run")
     run = by_id[run_id]
     columns = st.columns(4)
-    columns[0].button(
+    shown_now = columns[0].button(
         "Show in all views",
         key="show_run",
         on_click=state.show_run,
@@ -177,8 +183,13 @@ def manage_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
         width="stretch",
     )
     columns[3].button("Delete...", key="delete_run", on_click=_ask_delete, args=(run_id,), width="stretch")
+    deleted = False
     if st.session_state.get(state.CONFIRM_DELETE) == run_id:
         st.warning(f"Delete run {run_id} and all its files (checkpoint, history, predictions)? This cannot be undone.")
         yes, no = st.columns(2)
-        yes.button("Yes, delete it", key="confirm_delete_yes", type="primary", on_click=_delete, args=(manager, run_id))
+        deleted = yes.button(
+            "Yes, delete it", key="confirm_delete_yes", type="primary", on_click=_delete, args=(manager, run_id)
+        )
         no.button("Cancel", key="confirm_delete_no", on_click=_cancel_delete)
+    if shown_now or deleted:
+        areas.rerun_page()

@@ -21,14 +21,14 @@ RETURNS_THRESHOLD = "returns_threshold"  # points of test accuracy per window fo
 PAIR_TRUE = "pair_true"  # the confused pair's true class (selectbox)
 PAIR_PREDICTED = "pair_predicted"  # ... and its predicted class
 PICKED_CELL = "_picked_cell"  # the confusion-matrix cell last clicked, (true, predicted)
-TAB = "tab"  # the tab shown below the curves, kept when parts of the page above appear or go
+TAB = "tab"  # the key of the tabs below the curves (switched in the browser alone, never rerun)
 SWEEP_NAME = "sweep_name"  # the Sweep tab's name field
 SWEEP_BRANCHES = "sweep_branches"  # the Sweep tab's choice: independent runs, or one run with cooldown branches
 SWEEP_FLASH = "sweep_flash"  # an actions.Outcome to show in the Sweep tab on the next run
 SWEEP_SHOWN = "sweep_shown"  # the sweep whose results this session looks at (selectbox)
 SWEEP_COLOUR = "sweep_colour"  # the setting the sweep's curves are coloured by
 SWEEP_X_AXIS = "sweep_x_axis"  # the curves' x axis: "epoch" or "time"
-EXPLAIN = "explain"  # (grid, test index) of the image whose explanation is open below that grid
+EXPLAIN = "explain"  # EXPLAIN_<grid>: the test index of the image whose explanation is open below that grid
 EXPLAIN_STAGE = "explain_stage"  # the stage Grad-CAM is computed on
 MAP_EPOCH = "map_epoch"  # the feature map's epoch
 MAP_COMPARE = "map_compare"  # the epoch the feature map is compared with ("none" for one map)
@@ -88,8 +88,13 @@ def take_flash(key: str = FLASH):
 
 
 def explain_image(grid: str, test_index: int) -> None:
-    st.session_state[EXPLAIN] = (grid, int(test_index))
+    """Open the explanation of a test image below ``grid`` (each grid has its own)."""
+    st.session_state[f"{EXPLAIN}_{grid}"] = int(test_index)
 
 
-def close_explanation() -> None:
-    st.session_state.pop(EXPLAIN, None)
+def explained(grid: str) -> int | None:
+    return st.session_state.get(f"{EXPLAIN}_{grid}")
+
+
+def close_explanation(grid: str) -> None:
+    st.session_state.pop(f"{EXPLAIN}_{grid}", None)

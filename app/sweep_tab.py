@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import charts, feedback, state
+from app import areas, chart_specs, charts, feedback, state
 from app.actions import Outcome
 from app.sweep_job import SweepBusy, SweepRunner, SweepSnapshot, SweepState
 from resnet.config import FIELD_HELP, ConfigError, TrainConfig
@@ -210,7 +210,7 @@ def progress_ui(runner: SweepRunner) -> None:
     first = runner.snapshot()
     drawn = (first.state, first.trial, first.done, first.failed)
 
-    @st.fragment(run_every=REFRESH_SECONDS if first.active else None)
+    @areas.area("sweep_progress", run_every=REFRESH_SECONDS if first.active else None)
     def progress() -> None:
         now = runner.snapshot()
         if (now.state, now.trial, now.done, now.failed) != drawn:
@@ -234,9 +234,11 @@ def pareto_ui(table: pd.DataFrame) -> None:
         return
     front = pareto_front(table)
     points = _labelled(usable).assign(on_front=usable["trial"].isin(front["trial"]))
-    st.altair_chart(
-        charts.pareto_chart(points[["trial", "label", "total_seconds", "test_accuracy", "on_front"]]),
-        width="stretch",
+    points = points[["trial", "label", "total_seconds", "test_accuracy", "on_front"]]
+    chart_specs.draw(
+        st,
+        ("pareto", chart_specs.frame_token(points)),
+        lambda: charts.pareto_chart(points),
         alt="Final test accuracy against total training time",
     )
     if front.empty:
@@ -284,9 +286,10 @@ def curves_ui(sweep: Sweep, by_id: dict[str, Run]) -> None:
     if frame.empty:
         return
     title = FIELDS.get(colour, (colour.replace("_", " "),))[0]
-    st.altair_chart(
-        charts.sweep_curves_chart(frame, color_title=title, x_axis=x_axis),
-        width="stretch",
+    chart_specs.draw(
+        st,
+        ("sweep_curves", chart_specs.frame_token(frame), title, x_axis),
+        lambda: charts.sweep_curves_chart(frame, color_title=title, x_axis=x_axis),
         alt="Test accuracy per epoch of every run",
     )
 
@@ -338,8 +341,10 @@ def budget_curve_ui(sweep: Sweep, runs: list[Run]) -> None:
     )
 
 
+@areas.area("sweep_answer")
 def results_ui(sweeps: SweepStore, runs: list[Run], runner: SweepRunner) -> None:
-    """Choose a recorded sweep (damaged records are reported) and show its answer."""
+    """Choose a recorded sweep (damaged records are reported) and show its answer. An area of its own:
+    the sweep, colour and axis pickers rerun it alone."""
     st.subheader("A sweep's answer")
     listings = sweeps.list_sweeps()
     for listing in listings:
@@ -370,6 +375,18 @@ def results_ui(sweeps: SweepStore, runs: list[Run], runner: SweepRunner) -> None
     table_ui(sweep, table)
 
 
+@areas.area("sweep_request")
+def request_area(runner: SweepRunner, base: TrainConfig | None, base_error: str | None, runs: list[Run]) -> None:
+    """The request, its check and estimate, and Start / Stop. An area of its own: typing values reruns it
+    alone; Start and Stop rerun the whole page (the live view follows the sweep's runs)."""
+    sweep, problem = request_ui(base, base_error, runner.sweeps, runs)
+    if problem:
+        (st.info if problem == NO_VALUES else st.error)(problem)  # nothing typed yet is not an error
+    else:
+        request_summary_ui(sweep, runs, runner.sweeps)
+    controls_ui(runner, sweep, runner.snapshot())
+
+
 def sweep_ui(runner: SweepRunner, base: TrainConfig | None, base_error: str | None, runs: list[Run]) -> None:
     """The whole tab: the request, Start / Stop, progress, and a recorded sweep's answer."""
     sweeps = runner.sweeps
@@ -380,12 +397,6 @@ def sweep_ui(runner: SweepRunner, base: TrainConfig | None, base_error: str | No
         "after its batch and the rest of the queue; starting the same sweep again continues it."
     )
     feedback.show_outcome(state.take_flash(state.SWEEP_FLASH))
-    sweep, problem = request_ui(base, base_error, sweeps, runs)
-    if problem:
-        (st.info if problem == NO_VALUES else st.error)(problem)  # nothing typed yet is not an error
-    else:
-        request_summary_ui(sweep, runs, sweeps)
-    snapshot = runner.snapshot()
-    controls_ui(runner, sweep, snapshot)
+    request_area(runner, base, base_error, runs)
     progress_ui(runner)
     results_ui(sweeps, runs, runner)

@@ -14,6 +14,9 @@ has not changed for ``QUIET`` seconds; the time is that of its last change. The 
 the app's own rerun log (``app/areas.py``, ``$RESNET_RERUN_LOG``): what each click reran (the whole
 page, or which area alone) and its seconds on the server, median over the rounds.
 
+With ``--live SECONDS``, it then presses the sidebar's Quick try (this adds a run to the cache) and reports
+the server time of the live view's refresh ticks over that many seconds of training.
+
 The shown run is the newest in the cache unless ``--run`` picks one (through the Runs tab's "Show in all
 views"). Clicks whose widget the page does not have (an overlay needs two runs; a map epoch change two
 recorded maps) are reported as skipped.
@@ -44,8 +47,11 @@ TIMEOUT = 120.0  # seconds a click may take before the benchmark gives up on it
 WATCH = """() => {
   const w = window.__latency = {click: null, last: null};
   if (!window.__latencyObserver) {
-    window.__latencyObserver = new MutationObserver(() => {
-      if (window.__latency.click !== null) window.__latency.last = performance.now();
+    window.__latencyObserver = new MutationObserver((changes) => {
+      // data-test-script-state is a hook for tests, not something a person sees
+      if (window.__latency.click === null) return;
+      if (changes.some((c) => c.attributeName !== 'data-test-script-state'))
+        window.__latency.last = performance.now();
     });
     window.__latencyObserver.observe(document.body,
       {subtree: true, childList: true, attributes: true, characterData: true});
@@ -220,7 +226,24 @@ def clicks() -> list[Click]:
     ]
 
 
-def measure(url: str, rerun_log: Path, *, rounds: int, run_id: str | None) -> tuple[float, list, list[Click]]:
+def live_ticks(page, rerun_log: Path, seconds: float) -> list[float]:
+    """Press Quick try and Start, and return the server seconds of each live-view tick while it trains."""
+    _, offset = read_log(rerun_log, 0)
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_role("button", name="Quick try").click()
+    settle(page, since_click=False)
+    sidebar.get_by_role("button", name="Start", exact=True).click()
+    page.wait_for_timeout(seconds * 1000)
+    lines, _ = read_log(rerun_log, offset)
+    stop = sidebar.get_by_role("button", name="Stop", exact=True)
+    if stop.is_enabled():  # still training
+        stop.click()
+    return [line["seconds"] for line in lines if line["area"] == "live"]
+
+
+def measure(
+    url: str, rerun_log: Path, *, rounds: int, run_id: str | None, live: float
+) -> tuple[float, list, list[Click], list[float]]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -262,8 +285,9 @@ def measure(url: str, rerun_log: Path, *, rounds: int, run_id: str | None) -> tu
                 lines, offset = read_log(rerun_log, offset)
                 click.server.append(sum(line["seconds"] for line in lines))
                 click.reran.append("+".join(line["area"] for line in lines) or "nothing")
+        ticks = live_ticks(page, rerun_log, live) if live else []
         browser.close()
-    return first_load, first_log, measured
+    return first_load, first_log, measured, ticks
 
 
 def main() -> None:
@@ -271,13 +295,16 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, required=True, help="the run cache the app reads")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--run", dest="run_id", help="the run to show (default: the newest)")
+    parser.add_argument("--live", type=float, default=0, help="seconds of a Quick try whose live ticks to time")
     args = parser.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="click-latency-"))
     rerun_log, server_log = folder / "reruns.jsonl", folder / "streamlit.log"
     server, url = start_server(args.cache.resolve(), server_log, rerun_log)
     try:
-        first_load, first_log, measured = measure(url, rerun_log, rounds=args.rounds, run_id=args.run_id)
+        first_load, first_log, measured, ticks = measure(
+            url, rerun_log, rounds=args.rounds, run_id=args.run_id, live=args.live
+        )
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -295,6 +322,11 @@ def main() -> None:
         browser_text = f"{statistics.median(click.seconds):.2f} ({max(click.seconds):.2f})"
         reran = sorted(set(click.reran))
         print(f"{click.name:<38} {browser_text:>24} {statistics.median(click.server):>16.3f}  {', '.join(reran)}")
+    if ticks:
+        print(
+            f"live view while a Quick try trains: {len(ticks)} ticks, server median {statistics.median(ticks):.4f} s, "
+            f"max {max(ticks):.4f} s"
+        )
     print(f"\nserver log: {server_log}")
 
 

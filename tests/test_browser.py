@@ -4,7 +4,8 @@ Sets a tiny configuration through the URL and the sidebar widgets, presses Start
 view to finish the training and redraw the page by itself (the fragment's ``run_every``; nothing here
 reloads the page), then checks the charts; a second test has two pages press Start together; a third runs
 a tiny sweep from the Sweep tab; a fourth explains a mistake; a fifth shows a run that trained until returns
-diminished. Each saves what it sees as screenshots.
+diminished; a sixth checks, in the server's rerun log, that a click reruns only the area it is in. Each
+saves what it sees as screenshots.
 
 One server and one Chromium serve the whole module (starting each costs seconds); every test gets a
 fresh browser context (its own pages and cookies: a new Streamlit session) and an empty run cache: the
@@ -73,7 +74,8 @@ def wait_for_health(url: str, server: subprocess.Popen, log: Path, timeout: floa
 
 @pytest.fixture(scope="module")
 def app_server(tmp_path_factory, session_cache, dataset_dir):
-    """``streamlit run streamlit_app.py`` on a free port with this module's run cache: (url, cache); always stopped."""
+    """``streamlit run streamlit_app.py`` on a free port with this module's run cache: (url, cache, rerun log);
+    always stopped."""
     from resnet.core.precision_record import record_path
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,13 @@ def app_server(tmp_path_factory, session_cache, dataset_dir):
     if record_path(session_cache).is_file():  # what the session measured of auto precision, as in cache_dir
         shutil.copy2(record_path(session_cache), record_path(cache))
     port = free_port()
-    env = {**os.environ, "RESNET_CACHE_DIR": str(cache), "FASHION_MNIST_DIR": str(dataset_dir)}
+    rerun_log = folder / "reruns.jsonl"  # what each click reran on the server (app/areas.py)
+    env = {
+        **os.environ,
+        "RESNET_CACHE_DIR": str(cache),
+        "FASHION_MNIST_DIR": str(dataset_dir),
+        "RESNET_RERUN_LOG": str(rerun_log),
+    }
     log = folder / "streamlit.log"
     command = [
         sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
@@ -98,7 +106,7 @@ def app_server(tmp_path_factory, session_cache, dataset_dir):
     url = f"http://localhost:{port}"
     try:
         wait_for_health(url, process, log)
-        yield url, cache
+        yield url, cache, rerun_log
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)  # its own session: the server, its children, nothing else
@@ -128,7 +136,7 @@ def wait_until_no_run_trains(cache: Path, timeout: float = 120.0) -> None:
 @pytest.fixture
 def server(app_server):
     """The module's server with an empty run cache (its precision record kept): its URL."""
-    url, cache = app_server
+    url, cache, _ = app_server
     wait_until_no_run_trains(cache)
     for path in cache.iterdir():
         if path.is_dir():
@@ -140,6 +148,25 @@ def server(app_server):
 def cache_dir(app_server):
     """The cache folder the module's server reads and writes (this module's, not conftest's)."""
     return app_server[1]
+
+
+@pytest.fixture
+def rerun_log(app_server):
+    """``reruns()``: the areas the module's server reran since the last call (its live view's ticks left
+    out), from its rerun log (``app/areas.py``)."""
+    path, seen = app_server[2], [path_size(app_server[2])]
+
+    def reruns() -> list[str]:
+        data = path.read_bytes() if path.exists() else b""
+        lines = [json.loads(line) for line in data[seen[0] :].decode().splitlines() if line.strip()]
+        seen[0] = len(data)
+        return [line["area"] for line in lines if line["area"] != "live"]
+
+    return reruns
+
+
+def path_size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +352,7 @@ def test_explaining_a_mistake_in_the_browser(server, cache_dir, new_page, traine
 
     maps = page.locator('[data-testid="stVegaLiteChart"][aria-label^="Feature-space map of epoch"]')
     expect(maps).to_have_count(2, timeout=60_000)
-    expect(maps.nth(1).locator("svg")).to_be_visible(timeout=30_000)
+    expect(maps.nth(1).locator("canvas")).to_be_visible(timeout=30_000)  # thousands of points: a canvas
     assert page.get_by_test_id("stException").count() == 0
 
     panel.scroll_into_view_if_needed()
@@ -369,3 +396,46 @@ def test_an_auto_run_in_the_browser(server, cache_dir, new_page, trained):
         "height": bottom["y"] + bottom["height"] - top["y"],
     }
     page.screenshot(path=str(AUTO_SCREENSHOT), clip=clip)
+
+
+def settled(page) -> None:
+    """Wait until the page's script (the whole page or an area) has finished running."""
+    from playwright.sync_api import expect
+
+    page.wait_for_timeout(300)  # a click's rerun has started
+    expect(page.locator('[data-test-script-state="notRunning"]')).to_have_count(1, timeout=60_000)
+    page.wait_for_timeout(300)
+
+
+def test_a_click_reruns_only_the_area_it_is_in(server, cache_dir, new_page, trained, rerun_log):
+    """The toggle of the confusion matrix reruns that area alone, a filter of the sample grid the grid alone,
+    and switching tabs reruns nothing: the server's rerun log names what ran."""
+    from playwright.sync_api import expect
+
+    copy_run(trained(EXPLAINED).path, cache_dir)
+    page = new_page()
+    page.goto(server)
+    toggle = page.get_by_test_id("stCheckbox").filter(has_text="Row-normalised")
+    expect(toggle).to_be_visible(timeout=90_000)
+    settled(page)
+    assert "page" in rerun_log()  # the first load ran the whole page
+
+    toggle.locator("label").click()
+    expect(page.get_by_text("Confusion matrix (share of each true class)")).to_be_visible(timeout=30_000)
+    settled(page)
+    assert rerun_log() == ["confusion"]
+
+    caption = page.get_by_text("evaluated test images match", exact=False)
+    shown = caption.inner_text()
+    page.get_by_test_id("stCheckbox").filter(has_text="Misclassified only").locator("label").click()
+    expect(caption).not_to_have_text(shown, timeout=30_000)  # every image now, not only the mistakes
+    settled(page)
+    assert rerun_log() == ["sample_grid"]
+
+    page.get_by_role("tab", name="Runs").click()
+    expect(page.get_by_text("Compare runs")).to_be_visible(timeout=30_000)
+    page.get_by_role("tab", name="Understanding the predictions").click()
+    expect(toggle).to_be_visible()
+    page.wait_for_timeout(1000)
+    assert rerun_log() == []  # the browser switches tabs alone
+    assert page.get_by_test_id("stException").count() == 0
