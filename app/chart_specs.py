@@ -9,8 +9,13 @@ output is validated against the Vega-Lite schema in ``tests/test_chart_specs.py`
 
 A specification holds its data as named pandas DataFrames under ``datasets``, which ``st.vega_lite_chart``
 sends as Arrow, exactly as ``st.altair_chart`` does, and is converted under Altair's theme ``none``, as
-Streamlit converts it, so a chart looks as it did. Specifications are shared by every session of the server
-and never changed: ``st.vega_lite_chart`` copies a specification before it takes its data out.
+Streamlit converts it, so a chart looks as it did. Specifications are shared by every session of the server:
+``st.vega_lite_chart`` copies a specification's top level before it takes its data out, and its one change
+inside (an empty legend title written as " ") is the same on every draw.
+
+Altair's theme and data transformer are global. The lock here serialises this module's conversions; the app
+draws no chart through ``st.altair_chart`` (whose conversion takes Streamlit's own lock) or Streamlit's
+built-in charts, and ``tests/test_chart_specs.py`` keeps it so.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ def explanation_below(grid: str, manager: JobManager, run: Run, frame: pd.DataFr
     with st.container(border=True):
         top = st.columns([6, 1])
         top[1].button("Close", key=f"close_{grid}", on_click=state.close_explanation, args=(grid,))
-        explanation_ui(manager, run, rows.iloc[0].to_dict(), images, header=top[0])
+        explanation_ui(manager, run, rows.iloc[0].to_dict(), images, header=top[0], grid=grid)
 
 
 def _model(manager: JobManager, run: Run, what: str):
@@ -63,7 +63,7 @@ def _model(manager: JobManager, run: Run, what: str):
         return None
 
 
-def explanation_ui(manager: JobManager, run: Run, record: dict, images: np.ndarray, *, header) -> None:
+def explanation_ui(manager: JobManager, run: Run, record: dict, images: np.ndarray, *, header, grid: str) -> None:
     """Two heatmaps (predicted and true class) and the nearest training images of one test image."""
     true_index, predicted_index = int(record["true_index"]), int(record["predicted_index"])
     test_index = int(record["test_index"])
@@ -75,24 +75,26 @@ def explanation_ui(manager: JobManager, run: Run, record: dict, images: np.ndarr
     model = _model(manager, run, "explain this prediction")
     if model is None:
         return
-    heatmaps_ui(manager, run, model, images[test_index], test_index, true_index, predicted_index)
+    heatmaps_ui(grid, run, model, images[test_index], test_index, true_index, predicted_index)
     neighbours_ui(manager, run, model, images[test_index], test_index, true_index, predicted_index)
 
 
-def heatmaps_ui(manager, run, model, image, test_index, true_index, predicted_index) -> None:
+def heatmaps_ui(grid, run, model, image, test_index, true_index, predicted_index) -> None:
+    """The heatmaps of one image, on a stage picked per grid (two grids may each have one open)."""
     stages = explain.spatial_stages(model)
     names = [stage.name for stage in stages]
     labels = {stage.name: f"{stage.name} ({stage.size}x{stage.size})" for stage in stages}
-    if st.session_state.get(state.EXPLAIN_STAGE) not in names:
-        st.session_state[state.EXPLAIN_STAGE] = explain.DEFAULT_STAGE if explain.DEFAULT_STAGE in names else names[-1]
+    stage_key = f"{state.EXPLAIN_STAGE}_{grid}"
+    if st.session_state.get(stage_key) not in names:
+        st.session_state[stage_key] = explain.DEFAULT_STAGE if explain.DEFAULT_STAGE in names else names[-1]
     stage = st.segmented_control(
         "Where the model looked (Grad-CAM on stage)",
         names,
         format_func=labels.get,
-        key=state.EXPLAIN_STAGE,
+        key=stage_key,
         help=explain.STAGE_HELP,
     )
-    stage = stage or st.session_state.get(state.EXPLAIN_STAGE) or explain.DEFAULT_STAGE
+    stage = stage or st.session_state.get(stage_key) or explain.DEFAULT_STAGE
     classes = (predicted_index,) if predicted_index == true_index else (predicted_index, true_index)
     with st.spinner(f"Computing Grad-CAM on {stage}..."):
         heatmaps = checkpoints.heatmaps(run, model, test_index, image, classes, stage)

@@ -72,6 +72,7 @@ def _delete(manager: JobManager, run_id: str) -> None:
     if outcome.level == "success":
         state.forget_shown_run(run_id)
     state.flash(outcome)
+    st.session_state[state.RUN_DELETED] = True  # every view still shows the run: the whole page must rerun
 
 
 def _checkpoint_download(manager: JobManager, run: Run):
@@ -144,6 +145,8 @@ def compare_ui(runs: list[Run], shown: Run | None) -> None:
 def manage_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
     """Show, download or delete one run. An area of its own: picking a run reruns it alone; showing or
     deleting one reruns the whole page, which then shows (or no longer lists) that run."""
+    if st.session_state.pop(state.RUN_DELETED, False):
+        areas.rerun_page()
     st.subheader("Manage a run")
     by_id = {run.run_id: run for run in runs}
     ids = list(by_id)
@@ -183,13 +186,10 @@ def manage_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
         width="stretch",
     )
     columns[3].button("Delete...", key="delete_run", on_click=_ask_delete, args=(run_id,), width="stretch")
-    deleted = False
     if st.session_state.get(state.CONFIRM_DELETE) == run_id:
         st.warning(f"Delete run {run_id} and all its files (checkpoint, history, predictions)? This cannot be undone.")
         yes, no = st.columns(2)
-        deleted = yes.button(
-            "Yes, delete it", key="confirm_delete_yes", type="primary", on_click=_delete, args=(manager, run_id)
-        )
+        yes.button("Yes, delete it", key="confirm_delete_yes", type="primary", on_click=_delete, args=(manager, run_id))
         no.button("Cancel", key="confirm_delete_no", on_click=_cancel_delete)
-    if shown_now or deleted:
+    if shown_now:
         areas.rerun_page()

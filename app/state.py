@@ -16,6 +16,7 @@ from resnet.training.jobs import JobSnapshot
 SHOWN_RUN = "shown_run"  # the run this session chose to look at
 FLASH = "flash"  # an actions.Outcome to show on the next run (set by buttons and callbacks)
 CONFIRM_DELETE = "confirm_delete"  # the run whose deletion awaits confirmation
+RUN_DELETED = "_run_deleted"  # set by the delete callback: the Runs tab's area reruns the whole page
 RESUME = "resume"  # the "Continue a run with the same settings" checkbox
 RETURNS_THRESHOLD = "returns_threshold"  # points of test accuracy per window for diminishing returns
 PAIR_TRUE = "pair_true"  # the confused pair's true class (selectbox)
@@ -29,7 +30,7 @@ SWEEP_SHOWN = "sweep_shown"  # the sweep whose results this session looks at (se
 SWEEP_COLOUR = "sweep_colour"  # the setting the sweep's curves are coloured by
 SWEEP_X_AXIS = "sweep_x_axis"  # the curves' x axis: "epoch" or "time"
 EXPLAIN = "explain"  # EXPLAIN_<grid>: the test index of the image whose explanation is open below that grid
-EXPLAIN_STAGE = "explain_stage"  # the stage Grad-CAM is computed on
+EXPLAIN_STAGE = "explain_stage"  # EXPLAIN_STAGE_<grid>: the stage Grad-CAM is computed on below that grid
 MAP_EPOCH = "map_epoch"  # the feature map's epoch
 MAP_COMPARE = "map_compare"  # the epoch the feature map is compared with ("none" for one map)
 

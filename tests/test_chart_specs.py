@@ -157,3 +157,17 @@ def test_tokens_follow_content_not_identity():
     assert chart_specs.array_token(counts) == chart_specs.array_token(counts.copy())
     assert chart_specs.array_token(counts) != chart_specs.array_token(counts.astype(np.int32))
     assert chart_specs.array_token(counts) != chart_specs.array_token(counts.T[::-1])
+
+
+def test_the_app_draws_every_chart_through_its_specifications():
+    """Altair's theme and data transformer are global: a chart converted by ``st.altair_chart`` (or one of
+    Streamlit's built-in charts) at the same time as ``chart_specs.to_spec`` could take the other's. So the
+    app draws no chart that way, and draws every chart once per content."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sources = [root / "streamlit_app.py", *sorted((root / "app").glob("*.py"))]
+    pattern = re.compile(r"\.(altair_chart|line_chart|area_chart|bar_chart|scatter_chart)\(|\bst\.map\(")
+    found = [f"{path.name}: {match.group(0)}" for path in sources for match in pattern.finditer(path.read_text())]
+    assert found == []
