@@ -53,9 +53,14 @@ def test_why_opens_two_heatmaps_and_the_nearest_training_images(run_in_cache):
     assert "(predicted," in captions and "(true," in captions
     assert "similarity" in captions
     # The Grad-CAM stage can be changed; the heatmaps are recomputed on it without an error.
-    at.segmented_control(key="explain_stage").set_value("conv2").run()
+    at.segmented_control(key="explain_stage_sample").set_value("conv2").run()
     assert_no_exception(at)
     assert "(predicted," in "\n".join(texts(at.caption))
+    # An explanation below the other grid as well: each has its own stage picker, and the page runs with both.
+    why_buttons(at, "pair")[0].click().run()
+    assert_no_exception(at)
+    assert at.segmented_control(key="explain_stage_pair").value == "conv3"
+    assert at.segmented_control(key="explain_stage_sample").value == "conv2"
     # The nearest-neighbour bank was written beside the checkpoint, for the checkpoint's epoch.
     assert (run_in_cache / features_name(2)).is_file()
 
