@@ -7,14 +7,41 @@ models are held, so looking through many runs does not pile them up in memory.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import streamlit as st
+from streamlit.runtime.scriptrunner import script_runner
 
 from resnet.core import explain
 from resnet.files import path_mtime
 from resnet.store import artefacts
 from resnet.store.artefacts import FeatureBank
 from resnet.store.runs import Run, RunError
+
+
+def _clean_up_after_a_run_but_keep_keras() -> None:
+    """What Streamlit does after every script run, less ``keras.backend.clear_session()``."""
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
+def keep_compiled_functions() -> None:
+    """Ask Streamlit not to clear Keras' session after every script run.
+
+    Streamlit 1.67 calls ``keras.backend.clear_session()`` after each run (``_clean_problem_modules`` in
+    ``streamlit.runtime.scriptrunner.script_runner``), which clears TensorFlow's kernel cache: each of the
+    explanation's functions was instantiated again (Grappler) on its first call of every run, 0.42 s for
+    Grad-CAM and 0.25 s for the features of ResNet-50 here, against 0.05 s and 0.012 s once instantiated
+    (docs/benchmarks.md section 15). This app keeps its models and their functions on purpose (at most two
+    checkpoints, ``_model_at``) and builds no Keras layer on a rerun, so it keeps the session; matplotlib,
+    the other module Streamlit cleans, is still closed. A Streamlit without that function is left as it is.
+    """
+    if hasattr(script_runner, "_clean_problem_modules"):
+        script_runner._clean_problem_modules = _clean_up_after_a_run_but_keep_keras
+
+
+keep_compiled_functions()
 
 
 def _checkpoint_key(run: Run) -> tuple[str, float]:
