@@ -41,7 +41,9 @@ from resnet.sweeps.report import (
     estimate_text,
     format_history_table,
     format_sweep_table,
+    log_epochs,
     pareto_front,
+    progress_line,
     sweep_table,
 )
 from resnet.sweeps.trials import first_failure, sweep_progress
@@ -170,18 +172,6 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _progress_line(snapshot) -> str:
-    width = 30
-    filled = int(width * snapshot.epoch_fraction)
-    eta = snapshot.epoch_eta_seconds
-    detail = (
-        f"batch {snapshot.batch}/{snapshot.batches_per_epoch}  {snapshot.images_per_second:6.1f} img/s  ETA {eta:5.0f} s"
-        if snapshot.phase == "training" and eta is not None
-        else snapshot.phase
-    )
-    return f"\repoch {snapshot.epoch}/{snapshot.target_epochs} [{'#' * filled}{'.' * (width - filled)}] {detail:<48}"
-
-
 def command_train(args, store: RunStore) -> int:
     own = store.load(args.run_id).config if args.run_id else None  # continuing: the run's own settings
     if own is not None and own.epochs_mode == AUTO and args.epochs in (AUTO, None):
@@ -207,7 +197,7 @@ def command_train(args, store: RunStore) -> int:
     if snapshot.plan is not None:  # what the app's sidebar would say of the same request
         print(snapshot.plan.started_text(run_id), file=sys.stderr)
 
-    last_logged = None
+    logged = snapshot.first_epoch - 1  # epochs already printed (a log prints each committed epoch once)
     # The handler only sets an event: stop() takes the manager's lock, which this thread may hold when
     # the signal arrives (in snapshot()); the loop below asks for the stop within half a second.
     stop_asked, stopping = threading.Event(), False
@@ -218,13 +208,13 @@ def command_train(args, store: RunStore) -> int:
                 stopping = True
             snapshot = manager.snapshot()
             if sys.stderr.isatty():
-                print(_progress_line(snapshot), end="", file=sys.stderr, flush=True)
-            else:  # a log file: one line per phase change and per tenth of an epoch
-                mark = (snapshot.epoch, snapshot.phase, int(10 * snapshot.epoch_fraction))
-                if mark != last_logged:
-                    print(_progress_line(snapshot).strip(), file=sys.stderr, flush=True)
-                    last_logged = mark
-    print(file=sys.stderr)
+                print(progress_line(snapshot), end="", file=sys.stderr, flush=True)
+            else:
+                logged = log_epochs(store.find(run_id), logged, snapshot.target_epochs, sys.stderr)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    else:
+        log_epochs(store.find(run_id), logged, snapshot.target_epochs, sys.stderr)
     snapshot = manager.snapshot()
     run = store.load(run_id)
     if run.history is not None and not run.history.empty:

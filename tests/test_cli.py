@@ -117,6 +117,10 @@ def test_a_tiny_training_prints_the_table_and_writes_a_run(cache_dir):
         cache_dir=cache_dir,
     )
     assert result.returncode == 0, result.stderr
+    # stderr is a pipe, not a terminal: one line per committed epoch, no progress bar.
+    epochs = [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"], result.stderr
+    assert "test acc" in epochs[0] and "[#" not in result.stderr and "\r" not in result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:4] == ["epoch", "train", "acc", "test"]
     assert [line.split()[0] for line in lines[1:3]] == ["1", "2"]

@@ -261,6 +261,40 @@ def format_history_table(history) -> str:
     return "\n".join(lines)
 
 
+def epoch_text(epoch: int, target_epochs: int, row) -> str:
+    """One committed epoch in a line: what a log (not a terminal) prints per epoch."""
+    validation = row.get("val_accuracy")
+    value = f"  val acc {validation:.4f}" if validation is not None and validation == validation else ""  # not NaN
+    return (
+        f"epoch {epoch}/{target_epochs}: train acc {row['train_accuracy']:.4f}{value}  "
+        f"test acc {row['test_accuracy']:.4f}  {row['epoch_seconds']:.1f} s"
+    )
+
+
+def progress_line(snapshot) -> str:
+    """A training job's live progress bar on a terminal (``JobSnapshot``), starting with a carriage return."""
+    width = 30
+    filled = int(width * snapshot.epoch_fraction)
+    eta = snapshot.epoch_eta_seconds
+    detail = (
+        f"batch {snapshot.batch}/{snapshot.batches_per_epoch}  {snapshot.images_per_second:6.1f} img/s  ETA {eta:5.0f} s"
+        if snapshot.phase == "training" and eta is not None
+        else snapshot.phase
+    )
+    return f"\repoch {snapshot.epoch}/{snapshot.target_epochs} [{'#' * filled}{'.' * (width - filled)}] {detail:<48}"
+
+
+def log_epochs(run, logged: int, target_epochs: int, stream) -> int:
+    """For a log (a ``stream`` that is no terminal: CI, nohup, a pipe): one line per epoch of ``run`` committed
+    since ``logged``, none per progress update. Returns the epochs printed so far."""
+    if run is None or run.history is None:
+        return logged
+    for row in run.history[run.history["epoch"] > logged].to_dict("records"):
+        print(epoch_text(int(row["epoch"]), target_epochs, row), file=stream, flush=True)
+        logged = int(row["epoch"])
+    return logged
+
+
 class SweepPrinter:
     """Prints a running sweep's events: a live line on a terminal, one line per epoch and trial in a log."""
 
@@ -277,11 +311,7 @@ class SweepPrinter:
                 print(line, end="", file=self.stream, flush=True)
             return
         if event.kind == "epoch":
-            row = event.row
-            text = (
-                f"epoch {event.epoch}/{event.target_epochs}: train acc {row['train_accuracy']:.4f}  "
-                f"test acc {row['test_accuracy']:.4f}  {row['epoch_seconds']:.1f} s"
-            )
+            text = epoch_text(event.epoch, event.target_epochs, event.row)
         elif event.kind == "end":
             result = event.result
             text = f"{result.outcome}: {result.message} [run {result.run_id or '-'}, {result.seconds:.0f} s]"
