@@ -69,8 +69,3 @@ def area(name: str, *, run_every: float | None = None) -> Callable[[Callable], C
         return st.fragment(body, run_every=run_every)
 
     return decorate
-
-
-def rerun_page() -> None:
-    """Rerun the whole page now: a click inside an area changed something other areas show."""
-    st.rerun(scope="app")

@@ -146,7 +146,7 @@ def manage_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
     """Show, download or delete one run. An area of its own: picking a run reruns it alone; showing or
     deleting one reruns the whole page, which then shows (or no longer lists) that run."""
     if st.session_state.pop(state.RUN_DELETED, False):
-        areas.rerun_page()
+        st.rerun(scope="app")
     st.subheader("Manage a run")
     by_id = {run.run_id: run for run in runs}
     ids = list(by_id)
@@ -192,4 +192,4 @@ def manage_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
         yes.button("Yes, delete it", key="confirm_delete_yes", type="primary", on_click=_delete, args=(manager, run_id))
         no.button("Cancel", key="confirm_delete_no", on_click=_cancel_delete)
     if shown_now:
-        areas.rerun_page()
+        st.rerun(scope="app")

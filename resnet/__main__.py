@@ -209,7 +209,7 @@ def command_train(args, store: RunStore) -> int:
             snapshot = manager.snapshot()
             if sys.stderr.isatty():
                 print(progress_line(snapshot), end="", file=sys.stderr, flush=True)
-            else:
+            elif snapshot.epoch - 1 > logged:  # a later epoch began: the one before it is committed
                 logged = log_epochs(store.find(run_id), logged, snapshot.target_epochs, sys.stderr)
     if sys.stderr.isatty():
         print(file=sys.stderr)
