@@ -349,7 +349,10 @@ def test_explaining_a_mistake_in_the_browser(server, cache_dir, new_page, traine
     expect(panel).to_be_visible(timeout=120_000)
     expect(panel.get_by_text("Evidence for", exact=False).first).to_be_visible()
     expect(panel.get_by_text("similarity", exact=False).first).to_be_visible()
-    assert panel.get_by_test_id("stImage").count() >= 2 + 8  # image, heatmaps, 8 neighbours
+    # Image, heatmaps, 8 neighbours: waited for, since the neighbours' images arrive after the sentence
+    # that names them (seen once: 3 images counted the moment "similarity" showed).
+    expect(panel.get_by_test_id("stImage").nth(2 + 8 - 1)).to_be_visible(timeout=30_000)
+    assert panel.get_by_test_id("stImage").count() >= 2 + 8
 
     maps = page.locator('[data-testid="stVegaLiteChart"][aria-label^="Feature-space map of epoch"]')
     expect(maps).to_have_count(2, timeout=60_000)
