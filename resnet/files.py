@@ -43,16 +43,19 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV_VAR) or PROJECT_ROOT / "cache")
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write, *, suffix: str | None = None) -> None:
     """Write ``path`` through ``write(temporary_path)``, then rename it into place.
 
     The temporary file sits beside the target (same filesystem), is flushed to disk, and is removed if
     writing fails, so ``path`` is always either the old complete file or the new complete file. It gets
     the permissions of any new file (0666 less the umask), not mkstemp's private 0600, so another user
-    sharing the cache folder can read it.
+    sharing the cache folder can read it. Its name is ``.tmp-`` + random + ``suffix`` (default: the
+    target's name).
     """
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=".tmp-", suffix=path.name if suffix is None else suffix
+    )
     os.close(descriptor)
     try:
         os.chmod(temporary, 0o666 & ~UMASK)

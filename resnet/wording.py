@@ -6,6 +6,7 @@ the app), so they cannot drift apart.
 
 from __future__ import annotations
 
+import shlex
 from enum import Enum
 
 
@@ -65,3 +66,8 @@ def diverged_message(epoch: int) -> str:
         "rate, so continuing it would diverge again: start a new run with a lower learning rate (or float32 "
         "precision, if this run used a mixed one); the completed epochs of this run stay as they are"
     )
+
+
+def tensorboard_command(cache) -> str:
+    """What to run to see every run of the cache folder ``cache`` in TensorBoard."""
+    return f"tensorboard --logdir {shlex.quote(str(cache))}"

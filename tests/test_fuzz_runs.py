@@ -7,13 +7,15 @@ mutation that edits one in place first gives the copy its own file), applies 1-3
 "../" or absolute file name, bad cells or extra columns in history.csv, a file replaced by a folder, a named
 pipe or a link out of the cache, an array of a predictions, map or features file given an out-of-range
 value, another shape or type, or a .npy header claiming a huge array, the .lock made a link, folder or
-pipe, an emptied or renamed run folder...) and then checks what issues "Every answer the app gives is
+pipe, an emptied or renamed run folder, the run's TensorBoard files truncated, flipped, made pipes or links,
+the folder made a link out of the cache...) and then checks what issues "Every answer the app gives is
 true" and 19 ("Every file the app reads is checked before use") ask:
 
 - ``RunStore.list_runs()``, ``Run.summary()``, ``load_predictions``, ``load_feature_map``,
   ``feature_bank``, ``python -m resnet runs`` and ``RunStore.delete`` never raise anything but
   ``RunError`` and list every mutated run either as valid, with sane fields and arrays that fit it, or as
-  ``damaged`` with a reason (400 cases);
+  ``damaged`` with a reason (400 cases); whatever became of its ``tensorboard/`` folder, the run's TensorBoard
+  files are written again by one ``event_files.sync`` (a second changes nothing) without changing how it reads;
 - the cache's other files: a sweep record (any value anywhere made another type, a huge number, 100,000
   values, 100,000 levels deep, two trials naming one run...), its lock, ``.sweeps`` itself (a link out of
   the cache, a file) and ``.precision.json``, through ``SweepStore``, ``python -m resnet sweeps``, a
@@ -62,7 +64,7 @@ from resnet.config import ConfigError, TrainConfig
 from resnet.core import precision, precision_record
 from resnet.core.hardware import Hardware
 from resnet.core.precision_record import Measurement, Source
-from resnet.store import artefacts
+from resnet.store import artefacts, event_files
 from resnet.store.run_state import HISTORY_COLUMNS, OPTIONAL_HISTORY_COLUMNS, RunStatus
 from resnet.store.runs import RunError, RunStore
 from resnet.sweeps.record import SweepError, SweepStore, new_sweep, requested_sweep
@@ -225,7 +227,7 @@ def real_run(trained, tmp_path_factory):
     )  # fmt: skip
     names = {path.name for path in run.path.iterdir()}
     assert {"state.json", "config.json", "history.csv", "checkpoint-0002.keras", "predictions-0002.npz"} <= names
-    assert {"map-0001.npz", "map-0002.npz", "features-0002.npz"} <= names
+    assert {"map-0001.npz", "map-0002.npz", "features-0002.npz", "tensorboard"} <= names
     return run.path, run.run_id
 
 
@@ -695,6 +697,46 @@ class Case:
         os.mkfifo(path)  # opening it to read blocks until a writer comes: nothing may open it so
         return f"replace {path.name} by a named pipe"
 
+    def tensorboard_files(self) -> str:
+        """Damage the run's TensorBoard files: a file truncated, flipped, deleted, made a pipe or a link out
+        of the cache; a split's folder or the whole folder made a link or a file; an event file for an epoch
+        never committed."""
+        root = self.folder / "tensorboard"
+        files = (
+            sorted(path for path in root.rglob("*") if path.is_file() and not path.is_symlink())
+            if root.is_dir()
+            else []
+        )
+        choice = self.rng.choice(["truncate", "flip", "delete", "pipe", "link", "split", "folder", "extra"])
+        if choice in ("truncate", "flip", "delete", "pipe", "link") and files:
+            path = self.rng.choice(files)
+            data = path.read_bytes()
+            remove(path)
+            if choice == "truncate":
+                path.write_bytes(data[: self.rng.randrange(max(len(data), 1))])
+            elif choice == "flip" and data:
+                position = self.rng.randrange(len(data))
+                path.write_bytes(data[:position] + bytes([data[position] ^ 0x5A]) + data[position + 1 :])
+            elif choice == "pipe":
+                os.mkfifo(path)
+            elif choice == "link":
+                path.symlink_to(self.victim / "secret.txt")
+            return f"tensorboard: {choice} {path.relative_to(self.folder)}"
+        if choice == "split" and root.is_dir():
+            split = root / self.rng.choice(["train", "test", "validation"])
+            remove(split)
+            self.replace_entry(split, self.rng.choice(["link to a folder", "dangling link", "pipe"]), "secret.txt")
+            return f"tensorboard: {split.name} replaced"
+        if choice == "extra" and (root / "test").is_dir():
+            (root / "test" / "events.out.tfevents.0007.scalars").write_bytes(b"an epoch never committed")
+            return "tensorboard: an event file of epoch 7"
+        remove(root)
+        if self.rng.random() < 0.5:
+            root.symlink_to(self.victim)
+            return "tensorboard: a link to the victim folder"
+        root.write_text("not a folder")
+        return "tensorboard: a file"
+
     # mutations after which the folder is no longer a run of this cache (only ever the last one)
     def rename_folder(self) -> str:
         name = self.rng.choice([".hidden", "has space", "-dash", "x" * 120, "bad:name"])
@@ -739,6 +781,7 @@ MUTATIONS = [
     (Case.npz_header_lie, 1),
     (Case.lock_file, 1.5),
     (Case.file_to_pipe, 1),
+    (Case.tensorboard_files, 3),
 ]
 # The files the page reads come first and twice; the previous epoch's predictions count after a rollback.
 NPZ_FILES = (
@@ -865,6 +908,24 @@ def check_arrays(run, store: RunStore, train_labels: np.ndarray) -> list[str]:
     return problems
 
 
+def check_event_files(run, store: RunStore) -> list[str]:
+    """Whatever became of its TensorBoard files, the run reads as it did, and ``sync`` (what the next commit
+    and ``export-tensorboard`` do) either writes them all, with nothing left to write after, or says why."""
+    try:
+        event_files.sync(store, run)
+    except RunError as error:
+        return [] if run.damaged else [f"sync of a valid run failed: {error}"]
+    except Exception as error:  # noqa: BLE001 (any other exception is the finding)
+        return [f"sync raised {type(error).__name__}: {error}"]
+    if run.damaged:
+        return ["sync wrote the event files of a damaged run"]
+    problems = [] if store.load(run.run_id).status is run.status else ["sync changed the run's status"]
+    again = event_files.sync(store, run)
+    if again.written or again.removed:
+        problems.append(f"a second sync still changed files: {again}")
+    return problems
+
+
 def fake_features(indices: np.ndarray) -> np.ndarray:
     """Penultimate features as a bank's ``compute`` would give them (no model is loaded here)."""
     return np.random.default_rng(len(indices)).standard_normal((len(indices), 16))
@@ -898,6 +959,7 @@ def run_case(
             for run in runs:
                 problems += check_run(run, store, train_labels)
                 outcome = "damaged" if run.damaged else "valid"
+                problems += check_event_files(run, store)
             output = io.StringIO()
             with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
                 code = cli(["--cache-dir", str(cache), "runs"])

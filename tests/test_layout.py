@@ -23,7 +23,15 @@ SOURCES = sorted(
 )
 MODULE_LINES, CLASS_LINES, FUNCTION_LINES = 500, 250, 60
 WIDGET_DECLARATIONS = {("app/params.py", "settings_ui")}
-HEAVY = ("tensorflow", "keras", "ray", "resnet.training.trainer", "resnet.core.model")
+HEAVY = (
+    "tensorflow",
+    "keras",
+    "ray",
+    "resnet.training.trainer",
+    "resnet.core.model",
+    "resnet.store.event_files",  # tensorboard's protobufs and plugins: 0.1 s
+    "resnet.store.projector",
+)
 
 
 def _name(path: Path) -> str:

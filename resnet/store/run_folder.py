@@ -4,7 +4,8 @@
 ``parse_run`` reads ``config.json``, ``state.json`` and ``history.csv`` (``resnet/records.py`` bounds the
 JSON, ``resnet/store/run_state.py`` checks each field) and checks the committed epoch's checkpoint and
 predictions (``resnet/store/run_arrays.py``); ``file_stamps`` is what changes whenever they do (the store
-caches parsed runs by it). ``not_a_run`` says why a folder is no run Delete may remove. The epoch files
+caches parsed runs by it). ``not_a_run`` says why a folder is no run Delete may remove (a run's entries are
+its files and its ``tensorboard/`` folder, which nothing here reads). The epoch files
 before the committed one are removed right after a commit (``remove_superseded_files``), those after it
 when a trainer takes the run (``remove_uncommitted_files``). ``valid_run_id`` is the one rule for a run id
 and a sweep name: letters, digits, ``.``, ``_`` and ``-``, never ``..``.
@@ -40,6 +41,7 @@ RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # used with ful
 RUN_RECORDS = ("config.json", "state.json", "history.csv")
 MISSING_EPOCH_FILE = "the committed"  # how a missing file of the committed epoch is reported (read again once)
 RUN_FILE_NAMES = frozenset({*RUN_RECORDS, ".lock"})  # with the epoch files and .tmp-* files being written
+RUN_FOLDERS = frozenset({"tensorboard"})  # the TensorBoard view of its records (resnet/store/event_files.py)
 
 
 def valid_run_id(name) -> bool:
@@ -174,7 +176,10 @@ def lock_file_problem(path: Path, error: OSError) -> str:
 
 
 def is_run_entry(entry: os.DirEntry) -> bool:
-    """Whether a folder entry is a file a run writes (a record, its lock, an epoch file, a temporary)."""
+    """Whether a folder entry is a file a run writes (a record, its lock, an epoch file, a temporary) or
+    its folder of TensorBoard files (Delete removes it whatever it holds)."""
+    if entry.name in RUN_FOLDERS:
+        return True
     if entry.is_dir(follow_symlinks=False):
         return False
     return entry.name in RUN_FILE_NAMES or epoch_file(entry.name) is not None or entry.name.startswith(".tmp-")

@@ -10,6 +10,8 @@ A run folder holds:
   the predicted class and confidence (``resnet/core/explain.py``); kept for every epoch;
 - ``features-NNNN.npz``: the nearest-neighbour bank (penultimate features of ``BANK_SIZE`` training
   images) for the checkpoint of epoch NNNN, written on first use (``resnet.store.artefacts``);
+- ``tensorboard/``: the run as TensorBoard event files, written after each commit from the records above
+  and never read by the store (``resnet/store/event_files.py``), and the Projector's files when exported;
 - ``state.json``: the commit record (``resnet.store.run_state.RunState``): status, epochs done, which
   checkpoint and predictions belong to them, the learning-rate segments, and where and how the run
   was trained;
@@ -36,7 +38,7 @@ page rerun costs little.
 
 Nothing is followed out of the cache: a run folder that is a symbolic link is no run, no file of a run
 is read through a link, and ``delete`` removes only a real folder of the cache whose every entry is a
-file a run writes.
+file a run writes, or its ``tensorboard/`` folder.
 
 The cache folder is ``$RESNET_CACHE_DIR`` or ``cache/`` at the project root.
 """
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import threading
@@ -103,14 +106,19 @@ __all__ = [
     "RunStore",
 ]
 
+log = logging.getLogger(__name__)
+
 
 class RunStore:
     """Create, list, read, update and delete runs under one cache folder."""
+
+    writes_event_files = True  # each commit brings the run's TensorBoard files up to date
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
         self._parsed: dict[str, tuple] = {}  # run id -> (file stamps, config, state, history, problem)
         self._parsed_lock = threading.Lock()
+        self._events_checked: set[str] = set()  # runs whose every event file a commit here has checked
 
     # --- paths -------------------------------------------------------------------------------------
     def path_for(self, run_id: str) -> Path:
@@ -207,6 +215,9 @@ class RunStore:
         self.write_state(run, epochs_done=files.epoch, checkpoint=files.checkpoint, predictions=files.predictions)
         run.history = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
         remove_superseded_files(run.path, run.epochs_done)
+        if self.writes_event_files:  # every epoch's files at a run's first commit here, then the new epoch's
+            write_event_files(self, run, whole=run.run_id not in self._events_checked)
+            self._events_checked.add(run.run_id)
 
     def remove_uncommitted_files(self, run: Run) -> None:
         """Delete the files of epochs after the committed one, and temporary files (``run_folder``)."""
@@ -349,6 +360,18 @@ class RunStore:
         shutil.rmtree(trash, ignore_errors=True)
         with self._parsed_lock:
             self._parsed.pop(run_id, None)
+
+
+def write_event_files(store: RunStore, run: Run, *, whole: bool) -> None:
+    """The run's TensorBoard files up to its commit (``resnet.store.event_files.sync``): all of them checked
+    (``whole``), or the committed epoch's alone. They are no part of the run's truth: a failure is logged,
+    the commit stands and training goes on."""
+    import resnet.store.event_files as event_files  # tensorboard's protobufs: only in a process that commits
+
+    try:
+        event_files.sync(store, run, only_last=not whole)
+    except Exception as error:  # noqa: BLE001 (any failure of a derived view)
+        log.warning("run %s: TensorBoard files not written: %s", run.run_id, error)
 
 
 def _resumable(run: Run, fingerprint: str) -> bool:

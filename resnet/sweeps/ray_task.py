@@ -31,6 +31,8 @@ PROGRESS_SECONDS = 1.0  # a task reports batch progress at most this often
 class RelayingRunStore(RunStore):
     """A private run store on a Ray worker that sends every commit and state change to the driver."""
 
+    writes_event_files = False  # the driver's store writes them as it commits each epoch into the real cache
+
     def __init__(self, root, *, send):
         super().__init__(root)
         self.send = send

@@ -12,7 +12,8 @@ then trains the plan's epochs; each epoch is three steps:
    penultimate features from the same forward pass;
 3. ``evaluate_and_commit`` writes the checkpoint, predictions and the epoch's feature map (those features
    projected to 2-D, ``resnet/core/explain.py``) with ``RunStore.write_epoch_files``, then the history row
-   and state with ``RunStore.record_epoch`` (``resnet/store/runs.py``).
+   and state with ``RunStore.record_epoch`` (``resnet/store/runs.py``), which then writes the epoch's
+   TensorBoard event files (``resnet/store/event_files.py``: outside the epoch's time, never its truth).
    The epoch's time is taken after the files are written, so it is the whole time a user waits.
 
 Where it trains is ``config.gpus``: the model is built (or its checkpoint loaded), compiled and trained
