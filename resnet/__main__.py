@@ -9,6 +9,7 @@
     python -m resnet delete RUN
     python -m resnet sweep --name NAME --epochs 5,10,20 --batch-size 64,128 [--ray [ADDRESS]]
     python -m resnet sweeps
+    python -m resnet export-tensorboard [RUN [--epoch N] [--projector]]  # then: tensorboard --logdir CACHE
 
 Ctrl-C during training stops after the current batch and keeps every completed epoch (press it twice
 to quit at once). The app shows every run written here. ``--verbose`` (train, sweep) also shows what
@@ -48,6 +49,7 @@ from resnet.sweeps.report import (
 )
 from resnet.sweeps.trials import first_failure, sweep_progress
 from resnet.training.jobs import JobManager
+from resnet.training.tensorboard_export import export_tensorboard
 
 
 def _bool(text: str) -> bool:
@@ -167,6 +169,11 @@ def build_parser(recipe: str | None = None) -> argparse.ArgumentParser:
     show.add_argument("run_id")
     delete = commands.add_parser("delete", help="delete one run")
     delete.add_argument("run_id")
+    export = commands.add_parser("export-tensorboard", help="write TensorBoard files for every run (or RUN)")
+    export.add_argument("run_id", nargs="?")
+    export.add_argument("--epoch", type=int, help="the epoch --projector exports (default: the last)")
+    export.add_argument("--projector", action="store_true", help="also the feature map for the Projector")
+    export.add_argument("--dataset-dir", help="folder with the Fashion-MNIST files (for --projector's images)")
     add_sweep_commands(commands)
     add_budget_curve_command(commands)
     return parser
@@ -473,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
             return command_sweeps(store)
         if args.command == "budget-curve":
             return command_budget_curve(args, store)
+        if args.command == "export-tensorboard":
+            return export_tensorboard(
+                store, args.run_id, epoch=args.epoch, with_projector=args.projector, dataset_dir=args.dataset_dir
+            )
         store.delete(args.run_id)
         print(f"deleted run {args.run_id}")
         return 0
