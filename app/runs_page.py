@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import actions, areas, chart_specs, charts, state
+from app import actions, areas, chart_specs, charts, state, tensorboard_panel
 from app.curves import run_label
 from resnet.store.runs import Run, RunError
 from resnet.training.jobs import JobManager
@@ -153,7 +153,7 @@ def manage_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
     index = ids.index(shown.run_id) if shown is not None and shown.run_id in by_id else 0
     run_id = st.selectbox("Run", ids, index=index, format_func=lambda rid: run_label(by_id[rid]), key="manage_run")
     run = by_id[run_id]
-    columns = st.columns(4)
+    columns = st.columns(5)
     shown_now = columns[0].button(
         "Show in all views",
         key="show_run",
@@ -185,7 +185,9 @@ def manage_ui(manager: JobManager, runs: list[Run], shown: Run | None) -> None:
         disabled=not has_history,
         width="stretch",
     )
-    columns[3].button("Delete...", key="delete_run", on_click=_ask_delete, args=(run_id,), width="stretch")
+    tensorboard_panel.tensorboard_button(columns[3], manager.store, run)
+    columns[4].button("Delete...", key="delete_run", on_click=_ask_delete, args=(run_id,), width="stretch")
+    tensorboard_panel.exported_ui(manager.store, run)
     if st.session_state.get(state.CONFIRM_DELETE) == run_id:
         st.warning(f"Delete run {run_id} and all its files (checkpoint, history, predictions)? This cannot be undone.")
         yes, no = st.columns(2)

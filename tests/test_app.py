@@ -260,7 +260,18 @@ def test_tiny_training_fills_every_view_then_extend_and_delete(cache_dir, manage
     assert at.dataframe[0].value["epoch"].tolist() == [1, 2]
     assert run_folders(cache_dir) == [run_id]
 
-    # Delete needs a confirmation.
+    # The training child wrote each epoch's TensorBoard files; the Runs tab's button adds the Projector's.
+    events = cache_dir / run_id / "tensorboard"
+    assert {path.name for path in (events / "test").iterdir()} >= {
+        f"events.out.tfevents.000{epoch}.{kind}" for epoch in (1, 2) for kind in ("scalars", "confusion")
+    }
+    at.button(key="tensorboard_run").click().run()
+    assert_no_exception(at)
+    assert any(f"TensorBoard files of {run_id} written" in text for text in texts(at.success)), texts(at.success)
+    assert any(f"tensorboard --logdir {cache_dir}" in code.value for code in at.code)
+    assert (events / "projector_config.pbtxt").is_file() and (events / "projector" / "epoch-0002").is_dir()
+
+    # Delete needs a confirmation; it removes the run with its TensorBoard files.
     at.button(key="delete_run").click().run()
     assert any("cannot be undone" in text for text in texts(at.warning))
     assert (cache_dir / run_id).exists()
