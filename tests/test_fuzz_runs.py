@@ -918,12 +918,23 @@ def check_event_files(run, store: RunStore) -> list[str]:
     except Exception as error:  # noqa: BLE001 (any other exception is the finding)
         return [f"sync raised {type(error).__name__}: {error}"]
     if run.damaged:
-        return ["sync wrote the event files of a damaged run"]
+        return ["sync of a damaged run returned"]
     problems = [] if store.load(run.run_id).status is run.status else ["sync changed the run's status"]
+    root = event_files.folder_of(run)
+    expected = [root / event_files.HPARAMS_FILE] + [
+        root / split / f"events.out.tfevents.{epoch:04d}.scalars"
+        for split in ("train", "test")
+        for epoch in range(1, run.epochs_done + 1)
+    ]
+    problems += [f"sync left no {path.relative_to(run.path)}" for path in expected if not is_file(path)]
     again = event_files.sync(store, run)
     if again.written or again.removed:
         problems.append(f"a second sync still changed files: {again}")
     return problems
+
+
+def is_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink() and not any(part.is_symlink() for part in path.parents)
 
 
 def fake_features(indices: np.ndarray) -> np.ndarray:

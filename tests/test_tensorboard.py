@@ -197,6 +197,47 @@ def test_damage_to_the_folder_is_rewritten_and_never_damages_the_run(run_copy, t
     assert root.is_dir() and (root / event_files.HPARAMS_FILE).is_file()
 
 
+def test_a_check_never_removes_what_a_trainer_committed_since(run_copy, dataset_dir):
+    """An export with a run read before the trainer's last commits (a page's runs), or during a commit."""
+    from resnet.training.trainer import prepare_training, train_prepared
+
+    store, stale = run_copy
+    train_prepared(
+        prepare_training(
+            stale.config.replace(epochs=3), store=RunStore(store.root), run_id=stale.run_id, dataset_dir=dataset_dir
+        )
+    )
+    test = event_files.folder_of(stale) / "test"
+    assert stale.epochs_done == 2
+    assert event_files.sync(store, stale).removed == []
+    assert {"events.out.tfevents.0003.scalars", "events.out.tfevents.0003.confusion"} <= set(os.listdir(test))
+
+    # While a trainer holds the run's lock, a file of an epoch after the committed ones is its own.
+    later = test / "events.out.tfevents.0004.scalars"
+    later.write_bytes(b"a trainer's, written right after its commit")
+    run = store.load(stale.run_id)
+    with store.locked(run):
+        assert event_files.sync(store, run).removed == [] and later.exists()
+    assert event_files.sync(store, run).removed == ["test/events.out.tfevents.0004.scalars"]
+
+
+def test_the_projector_export_follows_no_link(run_copy, dataset, tmp_path):
+    store, run = run_copy
+    outside = tmp_path / "outside"
+    (outside / "epoch-0002").mkdir(parents=True)
+    (outside / "epoch-0002" / "features.tsv").write_text("1\t2\n" * run.state.eval_images)
+    before = sorted(str(path) for path in outside.rglob("*"))
+    (event_files.folder_of(run) / projector.FOLDER).symlink_to(outside)
+    exported = projector.export(
+        store, run, None, compute=lambda indices: np.ones((len(indices), 7)),
+        test_images=dataset.test_images, test_labels=dataset.test_labels,
+    )  # fmt: skip
+    assert exported.computed and exported.dimensions == 7  # not the 2 columns behind the link
+    assert sorted(str(path) for path in outside.rglob("*")) == before
+    assert not projector.epoch_folder(run, 2).parent.is_symlink()
+    assert "projector/epoch-0002/features.tsv" in (event_files.folder_of(run) / projector.CONFIG_FILE).read_text()
+
+
 def test_delete_removes_the_tensorboard_folder(run_copy, trained):
     store, run = run_copy
     store.delete(run.run_id)
@@ -235,6 +276,8 @@ def test_projector_export_writes_features_metadata_and_sprite(run_copy, dataset)
     assert code == 2 and "checkpoint is gone" in output, output
     code, output = cli("--cache-dir", str(store.root), "export-tensorboard", "--projector")
     assert code == 2 and "need a run id" in output, output
+    code, output = cli("--cache-dir", str(store.root), "export-tensorboard", run.run_id, "--epoch", "2")
+    assert code == 2 and "add --projector" in output, output
 
 
 def _free_port() -> int:
@@ -262,7 +305,8 @@ def test_tensorboard_serves_the_runs_scalars_hparams_images_and_projector_live(r
     tensorboard = Path(sys.executable).with_name("tensorboard")
     command = [str(tensorboard), "--logdir", str(store.root), "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(
-        [*command, "--reload_interval", "1"],
+        # The Python loader (not the default Rust one): it reads a folder's files in name order, the stricter.
+        [*command, "--reload_interval", "1", "--load_fast", "false"],
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "tensorboard.log", "w"),  # noqa: SIM115 (closed with the process)
     )
@@ -311,6 +355,8 @@ def test_tensorboard_serves_the_runs_scalars_hparams_images_and_projector_live(r
             scalars = _get(f"{base}/plugin/scalars/scalars?run={test_run}&tag=epoch_accuracy")
         assert [step for _, step, _ in scalars] == [1, 2, 3]
         assert scalars[-1][2] == pytest.approx(store.load(run.run_id).history["test_accuracy"].iloc[-1], rel=1e-6)
+        images = _get(f"{base}/plugin/images/images?run={test_run}&tag=confusion_matrix")
+        assert [image["step"] for image in images] == [1, 2, 3]  # the new epoch's image too, not skipped
     finally:
         process.terminate()
         process.wait(timeout=30)

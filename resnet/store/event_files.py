@@ -14,14 +14,19 @@ HParams session above them (``tensorboard --logdir CACHE`` names them ``RUN/tens
                                                           epoch_cross_entropy
     tensorboard/projector/                                the Projector's files (``resnet/store/projector.py``)
 
-Each epoch gets its own files, written whole under a temporary name and renamed (TensorBoard reads event
-files in name order, so a live TensorBoard sees each epoch as it commits). The scalars and HParams files
+Each epoch gets its own files, written whole under a temporary name and renamed, the image before the
+scalars (TensorBoard's Python loader reads a folder's files in name order and skips one that appears
+before the last it read; its Rust loader reads them all), so a live TensorBoard sees each epoch as it
+commits. The scalars and HParams files
 are a function of ``config.json``, ``state.json`` and ``history.csv`` alone (wall time = the run's creation
 + its cumulative seconds), so ``sync`` compares every file with what it would write and rewrites one that
 differs, is missing, is a link or is no file; a confusion image needs the epoch's predictions, which only
 the committed epoch keeps, so an earlier epoch's image is kept while it reads back as event records and
-removed when it does not. ``sync`` runs after every commit (``RunStore.record_epoch``) and from
-``python -m resnet export-tensorboard`` (runs trained before event files existed). The files are never
+removed when it does not. A commit writes its own epoch's files (``RunStore.record_epoch``; the first
+commit of a run in a process checks them all), ``python -m resnet export-tensorboard`` and the Runs tab's
+button check every file (runs trained before event files existed, damaged folders). A check never removes
+files of epochs committed after the run was read, nor, while a trainer holds the run's lock, any file of a
+later epoch than those it sees. The files are never
 part of a run's truth: the run store never reads them, a failure to write them is logged and the run
 goes on, and Delete removes them with the run.
 
@@ -56,7 +61,7 @@ from tensorboard.util import tensor_util
 from data.fashion_mnist import CLASS_NAMES
 from resnet.analysis import confusion_matrix
 from resnet.config import TrainConfig, param_specs
-from resnet.files import atomic_write
+from resnet.files import atomic_write, lock_held
 from resnet.store.run_state import DamagedRun, RunError
 
 FOLDER = "tensorboard"
@@ -117,12 +122,19 @@ def sync(store, run, *, only_last: bool = False) -> Synced:
     checks every file at a run's first commit in a process).
 
     RunError if the run is damaged or the files cannot be written (the message says which)."""
+    if not only_last:  # ``run`` may have been read before a trainer's last commits (a page's runs): as it is now
+        run = store.load(run.run_id)
     if run.damaged or run.config is None or run.state is None or run.history is None:
         raise RunError(f"run {run.run_id} is damaged ({run.problem}): it has no event files to write")
     synced = Synced()
+    # A trainer of the run (another process, or this one) may commit epochs after ``run`` was read: files
+    # of epochs after it are then the trainer's, never removed.
+    trained = only_last or lock_held(run.path / ".lock")
     try:
         root = real_folder(folder_of(run), synced, "")
         _put(root / HPARAMS_FILE, _hparams_bytes(run), synced, HPARAMS_FILE)
+        if not only_last:
+            remove_stale_temporaries(root, synced, "")
         rows = run.history.to_dict("records")
         best = np.maximum.accumulate([row["test_accuracy"] for row in rows]) if rows else []
         for split in SPLITS:
@@ -130,17 +142,17 @@ def sync(store, run, *, only_last: bool = False) -> Synced:
                 _clear(root / split, synced, split)  # a run without held-out images has none of these
                 continue
             folder = real_folder(root / split, synced, split)
-            wanted = set()
+            # The image before the scalars: it sorts first, and TensorBoard's Python loader reads a folder's
+            # files in name order, skipping one that appears before the last it read.
+            wanted = _sync_confusion(store, run, folder, synced, only_last) if split == "test" else set()
             for row, best_so_far in (
                 list(zip(rows, best, strict=True))[-1:] if only_last else zip(rows, best, strict=True)
             ):
                 name = f"events.out.tfevents.{int(row['epoch']):04d}.scalars"
                 wanted.add(name)
                 _put(folder / name, _scalars_bytes(run, split, row, float(best_so_far)), synced, f"{split}/{name}")
-            if split == "test":
-                wanted |= _sync_confusion(store, run, folder, synced, only_last)
             if not only_last:
-                _remove_others(folder, wanted, split, synced)
+                _remove_others(folder, wanted, split, synced, keep_after=run.epochs_done if trained else None)
     except OSError as error:
         raise RunError(
             f"run {run.run_id}: its TensorBoard files cannot be written in {folder_of(run)} ({error.strerror or error})"
@@ -166,6 +178,8 @@ def _sync_confusion(store, run, folder: Path, synced: Synced, only_last: bool) -
         try:
             predictions = store.load_predictions(run)
         except (RunError, DamagedRun):  # the run store reports those; no image without them
+            return kept
+        if int(predictions["epoch"]) != run.epochs_done:  # a later commit superseded them since ``run`` was read
             return kept
         counts = confusion_matrix(predictions["labels"], predictions["probabilities"].argmax(axis=1))
         _put(folder / name, _confusion_bytes(run, counts), synced, f"test/{name}")
@@ -194,14 +208,26 @@ def _put(path: Path, content: bytes, synced: Synced, name: str) -> None:
     synced.written.append(name)
 
 
-def _remove_others(folder: Path, wanted: set[str], split: str, synced: Synced) -> None:
-    """Remove this module's files that no record asks for (epochs not committed, unsound images) and
-    temporaries left by a killed writer; anything else in the folder is not ours and is left alone."""
+def _remove_others(folder: Path, wanted: set[str], split: str, synced: Synced, *, keep_after: int | None) -> None:
+    """Remove this module's files that no record asks for (epochs not committed, unsound images) but those
+    of epochs after ``keep_after`` (a trainer's, committed since), and temporaries left by a killed writer;
+    anything else in the folder is not ours and is left alone."""
     for name in os.listdir(folder):
-        if name in wanted or not (EPOCH_FILE.fullmatch(name) or _stale_temporary(folder / name)):
+        match = EPOCH_FILE.fullmatch(name)
+        if name in wanted or not match or (keep_after is not None and int(match[1]) > keep_after):
             continue
         _remove(folder / name)
         synced.removed.append(f"{split}/{name}")
+    remove_stale_temporaries(folder, synced, split)
+
+
+def remove_stale_temporaries(folder: Path, synced: Synced | None = None, where: str = "") -> None:
+    """Remove the temporary files a killed writer left in ``folder`` (none another may still be writing)."""
+    for name in os.listdir(folder):
+        if _stale_temporary(folder / name):
+            _remove(folder / name)
+            if synced is not None:
+                synced.removed.append(f"{where}/{name}" if where else name)
 
 
 def _clear(path: Path, synced: Synced, split: str) -> None:
@@ -210,7 +236,7 @@ def _clear(path: Path, synced: Synced, split: str) -> None:
         path.unlink()
         synced.removed.append(split)
     elif path.is_dir():
-        _remove_others(path, set(), split, synced)
+        _remove_others(path, set(), split, synced, keep_after=None)
 
 
 def _stale_temporary(path: Path) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,9 @@ def export(store, run, epoch: int | None, *, compute, test_images: np.ndarray, t
     """Write the Projector files of ``epoch`` (default: the last committed) and the config naming every
     exported epoch. RunError if the run has no such epoch, no map for it, no features for it on disk and
     no checkpoint of it, or if a file cannot be written."""
+    run = store.load(run.run_id)  # as it is now: ``run`` may have been read before a trainer's last commits
+    if run.damaged:
+        raise RunError(f"run {run.run_id} is damaged ({run.problem}): nothing to export")
     if not run.epochs_done:
         raise RunError(f"run {run.run_id} has no committed epoch yet: no features to show in the Projector")
     epoch = run.epochs_done if epoch is None else epoch
@@ -65,20 +69,25 @@ def export(store, run, epoch: int | None, *, compute, test_images: np.ndarray, t
     indices = feature_map["indices"]
     folder = epoch_folder(run, epoch)
     features_path = folder / "features.tsv"
-    dimensions = _stored_dimensions(features_path, len(indices))
-    computed = dimensions is None
-    if computed and epoch != run.epochs_done:
-        raise RunError(
-            f"run {run.run_id}: epoch {epoch}'s features are not on disk and its checkpoint is gone (a run keeps "
-            f"only its last checkpoint, epoch {run.epochs_done}): export epoch {run.epochs_done}"
-        )
     try:
-        for path in (folder.parent.parent, folder.parent, folder):  # real folders: no link is followed
+        for path in (folder.parent.parent, folder.parent, folder):  # real folders first: no link is followed
             event_files.real_folder(path)
+            event_files.remove_stale_temporaries(path)  # what a killed export left
+        dimensions = _stored_dimensions(features_path, len(indices))
+        computed = dimensions is None
+        if computed and epoch != run.epochs_done:
+            raise RunError(
+                f"run {run.run_id}: epoch {epoch}'s features are not on disk and its checkpoint is gone (a run "
+                f"keeps only its last checkpoint, epoch {run.epochs_done}): export epoch {run.epochs_done}"
+            )
         if computed:
             features = np.asarray(compute(indices), dtype=np.float32)
             if features.ndim != 2 or len(features) != len(indices) or not np.isfinite(features).all():
                 raise RunError(f"run {run.run_id}: features of shape {features.shape} or not finite")
+            if store.load(run.run_id).epochs_done != epoch:  # the checkpoint computed from may be a later one
+                raise RunError(
+                    f"run {run.run_id} committed another epoch while its features were computed: export again"
+                )
             dimensions = features.shape[1]
             atomic_write(features_path, lambda temporary: _write_features(temporary, features))
         labels = np.asarray(test_labels)[indices]
@@ -101,10 +110,14 @@ def _write_features(path: Path, features: np.ndarray) -> None:
 
 def _stored_dimensions(path: Path, rows: int) -> int | None:
     """The features' width if ``path`` is a regular file of ``rows`` rows, each of as many numbers; else None."""
-    if path.is_symlink() or not path.is_file():
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # never a link, never blocking
+    except OSError:
         return None
     try:
-        with open(path, "rb") as stream:
+        with os.fdopen(descriptor, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                return None
             first = stream.readline()
             lines = 1 + sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
             stream.seek(-1, os.SEEK_END)
@@ -144,7 +157,8 @@ def exported_epochs(run) -> list[int]:
     for name in sorted(os.listdir(base)) if base.is_dir() and not base.is_symlink() else []:
         folder = base / name
         if name.startswith("epoch-") and name[6:].isdigit() and not folder.is_symlink() and folder.is_dir():
-            if all((folder / file).is_file() for file in ("features.tsv", "metadata.tsv", "sprite.png")):
+            files = [folder / file for file in ("features.tsv", "metadata.tsv", "sprite.png")]
+            if all(file.is_file() and not file.is_symlink() for file in files):
                 epochs.append(int(name[6:]))
     return epochs
 

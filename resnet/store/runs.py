@@ -215,9 +215,8 @@ class RunStore:
         self.write_state(run, epochs_done=files.epoch, checkpoint=files.checkpoint, predictions=files.predictions)
         run.history = pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
         remove_superseded_files(run.path, run.epochs_done)
-        if self.writes_event_files:  # every epoch's files at a run's first commit here, then the new epoch's
-            write_event_files(self, run, whole=run.run_id not in self._events_checked)
-            self._events_checked.add(run.run_id)
+        if self.writes_event_files and write_event_files(self, run, whole=run.run_id not in self._events_checked):
+            self._events_checked.add(run.run_id)  # every epoch's files checked at its first commit here: now its own
 
     def remove_uncommitted_files(self, run: Run) -> None:
         """Delete the files of epochs after the committed one, and temporary files (``run_folder``)."""
@@ -362,16 +361,18 @@ class RunStore:
             self._parsed.pop(run_id, None)
 
 
-def write_event_files(store: RunStore, run: Run, *, whole: bool) -> None:
+def write_event_files(store: RunStore, run: Run, *, whole: bool) -> bool:
     """The run's TensorBoard files up to its commit (``resnet.store.event_files.sync``): all of them checked
-    (``whole``), or the committed epoch's alone. They are no part of the run's truth: a failure is logged,
-    the commit stands and training goes on."""
-    import resnet.store.event_files as event_files  # tensorboard's protobufs: only in a process that commits
-
+    (``whole``), or the committed epoch's alone; whether they were written. They are no part of the run's
+    truth: a failure (even a broken ``tensorboard`` install) is logged, the commit stands, training goes on."""
     try:
+        import resnet.store.event_files as event_files  # tensorboard's protobufs: only in a process that commits
+
         event_files.sync(store, run, only_last=not whole)
     except Exception as error:  # noqa: BLE001 (any failure of a derived view)
         log.warning("run %s: TensorBoard files not written: %s", run.run_id, error)
+        return False
+    return True
 
 
 def _resumable(run: Run, fingerprint: str) -> bool:

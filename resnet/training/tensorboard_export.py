@@ -32,6 +32,8 @@ def export_tensorboard(
     """Write the event files (and, asked, the Projector files); 0 if every run asked for was written, else 2."""
     if run_id is None and (with_projector or epoch is not None):
         raise RunError("--projector and --epoch need a run id (the Projector shows one run's feature map)")
+    if epoch is not None and not with_projector:
+        raise RunError("--epoch is the epoch --projector exports: add --projector (event files cover every epoch)")
     runs = [store.load(run_id)] if run_id else store.list_runs()
     failed = 0
     for run in runs:
