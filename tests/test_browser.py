@@ -4,8 +4,9 @@ Sets a tiny configuration through the URL and the sidebar widgets, presses Start
 view to finish the training and redraw the page by itself (the fragment's ``run_every``; nothing here
 reloads the page), then checks the charts; a second test has two pages press Start together; a third runs
 a tiny sweep from the Sweep tab; a fourth explains a mistake; a fifth shows a run that trained until returns
-diminished; a sixth checks, in the server's rerun log, that a click reruns only the area it is in. Each
-saves what it sees as screenshots.
+diminished; a sixth checks, in the server's rerun log, that a click reruns only the area it is in; a seventh
+writes a run's TensorBoard files from the Runs tab and opens them in a real TensorBoard. Each saves what it
+sees as screenshots.
 
 One server and one Chromium serve the whole module (starting each costs seconds); every test gets a
 fresh browser context (its own pages and cookies: a new Streamlit session) and an empty run cache: the
@@ -29,7 +30,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import EXPLAINED, copy_run, run_folders
+from support import EXPLAINED, FINISHED, copy_run, run_folders
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -469,3 +470,58 @@ def test_a_click_reruns_only_the_area_it_is_in(server, cache_dir, new_page, trai
     settled(page)
     assert "page" in rerun_log()
     assert page.get_by_test_id("stException").count() == 0
+
+
+TENSORBOARD_SCREENSHOT = SCREENSHOTS / "tensorboard.png"
+
+
+def test_a_run_opens_in_tensorboard(server, cache_dir, new_page, trained):
+    """The Runs tab's TensorBoard button writes the run's files and shows the command; that command's
+    TensorBoard, in the same browser, shows the run's scalars (saved as a screenshot for the README)."""
+    from playwright.sync_api import expect
+
+    source = trained(FINISHED).path
+    run_id = copy_run(source, cache_dir).name
+    shutil.copytree(source / "tensorboard", cache_dir / run_id / "tensorboard")  # what its training wrote
+
+    page = new_page()
+    page.goto(server)
+    page.get_by_role("tab", name="Runs").click()
+    page.get_by_role("button", name="TensorBoard files").click()
+    expect(page.get_by_text(f"TensorBoard files of {run_id} written", exact=False)).to_be_visible(timeout=120_000)
+    expect(page.get_by_text(f"tensorboard --logdir {cache_dir}", exact=False)).to_be_visible()
+    assert (cache_dir / run_id / "tensorboard" / "projector_config.pbtxt").is_file()
+    assert page.get_by_test_id("stException").count() == 0
+    page.get_by_role("button", name="TensorBoard files").scroll_into_view_if_needed()
+    page.screenshot(path=str(ROOT / "test-artifacts" / "runs-tab-tensorboard.png"))  # looked at, not in the README
+
+    port = free_port()
+    log = cache_dir.parent / "tensorboard.log"
+    tensorboard = subprocess.Popen(
+        [str(Path(sys.executable).with_name("tensorboard")), "--logdir", str(cache_dir), "--host", "127.0.0.1",
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=open(log, "w"),  # noqa: SIM115 (closed with the process)
+    )  # fmt: skip
+    try:
+        board = new_page()
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                board.goto(f"http://127.0.0.1:{port}/#scalars", timeout=10_000)
+                break
+            except Exception:  # noqa: BLE001 (Playwright's error while the server starts)
+                if time.monotonic() > deadline:
+                    pytest.fail(f"TensorBoard did not start: {log.read_text()[-2000:]}")
+                time.sleep(1)
+        expect(board.get_by_text("epoch_accuracy").first).to_be_visible(timeout=60_000)
+        expect(board.get_by_text(f"{run_id}/tensorboard/test").first).to_be_visible(timeout=30_000)
+        expect(board.get_by_text("best_accuracy").first).to_be_visible()
+        for category in ("best_accuracy", "cumulative_seconds", "epoch_accuracy"):  # show train and test accuracy
+            board.get_by_text(category, exact=True).first.click()
+        expect(board.get_by_text("tag: epoch_accuracy").first).to_be_visible(timeout=30_000)
+        board.get_by_text("Ignore outliers in chart scaling").click()  # two epochs: every point is one
+        board.wait_for_timeout(4000)  # let the charts draw their lines
+        board.screenshot(path=str(TENSORBOARD_SCREENSHOT))
+    finally:
+        tensorboard.terminate()
+        tensorboard.wait(timeout=30)

@@ -86,6 +86,7 @@ def test_history_checkpoint_and_predictions_exist_after_each_epoch(cache_dir):
         "map-0002.npz",
         "predictions-0002.npz",
         "state.json",
+        "tensorboard",  # the epochs' TensorBoard event files (resnet/store/event_files.py)
     ]
     predictions = store.load_predictions(run)
     assert np.allclose(predictions["probabilities"].astype(np.float32).sum(axis=1), 1.0, atol=0.02)
