@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import checkpoints
+from app import checkpoints, feedback
 from app.actions import Outcome
 from data.fashion_mnist import DatasetError, load_fashion_mnist
 from resnet.core import explain
@@ -22,19 +22,27 @@ def export_run(store, run: Run) -> Outcome:
 
     try:
         synced = event_files.sync(store, run)
+    except RunError as error:
+        return Outcome("error", f"TensorBoard files of {run.run_id} not written: {error}")
+    try:
         dataset = load_fashion_mnist(download=False)
         exported = projector.export(
             store,
             run,
             None,
-            compute=lambda indices: explain.penultimate_features(
-                checkpoints.checkpoint_model(store, run), dataset.test_images[indices]
+            compute=lambda current, indices: explain.penultimate_features(
+                checkpoints.checkpoint_model(store, current), dataset.test_images[indices]
             ),
             test_images=dataset.test_images,
             test_labels=dataset.test_labels,
         )
     except (RunError, DamagedRun, DatasetError) as error:
-        return Outcome("error", f"TensorBoard files of {run.run_id} not written: {error}")
+        return Outcome(
+            "warning",
+            f"Event files of {run.run_id} written ({synced.text()}: Scalars, Images and HParams show it), but not "
+            f"the Projector's: {error}",
+            run.run_id,
+        )
     return Outcome(
         "success",
         f"TensorBoard files of {run.run_id} written (event files: {synced.text()}; Projector: epoch "
@@ -63,6 +71,6 @@ def exported_ui(store, run: Run) -> None:
     exported = st.session_state.get(EXPORTED)
     if exported is not None and exported[0] == run.run_id:
         outcome = exported[1]
-        (st.success if outcome.level == "success" else st.error)(outcome.text)
-        if outcome.level == "success":
+        feedback.show_outcome(outcome)
+        if outcome.level != "error":
             st.code(tensorboard_command(store.root), language="bash")

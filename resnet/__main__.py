@@ -49,7 +49,6 @@ from resnet.sweeps.report import (
 )
 from resnet.sweeps.trials import first_failure, sweep_progress
 from resnet.training.jobs import JobManager
-from resnet.training.tensorboard_export import export_tensorboard
 
 
 def _bool(text: str) -> bool:
@@ -481,9 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "budget-curve":
             return command_budget_curve(args, store)
         if args.command == "export-tensorboard":
-            return export_tensorboard(
-                store, args.run_id, epoch=args.epoch, with_projector=args.projector, dataset_dir=args.dataset_dir
-            )
+            from resnet.training.tensorboard_export import command  # tensorboard: imported here, not for train
+
+            return command(args, store)
         store.delete(args.run_id)
         print(f"deleted run {args.run_id}")
         return 0

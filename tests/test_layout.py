@@ -31,6 +31,7 @@ HEAVY = (
     "resnet.core.model",
     "resnet.store.event_files",  # tensorboard's protobufs and plugins: 0.1 s
     "resnet.store.projector",
+    "resnet.training.tensorboard_export",
 )
 
 

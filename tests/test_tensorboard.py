@@ -229,7 +229,7 @@ def test_the_projector_export_follows_no_link(run_copy, dataset, tmp_path):
     before = sorted(str(path) for path in outside.rglob("*"))
     (event_files.folder_of(run) / projector.FOLDER).symlink_to(outside)
     exported = projector.export(
-        store, run, None, compute=lambda indices: np.ones((len(indices), 7)),
+        store, run, None, compute=lambda run, indices: np.ones((len(indices), 7)),
         test_images=dataset.test_images, test_labels=dataset.test_labels,
     )  # fmt: skip
     assert exported.computed and exported.dimensions == 7  # not the 2 columns behind the link
@@ -253,6 +253,11 @@ def test_projector_export_writes_features_metadata_and_sprite(run_copy, dataset)
     feature_map = artefacts.load_feature_map(store, run, 2)
     indices = feature_map["indices"]
     assert features.shape == (run.state.eval_images, 512) and np.isfinite(features).all()
+    from resnet.core import explain  # the checkpoint's own features, in the order of the metadata
+
+    model = artefacts.load_model(store, run)
+    expected = explain.penultimate_features(model, dataset.test_images[indices[:8]])
+    assert features[:8] == pytest.approx(expected, rel=1e-3, abs=1e-4)
     rows = (folder / "metadata.tsv").read_text().splitlines()
     assert rows[0].split("\t") == list(projector.METADATA_COLUMNS) and len(rows) == 1 + len(indices)
     for row, index, predicted in zip(rows[1:], indices, feature_map["predicted"], strict=True):

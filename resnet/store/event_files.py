@@ -15,20 +15,19 @@ HParams session above them (``tensorboard --logdir CACHE`` names them ``RUN/tens
     tensorboard/projector/                                the Projector's files (``resnet/store/projector.py``)
 
 Each epoch gets its own files, written whole under a temporary name and renamed, the image before the
-scalars (TensorBoard's Python loader reads a folder's files in name order and skips one that appears
-before the last it read; its Rust loader reads them all), so a live TensorBoard sees each epoch as it
-commits. The scalars and HParams files
-are a function of ``config.json``, ``state.json`` and ``history.csv`` alone (wall time = the run's creation
-+ its cumulative seconds), so ``sync`` compares every file with what it would write and rewrites one that
-differs, is missing, is a link or is no file; a confusion image needs the epoch's predictions, which only
-the committed epoch keeps, so an earlier epoch's image is kept while it reads back as event records and
-removed when it does not. A commit writes its own epoch's files (``RunStore.record_epoch``; the first
-commit of a run in a process checks them all), ``python -m resnet export-tensorboard`` and the Runs tab's
-button check every file (runs trained before event files existed, damaged folders). A check never removes
-files of epochs committed after the run was read, nor, while a trainer holds the run's lock, any file of a
-later epoch than those it sees. The files are never
-part of a run's truth: the run store never reads them, a failure to write them is logged and the run
-goes on, and Delete removes them with the run.
+scalars (TensorBoard's Python loader reads a folder's files in name order and skips one that appears before
+the last it read; its Rust loader reads them all), so a live TensorBoard sees each epoch as it commits. The
+scalars and HParams files are a function of ``config.json``, ``state.json`` and ``history.csv`` alone (wall
+time = the run's creation + its cumulative seconds), so ``sync`` compares every file with what it would
+write and rewrites one that differs, is missing, is a link or is no file; a confusion image needs the
+epoch's predictions, which only the committed epoch keeps, so an earlier epoch's image is kept while it
+reads back as event records and removed when it does not. A commit writes its own epoch's files
+(``RunStore.record_epoch``; the first commit of a run in a process checks them all), ``python -m resnet
+export-tensorboard`` and the Runs tab's button check every file (runs trained before event files existed,
+damaged folders). A check never removes files of epochs committed after the run was read, nor, while a
+trainer holds the run's lock, any file of a later epoch than those it sees. The files are never part of a
+run's truth: the run store never reads them, a failure to write them is logged and the run goes on, and
+Delete removes them with the run.
 
 Written with TensorBoard's own protocol buffers and record writer: no TensorFlow is imported. TensorBoard's
 modules take 0.1 s to import: the run store imports this module only when it commits an epoch.
@@ -122,15 +121,15 @@ def sync(store, run, *, only_last: bool = False) -> Synced:
     checks every file at a run's first commit in a process).
 
     RunError if the run is damaged or the files cannot be written (the message says which)."""
-    if not only_last:  # ``run`` may have been read before a trainer's last commits (a page's runs): as it is now
-        run = store.load(run.run_id)
-    if run.damaged or run.config is None or run.state is None or run.history is None:
-        raise RunError(f"run {run.run_id} is damaged ({run.problem}): it has no event files to write")
-    synced = Synced()
-    # A trainer of the run (another process, or this one) may commit epochs after ``run`` was read: files
-    # of epochs after it are then the trainer's, never removed.
+    # A trainer of the run (another process, or this one) may commit epochs after ``run`` is read: files of
+    # epochs after it are then the trainer's, never removed (probed first: a trainer may commit and exit).
     trained = only_last or lock_held(run.path / ".lock")
+    synced = Synced()
     try:
+        if not only_last:  # ``run`` may have been read before a trainer's last commits (a page's runs)
+            run = store.load(run.run_id)
+        if run.damaged or run.config is None or run.state is None or run.history is None:
+            raise RunError(f"run {run.run_id} is damaged ({run.problem}): it has no event files to write")
         root = real_folder(folder_of(run), synced, "")
         _put(root / HPARAMS_FILE, _hparams_bytes(run), synced, HPARAMS_FILE)
         if not only_last:
@@ -139,7 +138,7 @@ def sync(store, run, *, only_last: bool = False) -> Synced:
         best = np.maximum.accumulate([row["test_accuracy"] for row in rows]) if rows else []
         for split in SPLITS:
             if split == "validation" and not _has_validation(rows):
-                _clear(root / split, synced, split)  # a run without held-out images has none of these
+                _clear(root / split, synced, split, keep_after=run.epochs_done if trained else None)
                 continue
             folder = real_folder(root / split, synced, split)
             # The image before the scalars: it sorts first, and TensorBoard's Python loader reads a folder's
@@ -169,7 +168,8 @@ def _sync_confusion(store, run, folder: Path, synced: Synced, only_last: bool) -
     kept = set()
     for name in [] if only_last else os.listdir(folder):
         match = EPOCH_FILE.fullmatch(name)
-        if match and match[2] == "confusion" and 1 <= int(match[1]) < run.epochs_done:
+        # The committed epoch's too: a commit since ``run`` was read may have superseded its predictions.
+        if match and match[2] == "confusion" and 1 <= int(match[1]) <= run.epochs_done:
             if _read_events(folder / name, CONFUSION_TAG, int(match[1])):
                 kept.add(name)
                 synced.kept += 1
@@ -230,13 +230,14 @@ def remove_stale_temporaries(folder: Path, synced: Synced | None = None, where: 
                 synced.removed.append(f"{where}/{name}" if where else name)
 
 
-def _clear(path: Path, synced: Synced, split: str) -> None:
-    """No event files of ``split``: a link or file in the folder's place goes, as do our files in it."""
+def _clear(path: Path, synced: Synced, split: str, *, keep_after: int | None) -> None:
+    """No event files of ``split`` (a run without held-out images; but a trainer's later epochs': see
+    ``_remove_others``): a link or file in the folder's place goes, as do our files in it."""
     if os.path.islink(path) or (os.path.lexists(path) and not path.is_dir()):
         path.unlink()
         synced.removed.append(split)
     elif path.is_dir():
-        _remove_others(path, set(), split, synced, keep_after=None)
+        _remove_others(path, set(), split, synced, keep_after=keep_after)
 
 
 def _stale_temporary(path: Path) -> bool:
@@ -250,10 +251,11 @@ def _stale_temporary(path: Path) -> bool:
 
 
 def _remove(path: Path) -> None:
+    """Remove a file, link or folder; one another sync removed first is gone all the same."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink()
+        path.unlink(missing_ok=True)
 
 
 def _read_bounded(path: Path) -> bytes | None:

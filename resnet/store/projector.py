@@ -10,7 +10,7 @@
     tensorboard/projector_config.pbtxt              one embedding per exported epoch
 
 The predicted class and confidence of epoch NNNN come from its feature map (``map-NNNN.npz``, kept for
-every epoch), the features from the checkpoint, computed by the caller's ``compute(indices)``
+every epoch), the features from the checkpoint, computed by the caller's ``compute(run, indices)`` (``run`` as read here)
 (``resnet.core.explain.penultimate_features``) only when the epoch's features are not already on disk. A
 run keeps only its last checkpoint, so an earlier epoch can be exported only if it was while it was the last.
 """
@@ -59,7 +59,10 @@ def export(store, run, epoch: int | None, *, compute, test_images: np.ndarray, t
     """Write the Projector files of ``epoch`` (default: the last committed) and the config naming every
     exported epoch. RunError if the run has no such epoch, no map for it, no features for it on disk and
     no checkpoint of it, or if a file cannot be written."""
-    run = store.load(run.run_id)  # as it is now: ``run`` may have been read before a trainer's last commits
+    try:
+        run = store.load(run.run_id)  # as it is now: ``run`` may have been read before a trainer's last commits
+    except OSError as error:  # a file that went while it was read
+        raise RunError(f"run {run.run_id} cannot be read ({error.strerror or error})") from error
     if run.damaged:
         raise RunError(f"run {run.run_id} is damaged ({run.problem}): nothing to export")
     if not run.epochs_done:
@@ -81,7 +84,7 @@ def export(store, run, epoch: int | None, *, compute, test_images: np.ndarray, t
                 f"keeps only its last checkpoint, epoch {run.epochs_done}): export epoch {run.epochs_done}"
             )
         if computed:
-            features = np.asarray(compute(indices), dtype=np.float32)
+            features = _computed(run, compute, indices)
             if features.ndim != 2 or len(features) != len(indices) or not np.isfinite(features).all():
                 raise RunError(f"run {run.run_id}: features of shape {features.shape} or not finite")
             if store.load(run.run_id).epochs_done != epoch:  # the checkpoint computed from may be a later one
@@ -101,6 +104,18 @@ def export(store, run, epoch: int | None, *, compute, test_images: np.ndarray, t
             f"run {run.run_id}: the Projector files cannot be written ({error.strerror or error})"
         ) from error
     return Exported(epoch, folder, len(indices), dimensions, computed)
+
+
+def _computed(run, compute, indices: np.ndarray) -> np.ndarray:
+    """``compute(run, indices)``: the features from ``run``'s checkpoint; any failure of it as a RunError."""
+    try:
+        return np.asarray(compute(run, indices), dtype=np.float32)
+    except RunError:
+        raise
+    except Exception as error:  # noqa: BLE001 (Keras and TensorFlow raise many types: out of memory, a bad file)
+        raise RunError(
+            f"run {run.run_id}: the features could not be computed ({type(error).__name__}: {error})"
+        ) from error
 
 
 def _write_features(path: Path, features: np.ndarray) -> None:

@@ -20,6 +20,13 @@ from resnet.store.runs import DamagedRun, RunError, RunStore
 from resnet.wording import tensorboard_command
 
 
+def command(args, store: RunStore, say: Callable[[str], None] = print) -> int:
+    """The command with its parsed flags (``run_id``, ``epoch``, ``projector``, ``dataset_dir``)."""
+    return export_tensorboard(
+        store, args.run_id, epoch=args.epoch, with_projector=args.projector, dataset_dir=args.dataset_dir, say=say
+    )
+
+
 def export_tensorboard(
     store: RunStore,
     run_id: str | None = None,
@@ -58,9 +65,9 @@ def _projector_text(store: RunStore, run, epoch: int | None, dataset_dir) -> str
     """Export the Projector files of ``epoch``; the sentence that says what was written."""
     dataset = load_fashion_mnist(dataset_dir)
 
-    def compute(indices):
+    def compute(current, indices):  # ``current``: the run as the export read it
         with quiet.captured("loading the checkpoint"):  # TensorFlow's start-up chatter (data/quiet.py)
-            model = artefacts.load_model(store, run)
+            model = artefacts.load_model(store, current)
         return explain.penultimate_features(model, dataset.test_images[indices])
 
     started = time.perf_counter()
