@@ -173,6 +173,7 @@ def test_damage_to_the_folder_is_rewritten_and_never_damages_the_run(run_copy, t
     original = confusion_1.read_bytes()
     (root / "train" / "events.out.tfevents.0002.scalars").write_bytes(b"garbage")
     (root / "test" / "events.out.tfevents.0001.scalars").unlink()
+    (root / "test" / "events.out.tfevents.0001.scalars").mkdir()  # a folder where the file belongs
     (root / "test" / "events.out.tfevents.0009.scalars").write_bytes(b"an epoch never committed")
     (root / "validation").symlink_to(outside)  # never followed
     (root / "train" / "notes.txt").write_text("a user's own file")

@@ -39,7 +39,6 @@ import io
 import os
 import re
 import shutil
-import stat
 import struct
 import time
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from data.fashion_mnist import CLASS_NAMES
 from resnet.analysis import confusion_matrix
 from resnet.config import TrainConfig, param_specs
 from resnet.files import atomic_write, lock_held
+from resnet.records import RecordError, read_bounded
 from resnet.store.run_state import DamagedRun, RunError
 
 FOLDER = "tensorboard"
@@ -189,12 +189,18 @@ def _sync_confusion(store, run, folder: Path, synced: Synced, only_last: bool) -
 
 def real_folder(path: Path, synced: Synced | None = None, name: str = "") -> Path:
     """``path`` as a real folder: a link (never followed) or a file in its place is removed first."""
-    if os.path.islink(path) or (os.path.lexists(path) and not path.is_dir()):
-        path.unlink()
-        if synced is not None:
-            synced.removed.append(name or FOLDER)
+    if _unlinked_if_no_folder(path) and synced is not None:
+        synced.removed.append(name or FOLDER)
     path.mkdir(exist_ok=True)
     return path
+
+
+def _unlinked_if_no_folder(path: Path) -> bool:
+    """Remove a link, file or pipe where a folder of ours belongs; whether there was one."""
+    if os.path.islink(path) or (os.path.lexists(path) and not path.is_dir()):
+        path.unlink()
+        return True
+    return False
 
 
 def _put(path: Path, content: bytes, synced: Synced, name: str) -> None:
@@ -233,8 +239,7 @@ def remove_stale_temporaries(folder: Path, synced: Synced | None = None, where: 
 def _clear(path: Path, synced: Synced, split: str, *, keep_after: int | None) -> None:
     """No event files of ``split`` (a run without held-out images; but a trainer's later epochs': see
     ``_remove_others``): a link or file in the folder's place goes, as do our files in it."""
-    if os.path.islink(path) or (os.path.lexists(path) and not path.is_dir()):
-        path.unlink()
+    if _unlinked_if_no_folder(path):
         synced.removed.append(split)
     elif path.is_dir():
         _remove_others(path, set(), split, synced, keep_after=keep_after)
@@ -259,16 +264,11 @@ def _remove(path: Path) -> None:
 
 
 def _read_bounded(path: Path) -> bytes | None:
-    """A regular file's bytes (no link followed, no pipe opened for long), or None."""
+    """A regular file's bytes (``resnet.records.read_bounded``: no link followed, no pipe waited on), or None."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+        return read_bounded(path, max_bytes=MAX_EVENT_FILE)
+    except RecordError:
         return None
-    with os.fdopen(descriptor, "rb") as stream:
-        info = os.fstat(stream.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_EVENT_FILE:
-            return None
-        return stream.read(MAX_EVENT_FILE + 1)
 
 
 # --- the events ----------------------------------------------------------------------------------------------
@@ -276,8 +276,7 @@ def _records(events: list) -> bytes:
     """Events as a TFRecord file's bytes, after the file-version event every event file starts with."""
     stream = io.BytesIO()
     writer = RecordWriter(stream)
-    first = events[0].wall_time if events else 0.0
-    for event in [Event(wall_time=first, file_version="brain.Event:2"), *events]:
+    for event in [Event(wall_time=events[0].wall_time, file_version="brain.Event:2"), *events]:
         writer.write(event.SerializeToString(deterministic=True))  # map fields (HParams) in key order
     return stream.getvalue()
 
@@ -304,12 +303,9 @@ def _scalars_bytes(run, split: str, row: dict, best: float) -> bytes:
 
 
 def hparams_of(run) -> dict[str, bool | int | float | str]:
-    """The HParams of a run: every config field, and the precision it trained in."""
-    values = {}
-    for name, value in run.config.to_dict().items():
-        values[name] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    values["trained_precision"] = run.state.precision or ""
-    return values
+    """The HParams of a run: every config field (each an int, float, bool or str: ``param_specs``), and the
+    precision it trained in."""
+    return {**run.config.to_dict(), "trained_precision": run.state.precision or ""}
 
 
 def _declared(spec):

@@ -129,10 +129,11 @@ def _stored_dimensions(path: Path, rows: int) -> int | None:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # never a link, never blocking
     except OSError:
         return None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # before fdopen, which refuses a folder
+        os.close(descriptor)
+        return None
     try:
         with os.fdopen(descriptor, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-                return None
             first = stream.readline()
             lines = 1 + sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
             stream.seek(-1, os.SEEK_END)
