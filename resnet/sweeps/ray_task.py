@@ -2,7 +2,8 @@
 
 The task receives the run's config, id and committed files and the dataset's four files, writes them into
 a private temporary run store and calls ``prepare_training`` + ``train_prepared``, the same trainer as
-everywhere, with TensorFlow's threads set to the CPUs the task was given. The private store
+everywhere, with TensorFlow's threads set to the CPUs the task was given (the store lives in a folder of
+``resnet.sweeps.trial_folder``, removed even when a stop kills the task). The private store
 (``RelayingRunStore``) sends every epoch's commit and every state change to the driver's inbox actor
 without waiting (a task blocked in ``ray.get`` lends its CPUs to other tasks); the driver
 (``resnet.sweeps.on_ray``) commits them into the real cache.
@@ -12,17 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import socket
-import tempfile
 import time
-from pathlib import Path
 
 from resnet.config import TrainConfig
 from resnet.core.hardware import detect_hardware
 from resnet.core.precision import resolve
 from resnet.core.precision_record import Measurement, read_record, record_path, remember
 from resnet.store.runs import RunError, RunStore
+from resnet.sweeps.trial_folder import private_folder
 
 RELAYED_STATE = ("status", "target_epochs", "segments", "message", "precision", "device", "stop")
 PROGRESS_SECONDS = 1.0  # a task reports batch progress at most this often
@@ -83,11 +82,10 @@ def train_trial_task(index, config_values, run_id, files, dataset_files, inbox, 
         sent.append(inbox.put.remote((kind, index, *payload)))
 
     send("hello", {"pid": os.getpid(), "host": socket.gethostname()})
-    folder = Path(tempfile.mkdtemp(prefix="resnet-trial-"))
     try:
-        return _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, measurements)
+        with private_folder() as folder:  # removed after; a killed task's is removed by the next task here
+            return _train_in_private_store(folder, config_values, run_id, files, dataset_files, send, measurements)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
         ray.get(sent)
 
 
