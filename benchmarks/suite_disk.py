@@ -23,13 +23,18 @@ SAMPLE_SECONDS = 5.0
 
 
 def folder_mb(folder: Path) -> float:
-    total = 0
+    """MB of disk the files under ``folder`` use, each file once: tests hard-link the runs' checkpoints
+    (``tests/support.py`` ``copy_run``), so sizes summed per name would count one checkpoint many times."""
+    seen, total = set(), 0
     for root, _, names in os.walk(folder):
         for name in names:
             try:
-                total += os.lstat(os.path.join(root, name)).st_size
+                info = os.lstat(os.path.join(root, name))
             except OSError:
-                pass  # removed while walked
+                continue  # removed while walked
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
     return total / 2**20
 
 
