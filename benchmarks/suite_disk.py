@@ -38,15 +38,20 @@ def folder_mb(folder: Path) -> float:
     return total / 2**20
 
 
-def trial_folders_mb() -> float:
-    return sum(folder_mb(folder) for folder in Path(tempfile.gettempdir()).glob("resnet-trial-*"))
+def trial_folders() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("resnet-trial-*"))
+
+
+def trial_folders_mb(before: set[Path]) -> float:
+    """MB of the Ray trial folders made since ``before`` (a trial may remove older, abandoned ones)."""
+    return sum(folder_mb(folder) for folder in trial_folders() - before)
 
 
 def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="suite-disk-"))
     basetemp = scratch / "basetemp"
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={basetemp}", *sys.argv[1:]]
-    trials_before = trial_folders_mb()
+    trials_before = trial_folders()
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=PROJECT_ROOT)
     peak, peak_at, largest = 0.0, 0.0, {}
@@ -59,7 +64,7 @@ def main() -> int:
                 if child.is_symlink():  # pytest's <name>current links
                     continue
                 largest[child.name] = max(largest.get(child.name, 0.0), folder_mb(child))
-            size = folder_mb(basetemp) + trial_folders_mb() - trials_before
+            size = folder_mb(basetemp) + trial_folders_mb(trials_before)
             if size > peak:
                 peak, peak_at = size, time.perf_counter() - started
     finally:
@@ -67,7 +72,7 @@ def main() -> int:
             process.terminate()
         process.wait()
     final = folder_mb(basetemp) if basetemp.is_dir() else 0.0
-    trials_left = trial_folders_mb() - trials_before
+    trials_left = trial_folders_mb(trials_before)
     flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
     print(f"\n{time.strftime('%Y-%m-%d')} · {os.cpu_count()} cores · {' '.join(f for f in wanted if f' {f}' in flags)}")

@@ -3,7 +3,8 @@
 Leaf module: the run store, the sweep store and the precision record all write through here, so one
 rule holds for every file the project writes: written beside its target under a temporary name, flushed
 and renamed into place (``atomic_write``), with the permissions of any new file (0666 less the umask).
-Locks are ``flock`` on a regular file that is never followed through a link (``try_lock``, ``lock_held``).
+Locks are ``flock`` on a regular file that is never followed through a link (``try_lock``, ``lock_held``,
+``lock_free``).
 ``file_signature`` is what a parse cache keys on: a file is parsed again only when it changed.
 """
 
@@ -119,18 +120,33 @@ def lock_held(path: Path) -> bool:
     Unlike a pid, a lock dies with its process: a state left ``running`` by a killed trainer whose pid
     now belongs to another process reads as interrupted.
     """
+    return _probe(path) is True
+
+
+def lock_free(path: Path) -> bool:
+    """Whether the lock file ``path`` exists and no process holds it: the probe got its shared lock.
+
+    The question to ask before removing what the lock guards: unlike ``not lock_held``, a probe that
+    could not tell (no file, a link, a file that cannot be opened, no descriptors left) is not free.
+    """
+    return _probe(path) is False
+
+
+def _probe(path: Path) -> bool | None:
+    """True: held by another process; False: free (the shared lock was taken and released); None: could
+    not tell (missing, a link, not a regular file, or an error opening or locking it)."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
-        return False
+        return None
     try:
         if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            return False
+            return None
         fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     except OSError:
-        return False
+        return None
     finally:
         os.close(descriptor)  # releases the probe's shared lock
     return False

@@ -13,12 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+from resnet.files import lock_free, lock_held, try_lock
 from resnet.sweeps.trial_folder import IN_USE, PREFIX, SETTLE_SECONDS, private_folder, remove_abandoned
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOLDER = """
 import sys, time
 from pathlib import Path
+from resnet.files import lock_free, lock_held, try_lock
 from resnet.sweeps.trial_folder import private_folder
 with private_folder(Path(sys.argv[1])) as folder:
     (folder / "checkpoint.keras").write_bytes(b"x" * 1000)
@@ -78,3 +80,16 @@ def test_a_fresh_unlocked_folder_and_folders_not_made_here_are_left_alone(tmp_pa
     settle(just_killed)
     assert remove_abandoned(tmp_path) == [just_killed]
     assert foreign.is_dir() and linked.is_symlink()
+
+
+def test_only_a_lock_file_that_could_be_locked_reads_as_free(tmp_path):
+    lock_file, link = tmp_path / "held", tmp_path / "link"
+    lock = try_lock(lock_file)
+    link.symlink_to(lock_file)
+    try:
+        assert lock_held(lock_file) and not lock_free(lock_file)
+        for unknown in (tmp_path / "missing", link, tmp_path):  # could not tell: never free to remove
+            assert not lock_free(unknown) and not lock_held(unknown)
+    finally:
+        lock.close()
+    assert lock_free(lock_file) and not lock_held(lock_file)

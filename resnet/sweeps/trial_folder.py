@@ -8,8 +8,10 @@ a sweep cancels its running task with ``ray.cancel(force=True)``, which kills th
 So a task holds an ``flock`` on the folder's ``.in-use`` file while it lives (a lock dies with its
 process, however it dies), and every task, before making its own folder, removes the folders in the
 same temporary directory whose lock nobody holds. A folder is judged only once its lock file is
-``SETTLE_SECONDS`` old: the instant between making a folder and locking it never reads as abandoned.
-Folders without a lock file (not made by this code) are left alone.
+``SETTLE_SECONDS`` old: the instant between making a folder and locking it never reads as abandoned (so
+a task killed less than a minute before the last trial on a machine leaves its folder until the next).
+Folders without a lock file (not made by this code) are left alone, and a folder is removed with its lock
+file last, so a task killed while removing its own folder leaves one that is still recognised.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from resnet.files import lock_held, try_lock
+from resnet.files import lock_free, try_lock
 
 PREFIX = "resnet-trial-"
 IN_USE = ".in-use"
@@ -36,11 +38,14 @@ def private_folder(parent: Path | None = None) -> Iterator[Path]:
     parent = Path(parent or tempfile.gettempdir())
     remove_abandoned(parent)
     folder = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
-    lock = try_lock(folder / IN_USE)  # a new folder: no one else holds its lock
+    lock = None
     try:
+        lock = try_lock(folder / IN_USE)  # a new folder: no one else holds its lock
+        if lock is None:
+            raise OSError(f"could not lock the trial folder {folder}")
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove(folder)
         if lock is not None:
             lock.close()
 
@@ -50,7 +55,7 @@ def remove_abandoned(parent: Path) -> list[Path]:
     removed = []
     for folder in sorted(parent.glob(PREFIX + "*")):
         if _abandoned(folder):
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove(folder)
             removed.append(folder)
     return removed
 
@@ -63,4 +68,22 @@ def _abandoned(folder: Path) -> bool:
         settled = time.time() - os.stat(marker).st_mtime >= SETTLE_SECONDS
     except OSError:
         return False
-    return settled and not lock_held(marker)
+    return settled and lock_free(marker)
+
+
+def _remove(folder: Path) -> None:
+    """Everything but the lock file first, the lock file last: a task killed while removing its folder
+    (a stop as the trial ends) leaves a folder that the next task still recognises and removes."""
+    with contextlib.suppress(OSError):
+        for entry in list(folder.iterdir()):
+            if entry.name == IN_USE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+    with contextlib.suppress(OSError):
+        (folder / IN_USE).unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
