@@ -20,7 +20,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HOLDER = """
 import sys, time
 from pathlib import Path
-from resnet.files import lock_free, lock_held, try_lock
 from resnet.sweeps.trial_folder import private_folder
 with private_folder(Path(sys.argv[1])) as folder:
     (folder / "checkpoint.keras").write_bytes(b"x" * 1000)

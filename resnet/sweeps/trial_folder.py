@@ -63,12 +63,11 @@ def remove_abandoned(parent: Path) -> list[Path]:
 def _abandoned(folder: Path) -> bool:
     marker = folder / IN_USE
     try:
-        if folder.is_symlink() or not folder.is_dir() or marker.is_symlink() or not marker.is_file():
+        if folder.is_symlink() or time.time() - os.lstat(marker).st_mtime < SETTLE_SECONDS:
             return False
-        settled = time.time() - os.stat(marker).st_mtime >= SETTLE_SECONDS
-    except OSError:
+    except OSError:  # no lock file: not made here
         return False
-    return settled and lock_free(marker)
+    return lock_free(marker)  # a link or anything but a regular file is never free
 
 
 def _remove(folder: Path) -> None:
